@@ -1,0 +1,1 @@
+"""ern HTTP service: FastAPI, persistence and orchestration."""

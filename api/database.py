@@ -1,0 +1,89 @@
+"""Engine and session factory, the naming convention, and Alembic migrations run from code."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, MetaData, create_engine, text
+from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+
+from api.settings import Settings
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+
+
+class Base(DeclarativeBase):
+    """Declarative base of every ern table."""
+
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+def resolve_database_url(settings: Settings, *, start: bool = True) -> str:
+    """The configured URL, or the embedded cluster's (started on demand)."""
+    if settings.database_url:
+        return settings.database_url
+    from api.embedded import EmbeddedCluster
+
+    cluster = EmbeddedCluster(settings.var_dir)
+    return cluster.start() if start else cluster.url()
+
+
+def make_engine(url: str, *, pool_size: int = 10) -> Engine:
+    """A pooled engine; connections are checked before use so a restarted server is survived."""
+    return create_engine(
+        url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, future=True
+    )
+
+
+def make_session_factory(engine: Engine) -> sessionmaker[Session]:
+    """Sessions that keep loaded objects usable after commit."""
+    return sessionmaker(bind=engine, expire_on_commit=False, autoflush=True)
+
+
+@contextmanager
+def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
+    """One unit of work: commit on success, roll back on error (for workers and the CLI)."""
+    session = factory()
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
+def alembic_config(url: str) -> Config:
+    """Alembic configuration pointing at the packaged migrations."""
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return cfg
+
+
+def upgrade(url: str, revision: str = "head") -> None:
+    """Apply migrations up to ``revision``."""
+    command.upgrade(alembic_config(url), revision)
+
+
+def schema_status(engine: Engine) -> dict[str, str | bool | None]:
+    """Current and head revisions, and whether the schema is up to date."""
+    head = ScriptDirectory.from_config(alembic_config(str(engine.url))).get_current_head()
+    with engine.connect() as conn:
+        conn.execute(text("SELECT 1"))
+        current = MigrationContext.configure(conn).get_current_revision()
+    return {"current": current, "head": head, "up_to_date": current == head}

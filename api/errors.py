@@ -1,0 +1,138 @@
+"""Domain errors -> one JSON body {"error", "detail"}; one table maps classes to status codes."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from geo import errors as geo_errors
+
+log = logging.getLogger("ern")
+
+
+class ErrorBody(BaseModel):
+    """Every error answer: the error class name and a human-readable reason."""
+
+    error: str
+    detail: str
+
+
+class ErnError(Exception):
+    """Base of the service's domain errors; subclasses set ``status_code``."""
+
+    status_code = 400
+    headers: dict[str, str] | None = None
+
+
+class NotFound(ErnError):
+    status_code = 404
+
+
+class Unauthorized(ErnError):
+    status_code = 401
+    headers = {"WWW-Authenticate": "Bearer"}
+
+
+class Forbidden(ErnError):
+    status_code = 403
+
+
+class Conflict(ErnError):
+    status_code = 409
+
+
+class Unprocessable(ErnError):
+    status_code = 422
+
+
+class PayloadTooLarge(ErnError):
+    status_code = 413
+
+
+class ServiceUnavailable(ErnError):
+    status_code = 503
+
+
+# Engine errors keep their own classes (and names in the body); this table gives their status.
+GEO_STATUS: dict[type[geo_errors.GeoError], int] = {
+    geo_errors.OutsideServiceArea: 422,
+    geo_errors.InvalidGeometry: 422,
+    geo_errors.GraphUnavailable: 503,
+    geo_errors.GraphCacheMismatch: 503,
+    geo_errors.SourceUnavailable: 422,
+}
+
+HTTP_NAMES = {
+    400: "BadRequest",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "NotFound",
+    405: "MethodNotAllowed",
+    409: "Conflict",
+    413: "PayloadTooLarge",
+    415: "UnsupportedMediaType",
+    422: "ValidationError",
+    429: "TooManyRequests",
+}
+
+# What every route documents besides its own responses.
+COMMON_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorBody, "description": "missing, bad or revoked token"},
+    422: {"model": ErrorBody, "description": "invalid input; nothing was changed"},
+}
+
+
+def error_response(status: int, error: str, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    """The one error body."""
+    return JSONResponse(
+        status_code=status, content={"error": error, "detail": detail}, headers=headers
+    )
+
+
+def _location(loc: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
+    return ".".join(parts) or "body"
+
+
+def describe_validation(errors: list[Any]) -> str:
+    """``field.path: reason`` for each pydantic error, joined by '; '."""
+    lines = []
+    for err in errors:
+        msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+        lines.append(f"{_location(tuple(err.get('loc', ())))}: {msg}")
+    return "; ".join(lines) or "invalid request"
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Render every error as ErrorBody; unexpected errors are logged and answered 500."""
+
+    @app.exception_handler(ErnError)
+    async def _ern(_: Request, exc: ErnError) -> JSONResponse:
+        return error_response(exc.status_code, type(exc).__name__, str(exc), exc.headers)
+
+    @app.exception_handler(geo_errors.GeoError)
+    async def _geo(_: Request, exc: geo_errors.GeoError) -> JSONResponse:
+        status = next((s for cls, s in GEO_STATUS.items() if isinstance(exc, cls)), 422)
+        return error_response(status, type(exc).__name__, str(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = jsonable_encoder(exc.errors(), custom_encoder={Exception: str})
+        return error_response(422, "ValidationError", describe_validation(errors))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        name = HTTP_NAMES.get(exc.status_code, "HTTPError")
+        return error_response(exc.status_code, name, str(exc.detail), exc.headers)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error", exc_info=exc)
+        return error_response(500, "InternalError", "unexpected error; it has been logged")

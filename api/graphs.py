@@ -1,0 +1,73 @@
+"""The loaded street graphs, one per travel mode, with their snappers; built once, shared by all requests."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from geo.errors import GeoError, GraphUnavailable
+from geo.graph import StreetGraph, Speeds, ensure_graphs, helsinki_extract, load_graph
+from geo.snap import Snapper
+
+from api.settings import Settings
+
+log = logging.getLogger("ern.graphs")
+
+
+@dataclass(frozen=True)
+class ModeGraph:
+    """A compiled graph and its snapper."""
+
+    graph: StreetGraph
+    snapper: Snapper
+
+
+@dataclass
+class GraphStore:
+    """Graphs by mode; a mode that failed to load is absent and its reason kept."""
+
+    by_mode: dict[str, ModeGraph] = field(default_factory=dict)
+    problems: dict[str, str] = field(default_factory=dict)
+
+    def get(self, mode: str) -> ModeGraph:
+        """The graph for ``mode``, or GraphUnavailable."""
+        try:
+            return self.by_mode[mode]
+        except KeyError:
+            reason = self.problems.get(mode, "not configured")
+            msg = f"no street graph for mode {mode!r}: {reason}"
+            raise GraphUnavailable(msg) from None
+
+    def status(self) -> dict[str, str]:
+        """Per mode: 'loaded (N nodes)' or the reason it is missing."""
+        out = {m: f"loaded ({g.graph.n_nodes} nodes)" for m, g in self.by_mode.items()}
+        out.update(self.problems)
+        return out
+
+
+def speeds_from(settings: Settings) -> Speeds:
+    """Walk and bike speeds from the settings."""
+    return Speeds(walk_mps=settings.walk_speed_mps, bike_mps=settings.bike_speed_mps)
+
+
+def load_store(settings: Settings, *, build_missing: bool) -> GraphStore:
+    """Load the compiled graphs; with ``build_missing`` build them from the configured source first."""
+    graph_dir = settings.resolved_graph_dir
+    store = GraphStore()
+    if build_missing:
+        source: str | Path = settings.graph_source or helsinki_extract()
+        try:
+            ensure_graphs(source, graph_dir, settings.modes, speeds=speeds_from(settings),
+                          progress=lambda line: log.info("graph build: %s", line))
+        except GeoError as exc:
+            log.error("could not build graphs from %s: %s", source, exc)
+    for mode in settings.modes:
+        try:
+            graph = load_graph(graph_dir, mode)
+        except (GeoError, OSError) as exc:
+            store.problems[mode] = f"unavailable: {exc}"
+            log.warning("graph %s unavailable: %s", mode, exc)
+            continue
+        store.by_mode[mode] = ModeGraph(graph=graph, snapper=Snapper(graph))
+    return store

@@ -1,0 +1,127 @@
+"""create_app(settings): the FastAPI app, its lifespan (database, graphs, workers) and error handlers."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from sqlalchemy import Engine
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from api import database
+from api.errors import error_response, install_error_handlers
+from api.graphs import GraphStore, load_store
+from api.settings import Settings
+
+log = logging.getLogger("ern")
+
+
+class BodyLimit:
+    """Answers 413 before reading more than ``max_bytes`` of a request body."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await self._too_large(scope, receive, send)
+            return
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise _BodyTooLarge
+            return message
+
+        try:
+            await self.app(scope, limited, send)
+        except _BodyTooLarge:
+            await self._too_large(scope, receive, send)
+
+    async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
+        detail = f"request body is larger than {self.max_bytes} bytes"
+        await error_response(413, "PayloadTooLarge", detail)(scope, receive, send)
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+def _start_database(app: FastAPI, settings: Settings) -> None:
+    url = database.resolve_database_url(settings)
+    if settings.embedded:
+        # The embedded default owns its schema: bring it up to date at start-up.
+        database.upgrade(url)
+    engine = database.make_engine(url, pool_size=settings.db_pool_size)
+    status = database.schema_status(engine)
+    if not status["up_to_date"]:
+        log.warning("schema is at %s, head is %s: run `ern db upgrade`", status["current"], status["head"])
+    app.state.engine = engine
+    app.state.session_factory = database.make_session_factory(engine)
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    engine: Engine | None = None,
+    session_factory: Any = None,
+    graphs: GraphStore | None = None,
+) -> FastAPI:
+    """The ern app. Tests may inject the engine, a session factory and graphs; else the lifespan makes them."""
+    settings = settings or Settings()
+    settings.secret_bytes()  # refuse placeholder secrets before serving anything
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        owns_db = app.state.session_factory is None
+        if owns_db:
+            _start_database(app, settings)
+        if app.state.graphs is None:
+            build = settings.embedded or settings.graph_source is not None
+            app.state.graphs = load_store(settings, build_missing=build)
+        stop: Callable[[], None] | None = None
+        if settings.run_workers:
+            from api.workers import start_workers
+
+            stop = start_workers(app)
+        try:
+            yield
+        finally:
+            if stop is not None:
+                stop()
+            if owns_db:
+                app.state.engine.dispose()
+
+    app = FastAPI(
+        title="ern",
+        version="0.1.0",
+        summary="Geospatial matching and routing for community emergency response networks",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.session_factory = session_factory
+    app.state.engine = engine
+    app.state.graphs = graphs
+    install_error_handlers(app)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+
+    from api import health
+    from api.alerts.router import router as alerts_router
+    from api.members.router import router as members_router
+
+    app.include_router(health.router)
+    app.include_router(members_router)
+    app.include_router(alerts_router)
+    return app

