@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 
+from api.clock import Clock
 from api.graphs import GraphStore
 from api.settings import Settings
 
@@ -37,7 +38,14 @@ def get_graphs(request: Request) -> GraphStore:
     return store
 
 
+def get_clock(request: Request) -> Clock:
+    """The app's clock (a manual one in tests)."""
+    clock: Clock = request.app.state.clock
+    return clock
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 # scope="function": the commit happens before the answer leaves, so a 201 means it is stored.
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 GraphDep = Annotated[GraphStore, Depends(get_graphs)]
+ClockDep = Annotated[Clock, Depends(get_clock)]

@@ -12,6 +12,7 @@ from sqlalchemy import Engine
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api import database
+from api.clock import Clock, SystemClock
 from api.errors import error_response, install_error_handlers
 from api.graphs import GraphStore, load_store
 from api.settings import Settings
@@ -78,6 +79,7 @@ def create_app(
     engine: Engine | None = None,
     session_factory: Any = None,
     graphs: GraphStore | None = None,
+    clock: Clock | None = None,
 ) -> FastAPI:
     """The ern app. Tests may inject the engine, a session factory and graphs; else the lifespan makes them."""
     settings = settings or Settings()
@@ -114,6 +116,7 @@ def create_app(
     app.state.session_factory = session_factory
     app.state.engine = engine
     app.state.graphs = graphs
+    app.state.clock = clock or SystemClock()
     install_error_handlers(app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
 
