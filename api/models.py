@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 
-DOMAINS = ("members", "notify", "alerts")
+DOMAINS = ("members", "notify", "presence", "alerts")
 
 
 def import_all_models() -> None:
