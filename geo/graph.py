@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-from numpy.typing import NDArray
+from numpy.typing import ArrayLike, NDArray
 from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import connected_components
 
@@ -145,6 +145,76 @@ class StreetGraph:
             float(self.lat.min()),
             float(self.lon.max()),
             float(self.lat.max()),
+        )
+
+    @classmethod
+    def from_edges(
+        cls,
+        mode: str,
+        u: ArrayLike,
+        v: ArrayLike,
+        travel_time_s: ArrayLike,
+        lon: ArrayLike,
+        lat: ArrayLike,
+        *,
+        osm_id: ArrayLike | None = None,
+        manifest: dict[str, Any] | None = None,
+    ) -> StreetGraph:
+        """A graph from an edge list (hand-built grids, tests), keeping the fastest parallel edge.
+
+        No component is dropped: the caller decides what the graph holds.
+
+        Parameters
+        ----------
+        mode
+            Travel mode label.
+        u, v
+            Edge end nodes, ``0..n-1`` with ``n = len(lon)``.
+        travel_time_s
+            Edge weight (>= 0, finite).
+        lon, lat
+            Node coordinates in degrees.
+        osm_id
+            Node ids; default ``0..n-1``.
+        manifest
+            Metadata; default a minimal one.
+
+        Returns
+        -------
+        The compiled graph.
+        """
+        lon_a = np.asarray(lon, dtype=np.float64).ravel()
+        lat_a = np.asarray(lat, dtype=np.float64).ravel()
+        n = len(lon_a)
+        u_a = np.asarray(u, dtype=np.int64).ravel()
+        v_a = np.asarray(v, dtype=np.int64).ravel()
+        w = np.asarray(travel_time_s, dtype=np.float64).ravel()
+        if not (len(u_a) == len(v_a) == len(w)) or len(lat_a) != n:
+            msg = "u, v, travel_time_s (and lon, lat) must have equal lengths"
+            raise ValueError(msg)
+        if len(u_a) and (min(u_a.min(), v_a.min()) < 0 or max(u_a.max(), v_a.max()) >= n):
+            msg = f"edge end nodes must lie in [0, {n})"
+            raise ValueError(msg)
+        if not (np.isfinite(w).all() and (w >= 0).all()):
+            msg = "travel_time_s must be finite and >= 0"
+            raise ValueError(msg)
+        u_a, v_a, w32 = _min_parallel(u_a, v_a, w, n)
+        indptr, indices, tt = _csr(n, u_a, v_a, w32)
+        rev_indptr, rev_indices, rev_tt = _csr(n, v_a, u_a, w32)
+        ids = np.arange(n, dtype=np.int64) if osm_id is None else np.asarray(osm_id, np.int64)
+        meta = manifest if manifest is not None else {"mode": mode, "source": None}
+        return cls(
+            mode=mode,
+            indptr=indptr,
+            indices=indices,
+            travel_time_s=tt,
+            rev_indptr=rev_indptr,
+            rev_indices=rev_indices,
+            rev_travel_time_s=rev_tt,
+            lon=lon_a,
+            lat=lat_a,
+            osm_id=ids,
+            manifest=meta,
         )
 
     def to_networkx(self) -> nx.DiGraph:
@@ -628,6 +698,20 @@ def _csr(
     return indptr, dst[order].astype(np.int32), w[order].astype(np.float32)
 
 
+def _min_parallel(
+    u: NDArray[np.int64], v: NDArray[np.int64], w: NDArray[np.float64], n: int
+) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.float32]]:
+    """Drop self-loops and keep the fastest of parallel edges (SciPy's constructors would sum them)."""
+    keep = u != v
+    u, v, w = u[keep], v[keep], w[keep]
+    key = u * n + v
+    order = np.lexsort((w, key))
+    first = np.ones(len(order), dtype=bool)
+    first[1:] = key[order][1:] != key[order][:-1]
+    sel = order[first]
+    return u[sel], v[sel], w[sel].astype(np.float32)
+
+
 def _compile(
     tables: _Tables, mode: str, speeds: Speeds, progress: Progress
 ) -> tuple[dict[str, NDArray[Any]], dict[str, Any]]:
@@ -666,14 +750,7 @@ def _compile(
         speed_mps = drive_speeds_kph(hwy, mxs) / 3.6
     else:
         speed_mps = np.full(len(u), speeds.walk_mps if mode == "walk" else speeds.bike_mps)
-    time_s = length_m / speed_mps
-    # min per (u, v): SciPy's constructors would add parallel edges up
-    key = u * n_kept + v
-    order = np.lexsort((time_s, key))
-    first = np.ones(len(order), dtype=bool)
-    first[1:] = key[order][1:] != key[order][:-1]
-    sel = order[first]
-    u, v, time_s = u[sel], v[sel], time_s[sel].astype(np.float32)
+    u, v, time_s = _min_parallel(u, v, length_m / speed_mps, n_kept)
     indptr, indices, tt = _csr(n_kept, u, v, time_s)
     rev_indptr, rev_indices, rev_tt = _csr(n_kept, v, u, time_s)
     arrays = {
