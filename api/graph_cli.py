@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
@@ -13,19 +14,32 @@ from geo.graph import MODES, Speeds, build_graphs, load_graphs, save_graph
 graph_app = typer.Typer(help="Compiled street graphs (walk, bike, drive)", no_args_is_help=True)
 
 
+Source = Annotated[
+    str,
+    typer.Option(
+        "--source", help="an .osm.pbf / .osm / .osm.bz2 file, a place name, or bbox:W,S,E,N"
+    ),
+]
+Modes = Annotated[str, typer.Option("--modes", help="comma-separated travel modes")]
+Out = Annotated[Path, typer.Option("--out", help="directory for {mode}.npz + {mode}.json")]
+WalkSpeed = Annotated[
+    float,
+    typer.Option("--walk-speed-mps", envvar="ERN_WALK_SPEED_MPS", help="walking speed, m/s"),
+]
+BikeSpeed = Annotated[
+    float,
+    typer.Option("--bike-speed-mps", envvar="ERN_BIKE_SPEED_MPS", help="cycling speed, m/s"),
+]
+GraphDir = Annotated[Path, typer.Argument(help="directory of compiled graphs")]
+
+
 @graph_app.command("build")
 def build(
-    source: str = typer.Option(
-        ..., "--source", help="an .osm.pbf / .osm / .osm.bz2 file, a place name, or bbox:W,S,E,N"
-    ),
-    modes: str = typer.Option("walk,bike,drive", "--modes", help="comma-separated travel modes"),
-    out: Path = typer.Option(..., "--out", help="directory for {mode}.npz + {mode}.json"),
-    walk_speed_mps: float = typer.Option(
-        1.4, "--walk-speed-mps", envvar="ERN_WALK_SPEED_MPS", help="walking speed, m/s"
-    ),
-    bike_speed_mps: float = typer.Option(
-        4.2, "--bike-speed-mps", envvar="ERN_BIKE_SPEED_MPS", help="cycling speed, m/s"
-    ),
+    source: Source,
+    out: Out,
+    modes: Modes = "walk,bike,drive",
+    walk_speed_mps: WalkSpeed = 1.4,
+    bike_speed_mps: BikeSpeed = 4.2,
 ) -> None:
     """Build one compiled graph per travel mode from OSM data and save it."""
     wanted = [m.strip() for m in modes.split(",") if m.strip()]
@@ -47,11 +61,13 @@ def build(
     for graph in graphs.values():
         path = save_graph(graph, out)
         progress(f"{graph.mode}: wrote {path} ({graph.n_nodes:,} nodes, {graph.n_edges:,} edges)")
-    typer.echo("Map data © OpenStreetMap contributors, ODbL (https://www.openstreetmap.org/copyright)")
+    typer.echo(
+        "Map data © OpenStreetMap contributors, ODbL (https://www.openstreetmap.org/copyright)"
+    )
 
 
 @graph_app.command("info")
-def info(graph_dir: Path = typer.Argument(..., help="directory of compiled graphs")) -> None:
+def info(graph_dir: GraphDir) -> None:
     """Show the compiled graphs in a directory, verified against their manifests."""
     try:
         graphs = load_graphs(graph_dir)

@@ -32,7 +32,7 @@ def _push(keys, vals, size, key, val):  # type: ignore[no-untyped-def]
 
 @njit(cache=True, nogil=True, inline="always")
 def _pop(keys, vals, size):  # type: ignore[no-untyped-def]
-    """Remove the root of a 4-ary min-heap (read ``keys[0]``/``vals[0]`` first); returns the new size."""
+    """Remove the root of a 4-ary min-heap (read keys[0], vals[0] first); returns the size."""
     size -= 1
     if size == 0:
         return 0
@@ -258,14 +258,45 @@ def warm_up() -> None:
         out_m = np.empty(1, dtype=np.int32)
         out_e = np.empty(1)
         nearest_members_kernel(
-            indptr, indices, w, 0, anc_indptr, anc_member, one * 0, one, 1.0, 0.0, 1, np.inf,
-            dist, settled, touched, hk, hv, best, final, mtouched, pk, pm, out_m, out_e,
+            indptr,
+            indices,
+            w,
+            0,
+            anc_indptr,
+            anc_member,
+            one * 0,
+            one,
+            1.0,
+            0.0,
+            1,
+            np.inf,
+            dist,
+            settled,
+            touched,
+            hk,
+            hv,
+            best,
+            final,
+            mtouched,
+            pk,
+            pm,
+            out_m,
+            out_e,
         )
         out_t = np.full((2, 1), np.inf, dtype=np.float32)
         out_s = np.full((2, 1), -1, dtype=np.int64)
         count = np.zeros(2, dtype=np.int32)
         k_nearest_kernel(
-            indptr, indices, w, np.array([0], dtype=np.int32), np.array([0], dtype=np.int64),
-            np.zeros(1), 1, np.inf, out_t, out_s, count,
+            indptr,
+            indices,
+            w,
+            np.array([0], dtype=np.int32),
+            np.array([0], dtype=np.int64),
+            np.zeros(1),
+            1,
+            np.inf,
+            out_t,
+            out_s,
+            count,
         )
         _warmed = True

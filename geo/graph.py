@@ -231,7 +231,12 @@ class StreetGraph:
         g.add_nodes_from(range(self.n_nodes))
         u = np.repeat(np.arange(self.n_nodes), np.diff(self.indptr))
         g.add_weighted_edges_from(
-            zip(u.tolist(), self.indices.tolist(), self.travel_time_s.astype(np.float64).tolist()),
+            zip(
+                u.tolist(),
+                self.indices.tolist(),
+                self.travel_time_s.astype(np.float64).tolist(),
+                strict=True,
+            ),
             weight="travel_time_s",
         )
         return g
@@ -314,7 +319,9 @@ def drive_speeds_kph(highway: Sequence[Any], maxspeed: Sequence[Any]) -> NDArray
         try:
             tagged[i] = cache[key]
         except KeyError:
-            cache[key] = tagged[i] = parse_maxspeed_kph(list(key) if isinstance(key, tuple) else key)
+            cache[key] = tagged[i] = parse_maxspeed_kph(
+                list(key) if isinstance(key, tuple) else key
+            )
         except TypeError:  # unhashable or NaN-like oddities
             tagged[i] = parse_maxspeed_kph(key)
     speed = pd.Series(tagged)
@@ -480,8 +487,9 @@ def _bike_direction_overrides(edges: pd.DataFrame) -> pd.DataFrame:
     if "oneway:bicycle" not in edges.columns:
         edges["oneway:bicycle"] = None
     override = edges["oneway:bicycle"].astype(object)
-    extra = _extra_tags(edges, ("oneway:bicycle", "cycleway", "cycleway:left", "cycleway:right",
-                                "cycleway:both"))
+    extra = _extra_tags(
+        edges, ("oneway:bicycle", "cycleway", "cycleway:left", "cycleway:right", "cycleway:both")
+    )
     if "oneway:bicycle" in extra:
         override = override.where(override.notna(), extra["oneway:bicycle"])
     opposite = np.zeros(len(edges), dtype=bool)
@@ -682,7 +690,10 @@ def _download(src: _Source, mode: str) -> Any:
                 src.text, network_type=network, simplify=False, retain_all=True
             )
         except Exception as exc:  # network errors, unknown places, empty areas
-            msg = f"cannot download {src.text!r} from OpenStreetMap: {exc}. Alternatives: {alternatives}"
+            msg = (
+                f"cannot download {src.text!r} from OpenStreetMap: {exc}. "
+                f"Alternatives: {alternatives}"
+            )
             raise SourceUnavailable(msg) from exc
 
 
@@ -716,7 +727,7 @@ def _morton(lon: NDArray[np.float64], lat: NDArray[np.float64]) -> NDArray[np.ui
 def _min_parallel(
     u: NDArray[np.int64], v: NDArray[np.int64], w: NDArray[np.float64], n: int
 ) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.float32]]:
-    """Drop self-loops and keep the fastest of parallel edges (SciPy's constructors would sum them)."""
+    """Drop self-loops and keep the fastest parallel edge (SciPy's constructors would sum them)."""
     keep = u != v
     u, v, w = u[keep], v[keep], w[keep]
     key = u * n + v
@@ -735,7 +746,10 @@ def _compile(
     ids = tables.node_id[order]
     ui = order[np.searchsorted(ids, tables.u)]
     vi = order[np.searchsorted(ids, tables.v)]
-    if not (np.array_equal(tables.node_id[ui], tables.u) and np.array_equal(tables.node_id[vi], tables.v)):
+    if not (
+        np.array_equal(tables.node_id[ui], tables.u)
+        and np.array_equal(tables.node_id[vi], tables.v)
+    ):
         msg = "edge end nodes missing from the node table"
         raise SourceUnavailable(msg)
     loops = ui == vi
@@ -925,7 +939,8 @@ def build_graphs(
         graphs[mode] = StreetGraph(mode=mode, **arrays, manifest=manifest)
         say(
             f"{mode}: {counts['nodes']:,} nodes, {counts['edges']:,} edges "
-            f"({counts['dropped_nodes']:,} nodes outside the largest SCC dropped) in {elapsed:.1f} s"
+            f"({counts['dropped_nodes']:,} nodes outside the largest SCC dropped) "
+            f"in {elapsed:.1f} s"
         )
     return graphs
 
@@ -1041,7 +1056,10 @@ def load_graph(out_dir: Path, mode: str, *, warm_up: bool = True) -> StreetGraph
     counts = manifest.get("counts") or {}
     n, m = len(arrays["lon"]), len(arrays["indices"])
     if (n, m) != (counts.get("nodes"), counts.get("edges")) or len(arrays["indptr"]) != n + 1:
-        msg = f"{npz}: {n} nodes / {m} edges, manifest says {counts.get('nodes')} / {counts.get('edges')}"
+        msg = (
+            f"{npz}: {n} nodes / {m} edges, "
+            f"manifest says {counts.get('nodes')} / {counts.get('edges')}"
+        )
         raise GraphCacheMismatch(msg)
     graph = StreetGraph(mode=mode, **arrays, manifest=manifest)
     if warm_up:

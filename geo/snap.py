@@ -60,10 +60,17 @@ class Snapper:
         if lon_a.shape != lat_a.shape:
             msg = f"lon and lat shapes differ: {lon_a.shape} != {lat_a.shape}"
             raise InvalidGeometry(msg)
-        bad = ~(np.isfinite(lon_a) & np.isfinite(lat_a)) | (np.abs(lon_a) > 180) | (np.abs(lat_a) > 90)
+        bad = (
+            ~(np.isfinite(lon_a) & np.isfinite(lat_a))
+            | (np.abs(lon_a) > 180)
+            | (np.abs(lat_a) > 90)
+        )
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
-            msg = f"invalid coordinate ({lon_a[i]}, {lat_a[i]}): need finite lon in [-180, 180], lat in [-90, 90]"
+            msg = (
+                f"invalid coordinate ({lon_a[i]}, {lat_a[i]}): "
+                "need finite lon in [-180, 180], lat in [-90, 90]"
+            )
             raise InvalidGeometry(msg)
         if lon_a.size == 0:
             return np.empty(0, dtype=np.int32), np.empty(0, dtype=np.float64)
@@ -75,8 +82,9 @@ class Snapper:
             if far.any():
                 i = int(np.argmax(distance))
                 msg = (
-                    f"{int(far.sum())} point(s) farther than {max_snap_m:g} m from the {self.graph.mode} "
-                    f"street network, e.g. ({lon_a[i]:.6f}, {lat_a[i]:.6f}) at {distance[i]:.0f} m: "
+                    f"{int(far.sum())} point(s) farther than {max_snap_m:g} m from the "
+                    f"{self.graph.mode} street network, e.g. ({lon_a[i]:.6f}, {lat_a[i]:.6f}) "
+                    f"at {distance[i]:.0f} m: "
                     "outside the service area"
                 )
                 raise OutsideServiceArea(msg)

@@ -63,7 +63,10 @@ def _grid_lonlat(node: int) -> tuple[float, float]:
 def _haversine_m(a: int, b: int) -> float:
     (lon1, lat1), (lon2, lat2) = _grid_lonlat(a), _grid_lonlat(b)
     p1, p2 = math.radians(lat1), math.radians(lat2)
-    h = math.sin((p2 - p1) / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(math.radians(lon2 - lon1) / 2) ** 2
+    h = (
+        math.sin((p2 - p1) / 2) ** 2
+        + math.cos(p1) * math.cos(p2) * math.sin(math.radians(lon2 - lon1) / 2) ** 2
+    )
     return 2 * 6_371_009.0 * math.asin(math.sqrt(h))
 
 
@@ -125,15 +128,21 @@ class TestOneWayRules:
     def test_travel_times_from_length_and_speed(self, grid: dict[str, StreetGraph]) -> None:
         walk = _edges_by_osm_id(grid["walk"])
         assert walk[(4, 5)] == pytest.approx(_haversine_m(4, 5) / 1.5, rel=1e-6)
-        assert _edges_by_osm_id(grid["bike"])[(5, 8)] == pytest.approx(_haversine_m(5, 8) / 5.0, rel=1e-6)
+        assert _edges_by_osm_id(grid["bike"])[(5, 8)] == pytest.approx(
+            _haversine_m(5, 8) / 5.0, rel=1e-6
+        )
         drive = _edges_by_osm_id(grid["drive"])
         assert drive[(4, 5)] == pytest.approx(_haversine_m(4, 5) / (50 / 3.6), rel=1e-6)
         # an untagged residential edge drives at the mean tagged residential speed
         # (over directed edges, as OSMnx's: 4->5 at 50 km/h, 9<->8 and 8<->7 at 20 mph)
         tagged = [50.0] + [20 * 1.60934] * 4
-        assert drive[(5, 6)] == pytest.approx(_haversine_m(5, 6) / (np.mean(tagged) / 3.6), rel=1e-5)
+        assert drive[(5, 6)] == pytest.approx(
+            _haversine_m(5, 6) / (np.mean(tagged) / 3.6), rel=1e-5
+        )
 
-    def test_bz2_xml_gives_the_same_graph(self, tmp_path: Path, grid: dict[str, StreetGraph]) -> None:
+    def test_bz2_xml_gives_the_same_graph(
+        self, tmp_path: Path, grid: dict[str, StreetGraph]
+    ) -> None:
         graph = build_graphs(_write_grid_xml(tmp_path / "grid.osm.bz2"), ["drive"])["drive"]
         assert _edges_by_osm_id(graph).keys() == _edges_by_osm_id(grid["drive"]).keys()
 
@@ -152,7 +161,12 @@ class TestOneWayRules:
             multiplicity[p] = multiplicity.get(p, 0) + 1
         checked = 0
         for u, v, oneway in zip(ways.u, ways.v, ways.oneway, strict=True):
-            if oneway == "yes" and u in in_graph and v in in_graph and multiplicity[frozenset((u, v))] == 1:
+            if (
+                oneway == "yes"
+                and u in in_graph
+                and v in in_graph
+                and multiplicity[frozenset((u, v))] == 1
+            ):
                 assert (u, v) in edges and (v, u) not in edges, (u, v)
                 checked += 1
         assert checked >= 5
@@ -168,9 +182,13 @@ class TestRealExtracts:
         assert sum((b, a) not in edges for (a, b) in edges) > 20
 
     @pytest.mark.parametrize("mode", ["walk", "bike", "drive"])
-    def test_largest_strongly_connected_component_kept(self, helsinki: dict[str, StreetGraph], mode: str) -> None:
+    def test_largest_strongly_connected_component_kept(
+        self, helsinki: dict[str, StreetGraph], mode: str
+    ) -> None:
         graph = helsinki[mode]
-        adj = csr_matrix((np.ones(graph.n_edges), graph.indices, graph.indptr), shape=(graph.n_nodes,) * 2)
+        adj = csr_matrix(
+            (np.ones(graph.n_edges), graph.indices, graph.indptr), shape=(graph.n_nodes,) * 2
+        )
         assert connected_components(adj, directed=True, connection="strong")[0] == 1
         counts = graph.manifest["counts"]
         assert counts["nodes"] == graph.n_nodes and counts["edges"] == graph.n_edges
@@ -180,7 +198,8 @@ class TestRealExtracts:
     def test_no_parallel_edges_or_self_loops(self, monaco: dict[str, StreetGraph]) -> None:
         for graph in monaco.values():
             u = np.repeat(np.arange(graph.n_nodes), np.diff(graph.indptr))
-            assert len(set(zip(u.tolist(), graph.indices.tolist()))) == graph.n_edges
+            pairs = set(zip(u.tolist(), graph.indices.tolist(), strict=True))
+            assert len(pairs) == graph.n_edges
             assert not (u == graph.indices).any()
 
     def test_reversed_csr_is_the_transpose(self, monaco: dict[str, StreetGraph]) -> None:
@@ -236,7 +255,12 @@ class TestDriveSpeeds:
                 attrs["maxspeed"] = tables.maxspeed[i]
             g.add_edge(u, v, key=i, **attrs)
         ox.routing.add_edge_speeds(g)
-        theirs = np.array([g.edges[u, v, i]["speed_kph"] for i, (u, v) in enumerate(zip(tables.u, tables.v))])
+        theirs = np.array(
+            [
+                g.edges[u, v, i]["speed_kph"]
+                for i, (u, v) in enumerate(zip(tables.u, tables.v, strict=True))
+            ]
+        )
         ours = drive_speeds_kph(tables.highway, tables.maxspeed)
         assert len(set(map(str, tables.maxspeed))) > 2  # the extract has speed tags to impute from
         np.testing.assert_allclose(ours, theirs, rtol=1e-9)
@@ -252,8 +276,17 @@ class TestCache:
         npz = save_graph(graph, tmp_path)
         assert npz == tmp_path / "drive.npz"
         loaded = load_graph(tmp_path, "drive")
-        for name in ("indptr", "indices", "travel_time_s", "rev_indptr", "rev_indices",
-                     "rev_travel_time_s", "lon", "lat", "osm_id"):
+        for name in (
+            "indptr",
+            "indices",
+            "travel_time_s",
+            "rev_indptr",
+            "rev_indices",
+            "rev_travel_time_s",
+            "lon",
+            "lat",
+            "osm_id",
+        ):
             a, b = getattr(graph, name), getattr(loaded, name)
             assert a.dtype == b.dtype and np.array_equal(a, b), name
         m = json.loads((tmp_path / "drive.json").read_text())
@@ -266,7 +299,9 @@ class TestCache:
         with np.load(npz, allow_pickle=False) as data:  # uncompressed, no pickles
             assert set(data.files) >= {"indptr", "rev_indptr", "osm_id"}
 
-    def test_tampered_arrays_are_refused(self, tmp_path: Path, helsinki: dict[str, StreetGraph]) -> None:
+    def test_tampered_arrays_are_refused(
+        self, tmp_path: Path, helsinki: dict[str, StreetGraph]
+    ) -> None:
         npz = save_graph(helsinki["walk"], tmp_path)
         data = bytearray(npz.read_bytes())
         data[len(data) // 2] ^= 0xFF
@@ -274,7 +309,9 @@ class TestCache:
         with pytest.raises(GraphCacheMismatch, match="sha256"):
             load_graph(tmp_path, "walk")
 
-    def test_edited_manifest_is_refused(self, tmp_path: Path, helsinki: dict[str, StreetGraph]) -> None:
+    def test_edited_manifest_is_refused(
+        self, tmp_path: Path, helsinki: dict[str, StreetGraph]
+    ) -> None:
         save_graph(helsinki["walk"], tmp_path)
         meta = tmp_path / "walk.json"
         m = json.loads(meta.read_text())
@@ -306,7 +343,10 @@ class TestCache:
         lines.clear()
         graphs = ensure_graphs(source, out, ["drive"], progress=lines.append)
         assert any("refused" in line for line in lines)
-        assert load_graph(out, "drive").manifest["source"]["sha256"] == graphs["drive"].manifest["source"]["sha256"]
+        assert (
+            load_graph(out, "drive").manifest["source"]["sha256"]
+            == graphs["drive"].manifest["source"]["sha256"]
+        )
 
     def test_ensure_rebuilds_when_speeds_change(self, tmp_path: Path) -> None:
         first = ensure_graphs(HELSINKI, tmp_path, ["walk"])["walk"]
@@ -322,7 +362,9 @@ class TestSources:
         with pytest.raises(SourceUnavailable, match=r"\.osm\.pbf"):
             build_graphs(source, ["drive"])
 
-    @pytest.mark.parametrize("source", ["bbox:1,2,3", "bbox:5,5,4,6", "/no/such/file.osm.pbf", "/no/such.osm"])
+    @pytest.mark.parametrize(
+        "source", ["bbox:1,2,3", "bbox:5,5,4,6", "/no/such/file.osm.pbf", "/no/such.osm"]
+    )
     def test_bad_sources(self, source: str) -> None:
         with pytest.raises(SourceUnavailable):
             build_graphs(source, ["drive"])
@@ -341,7 +383,8 @@ class TestSources:
 class TestCli:
     def test_build_helsinki(self, tmp_path: Path) -> None:
         result = CliRunner().invoke(
-            graph_app, ["build", "--source", str(HELSINKI), "--modes", "walk,drive", "--out", str(tmp_path)]
+            graph_app,
+            ["build", "--source", str(HELSINKI), "--modes", "walk,drive", "--out", str(tmp_path)],
         )
         assert result.exit_code == 0, result.output
         assert "largest strongly connected component" in result.output
@@ -351,7 +394,9 @@ class TestCli:
         assert not (tmp_path / "bike.npz").exists()
 
     def test_build_offline_place_fails_cleanly(self, tmp_path: Path) -> None:
-        result = CliRunner().invoke(graph_app, ["build", "--source", "Porto", "--out", str(tmp_path)])
+        result = CliRunner().invoke(
+            graph_app, ["build", "--source", "Porto", "--out", str(tmp_path)]
+        )
         assert result.exit_code == 1
         assert ".osm.pbf" in result.output
 
@@ -361,7 +406,7 @@ class TestCli:
         assert result.exit_code == 0 and "bike:" in result.output
 
 
-# Drive bounding boxes from ../shared/data/osm/README.md (OSMnx loader; pyrosm's filters differ a little)
+# Drive bounding boxes from ../shared/data/osm/README.md (OSMnx loader; pyrosm differs a little)
 README_DRIVE_BBOX = {
     "london_city_2020": (-0.1159, 51.5079, -0.0895, 51.5255),
     "monaco_2016": (7.3490, 43.7150, 7.4906, 43.7700),
@@ -388,7 +433,9 @@ def test_builds_drive_graph_of_every_extract(
 ) -> None:
     graph = build_cached(extract(name), ("drive",))["drive"]
     assert graph.n_nodes > 500
-    adj = csr_matrix((np.ones(graph.n_edges), graph.indices, graph.indptr), shape=(graph.n_nodes,) * 2)
+    adj = csr_matrix(
+        (np.ones(graph.n_edges), graph.indices, graph.indptr), shape=(graph.n_nodes,) * 2
+    )
     assert connected_components(adj, directed=True, connection="strong")[0] == 1
     assert np.isfinite(graph.travel_time_s).all() and (graph.travel_time_s >= 0).all()
     u = np.repeat(np.arange(graph.n_nodes), np.diff(graph.indptr))
@@ -399,7 +446,9 @@ def test_builds_drive_graph_of_every_extract(
 
 
 @pytest.mark.slow
-def test_builds_all_modes_of_a_larger_extract(build_cached: Callable[..., dict[str, StreetGraph]]) -> None:
+def test_builds_all_modes_of_a_larger_extract(
+    build_cached: Callable[..., dict[str, StreetGraph]],
+) -> None:
     graphs = build_cached(extract("malta_2016"), ("walk", "bike", "drive"))
     assert graphs["walk"].n_nodes > graphs["drive"].n_nodes > 10_000
     assert graphs["bike"].n_nodes > 5_000

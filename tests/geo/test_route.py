@@ -1,4 +1,4 @@
-"""Bounded reverse Dijkstra and k-nearest fields, checked against hand-computed answers and NetworkX."""
+"""Bounded reverse Dijkstra and k-nearest fields against hand-computed answers and NetworkX."""
 
 from __future__ import annotations
 
@@ -143,19 +143,29 @@ class TestGrid:
 
 
 def brute_force_etas(
-    reversed_g: nx.DiGraph, target: int, member: np.ndarray, node: np.ndarray,
-    offset: np.ndarray, factor: np.ndarray,
+    reversed_g: nx.DiGraph,
+    target: int,
+    member: np.ndarray,
+    node: np.ndarray,
+    offset: np.ndarray,
+    factor: np.ndarray,
 ) -> dict[int, float]:
     dist = nx.single_source_dijkstra_path_length(reversed_g, target, weight="travel_time_s")
     best: dict[int, float] = {}
-    for m, v, o, f in zip(member.tolist(), node.tolist(), offset.tolist(), factor.tolist(), strict=True):
+    for m, v, o, f in zip(
+        member.tolist(), node.tolist(), offset.tolist(), factor.tolist(), strict=True
+    ):
         if v in dist:
             best[m] = min(best.get(m, math.inf), f * dist[v] + o)
     return best
 
 
 def assert_ranking_matches(
-    members: np.ndarray, eta: np.ndarray, best: dict[int, float], k: int | None, max_eta: float,
+    members: np.ndarray,
+    eta: np.ndarray,
+    best: dict[int, float],
+    k: int | None,
+    max_eta: float,
     tol: float,
 ) -> None:
     ref = sorted(e for e in best.values() if e <= max_eta)
@@ -193,7 +203,11 @@ def random_graphs(draw: st.DrawFn) -> StreetGraph:
     m = draw(st.integers(0, 4 * n))
     u = draw(st.lists(st.integers(0, n - 1), min_size=m, max_size=m))
     v = draw(st.lists(st.integers(0, n - 1), min_size=m, max_size=m))
-    w = draw(st.lists(st.sampled_from([0.0, 0.5, 1.0, 2.0, 3.0, 7.25, 10.0, 60.0]), min_size=m, max_size=m))
+    w = draw(
+        st.lists(
+            st.sampled_from([0.0, 0.5, 1.0, 2.0, 3.0, 7.25, 10.0, 60.0]), min_size=m, max_size=m
+        )
+    )
     return StreetGraph.from_edges("drive", u, v, w, np.zeros(n), np.zeros(n))
 
 
@@ -203,34 +217,56 @@ class TestProperties:
     def test_nearest_members_equals_networkx(self, graph: StreetGraph, data: st.DataObject) -> None:
         n = graph.n_nodes
         a = data.draw(st.integers(0, 3 * n))
-        member = np.array(data.draw(st.lists(st.integers(0, 8), min_size=a, max_size=a)), dtype=np.int64)
-        node = np.array(data.draw(st.lists(st.integers(0, n - 1), min_size=a, max_size=a)), dtype=np.int64)
-        offset = np.array(data.draw(st.lists(st.sampled_from([0.0, 1.0, 5.0, 30.0]), min_size=a, max_size=a)))
-        factor = np.array(data.draw(st.lists(st.sampled_from([0.5, 1.0, 1.5, 4.0]), min_size=a, max_size=a)))
+        member = np.array(
+            data.draw(st.lists(st.integers(0, 8), min_size=a, max_size=a)), dtype=np.int64
+        )
+        node = np.array(
+            data.draw(st.lists(st.integers(0, n - 1), min_size=a, max_size=a)), dtype=np.int64
+        )
+        offset = np.array(
+            data.draw(st.lists(st.sampled_from([0.0, 1.0, 5.0, 30.0]), min_size=a, max_size=a))
+        )
+        factor = np.array(
+            data.draw(st.lists(st.sampled_from([0.5, 1.0, 1.5, 4.0]), min_size=a, max_size=a))
+        )
         target = data.draw(st.integers(0, n - 1))
         k = data.draw(st.one_of(st.none(), st.integers(1, 6)))
         max_eta = data.draw(st.sampled_from([0.0, 5.0, 20.0, math.inf]))
         index = AnchorIndex.build(n, member, node, offset, factor)
         members, eta = nearest_members(graph, target, index, k=k, max_eta_s=max_eta)
-        best = brute_force_etas(graph.to_networkx().reverse(copy=True), target, member, node, offset, factor)
+        best = brute_force_etas(
+            graph.to_networkx().reverse(copy=True), target, member, node, offset, factor
+        )
         assert_ranking_matches(members, eta, best, k, max_eta, 1e-9)
 
     @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
     @given(graph=random_graphs(), data=st.data())
-    def test_k_nearest_field_equals_brute_force(self, graph: StreetGraph, data: st.DataObject) -> None:
+    def test_k_nearest_field_equals_brute_force(
+        self, graph: StreetGraph, data: st.DataObject
+    ) -> None:
         n = graph.n_nodes
         s = data.draw(st.integers(0, 8))
-        nodes = np.array(data.draw(st.lists(st.integers(0, n - 1), min_size=s, max_size=s)), dtype=np.int64)
-        ids = np.array(data.draw(st.lists(st.integers(0, 4), min_size=s, max_size=s)), dtype=np.int64)
-        offset = np.array(data.draw(st.lists(st.sampled_from([0.0, 2.0, 9.0]), min_size=s, max_size=s)))
+        nodes = np.array(
+            data.draw(st.lists(st.integers(0, n - 1), min_size=s, max_size=s)), dtype=np.int64
+        )
+        ids = np.array(
+            data.draw(st.lists(st.integers(0, 4), min_size=s, max_size=s)), dtype=np.int64
+        )
+        offset = np.array(
+            data.draw(st.lists(st.sampled_from([0.0, 2.0, 9.0]), min_size=s, max_size=s))
+        )
         k = data.draw(st.integers(1, 4))
         max_time = data.draw(st.sampled_from([5.0, 30.0, math.inf]))
         direction = data.draw(st.sampled_from(["from_sources", "to_sources"]))
-        times = k_nearest_field(graph, nodes, ids, k=k, max_time_s=max_time, direction=direction, offset_s=offset)
+        times = k_nearest_field(
+            graph, nodes, ids, k=k, max_time_s=max_time, direction=direction, offset_s=offset
+        )
         g = graph.to_networkx()
         if direction == "to_sources":
             g = g.reverse(copy=True)
-        np.testing.assert_allclose(times, brute_force_field(g, nodes, ids, offset, k, max_time), atol=1e-4)
+        np.testing.assert_allclose(
+            times, brute_force_field(g, nodes, ids, offset, k, max_time), atol=1e-4
+        )
 
 
 # --------------------------------------------------------------------------- real extracts
@@ -262,18 +298,24 @@ def check_extract_field(graph: StreetGraph, seed: int) -> None:
     expected = np.array([ref.get(x, math.inf) for x in range(graph.n_nodes)])
     np.testing.assert_allclose(times[:, 0], expected, rtol=1e-6, atol=1e-3)
     to_src = k_nearest_field(graph, nodes, np.arange(50), k=1, direction="to_sources")
-    ref = nx.multi_source_dijkstra_path_length(g.reverse(copy=True), set(nodes.tolist()), weight="travel_time_s")
+    ref = nx.multi_source_dijkstra_path_length(
+        g.reverse(copy=True), set(nodes.tolist()), weight="travel_time_s"
+    )
     expected = np.array([ref.get(x, math.inf) for x in range(graph.n_nodes)])
     np.testing.assert_allclose(to_src[:, 0], expected, rtol=1e-6, atol=1e-3)
 
 
 class TestRealExtracts:
     @pytest.mark.parametrize("mode", ["walk", "bike", "drive"])
-    def test_helsinki_ranking_equals_networkx(self, helsinki: dict[str, StreetGraph], mode: str) -> None:
+    def test_helsinki_ranking_equals_networkx(
+        self, helsinki: dict[str, StreetGraph], mode: str
+    ) -> None:
         check_extract_ranking(helsinki[mode], 150, seed=1)
 
     @pytest.mark.parametrize("mode", ["walk", "drive"])
-    def test_monaco_ranking_equals_networkx(self, monaco: dict[str, StreetGraph], mode: str) -> None:
+    def test_monaco_ranking_equals_networkx(
+        self, monaco: dict[str, StreetGraph], mode: str
+    ) -> None:
         check_extract_ranking(monaco[mode], 150, seed=2)
 
     @pytest.mark.slow
@@ -282,7 +324,9 @@ class TestRealExtracts:
         check_extract_ranking(malta[mode], 200, seed=3)
 
     @pytest.mark.parametrize("mode", ["walk", "drive"])
-    def test_monaco_field_k1_equals_networkx(self, monaco: dict[str, StreetGraph], mode: str) -> None:
+    def test_monaco_field_k1_equals_networkx(
+        self, monaco: dict[str, StreetGraph], mode: str
+    ) -> None:
         check_extract_field(monaco[mode], seed=4)
 
     @pytest.mark.slow
@@ -303,7 +347,9 @@ class TestRealExtracts:
     def test_concurrent_queries_agree_with_sequential(self, monaco: dict[str, StreetGraph]) -> None:
         graph = monaco["drive"]
         rng = np.random.default_rng(7)
-        index = AnchorIndex.build(graph.n_nodes, rng.integers(0, 500, 1500), rng.integers(0, graph.n_nodes, 1500))
+        index = AnchorIndex.build(
+            graph.n_nodes, rng.integers(0, 500, 1500), rng.integers(0, graph.n_nodes, 1500)
+        )
         targets = rng.integers(0, graph.n_nodes, 200).tolist()
 
         def run(t: int) -> tuple[list[int], list[float]]:

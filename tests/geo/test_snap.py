@@ -13,13 +13,20 @@ from geo.graph import StreetGraph
 from geo.snap import Snapper
 
 
-def _haversine_m(lon1: np.ndarray, lat1: np.ndarray, lon2: np.ndarray, lat2: np.ndarray) -> np.ndarray:
+def _haversine_m(
+    lon1: np.ndarray, lat1: np.ndarray, lon2: np.ndarray, lat2: np.ndarray
+) -> np.ndarray:
     p1, p2 = np.radians(lat1), np.radians(lat2)
-    h = np.sin((p2 - p1) / 2) ** 2 + np.cos(p1) * np.cos(p2) * np.sin(np.radians(lon2 - lon1) / 2) ** 2
+    h = (
+        np.sin((p2 - p1) / 2) ** 2
+        + np.cos(p1) * np.cos(p2) * np.sin(np.radians(lon2 - lon1) / 2) ** 2
+    )
     return 2 * 6_371_009.0 * np.arcsin(np.sqrt(h))
 
 
-def _random_points(graph: StreetGraph, n: int, seed: int, margin: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+def _random_points(
+    graph: StreetGraph, n: int, seed: int, margin: float = 0.0
+) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     w, s, e, nn = graph.bbox
     return rng.uniform(w - margin, e + margin, n), rng.uniform(s - margin, nn + margin, n)
@@ -55,10 +62,10 @@ def test_points_on_nodes_snap_to_themselves(monaco: dict[str, StreetGraph]) -> N
 def test_beyond_max_snap_is_outside_service_area(helsinki: dict[str, StreetGraph]) -> None:
     graph = helsinki["walk"]
     snapper = Snapper(graph)
-    w, s, e, n = graph.bbox
+    _, _, e, n = graph.bbox
     inside_lon, inside_lat = graph.lon[0] + 0.0001, graph.lat[0]
     far_lon, far_lat = e + 0.1, n  # about 5.5 km east of the extract
-    nodes, dist = snapper.snap([inside_lon], [inside_lat], max_snap_m=300.0)
+    _, dist = snapper.snap([inside_lon], [inside_lat], max_snap_m=300.0)
     assert dist[0] < 300
     with pytest.raises(OutsideServiceArea, match=r"1 point\(s\) farther than 300 m"):
         snapper.snap([inside_lon, far_lon], [inside_lat, far_lat], max_snap_m=300.0)
@@ -75,8 +82,17 @@ def test_scalar_and_empty_inputs(helsinki: dict[str, StreetGraph]) -> None:
 
 
 @pytest.mark.parametrize(
-    ("lon", "lat"), [([math.nan], [60.0]), ([24.9], [math.inf]), ([200.0], [60.0]), ([24.9], [-91.0]), ([1, 2], [3])]
+    ("lon", "lat"),
+    [
+        ([math.nan], [60.0]),
+        ([24.9], [math.inf]),
+        ([200.0], [60.0]),
+        ([24.9], [-91.0]),
+        ([1, 2], [3]),
+    ],
 )
-def test_invalid_coordinates(helsinki: dict[str, StreetGraph], lon: list[float], lat: list[float]) -> None:
+def test_invalid_coordinates(
+    helsinki: dict[str, StreetGraph], lon: list[float], lat: list[float]
+) -> None:
     with pytest.raises(InvalidGeometry):
         Snapper(helsinki["drive"]).snap(lon, lat)
