@@ -366,7 +366,8 @@ def haversine_length_m(geometries: Any) -> NDArray[np.float64]:
     dlon = lon[1:] - lon[:-1]
     a = np.sin(dlat / 2) ** 2 + np.cos(lat[:-1]) * np.cos(lat[1:]) * np.sin(dlon / 2) ** 2
     seg = 2 * 6_371_009.0 * np.arcsin(np.sqrt(np.clip(a, 0.0, 1.0)))
-    return np.bincount(index[1:][same], weights=seg[same], minlength=len(geoms))
+    total = np.bincount(index[1:][same], weights=seg[same], minlength=len(geoms))
+    return np.asarray(total, dtype=np.float64)
 
 
 # --------------------------------------------------------------------------- sources
@@ -571,7 +572,8 @@ def _read_pbf(path: Path, mode: str) -> tuple[Any, Any]:
     if result is None or result[1] is None or len(result[1]) == 0:
         msg = f"{path} has no {mode} ways"
         raise SourceUnavailable(msg)
-    return result
+    nodes, edges = result
+    return nodes, edges
 
 
 @contextlib.contextmanager
@@ -786,7 +788,7 @@ def _compile(
     u, v, time_s = _min_parallel(u, v, length_m / speed_mps, n_kept)
     indptr, indices, tt = _csr(n_kept, u, v, time_s)
     rev_indptr, rev_indices, rev_tt = _csr(n_kept, v, u, time_s)
-    arrays = {
+    arrays: dict[str, NDArray[Any]] = {
         "indptr": indptr,
         "indices": indices,
         "travel_time_s": tt,
@@ -1132,7 +1134,15 @@ def ensure_graphs(
     """
     say: Progress = progress or (lambda line: None)
     out_dir = Path(out_dir)
-    src = _classify_source(source)
+    try:
+        src = _classify_source(source)
+    except SourceUnavailable:
+        # the source file is gone: clean caches built from it remain usable
+        cached = _cached_from(source, out_dir, modes)
+        if cached is None:
+            raise
+        say(f"source {source} is missing; using the compiled graphs in {out_dir}")
+        return cached
     graphs: dict[str, StreetGraph] = {}
     stale: list[str] = []
     for mode in dict.fromkeys(modes):
@@ -1156,4 +1166,22 @@ def ensure_graphs(
             save_graph(graph, out_dir)
             graphs[mode] = graph
             say(f"{mode}: saved to {out_dir}")
+    return graphs
+
+
+def _cached_from(
+    source: str | Path, out_dir: Path, modes: Sequence[str]
+) -> dict[str, StreetGraph] | None:
+    """The cached graphs of ``modes`` if all load cleanly and were built from ``source``."""
+    wanted = {str(source), str(Path(source).expanduser().resolve())}
+    graphs: dict[str, StreetGraph] = {}
+    for mode in dict.fromkeys(modes):
+        try:
+            graph = load_graph(out_dir, mode)
+        except (GraphUnavailable, GraphCacheMismatch):
+            return None
+        recorded = graph.manifest.get("source") or {}
+        if not ({recorded.get("text"), recorded.get("path")} & wanted):
+            return None
+        graphs[mode] = graph
     return graphs

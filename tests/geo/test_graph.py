@@ -348,6 +348,17 @@ class TestCache:
             == graphs["drive"].manifest["source"]["sha256"]
         )
 
+    def test_ensure_uses_clean_caches_when_the_source_is_gone(self, tmp_path: Path) -> None:
+        source = tmp_path / "helsinki.osm.pbf"
+        shutil.copyfile(HELSINKI, source)
+        out = tmp_path / "graphs"
+        built = ensure_graphs(source, out, ["drive"])["drive"]
+        source.unlink()
+        again = ensure_graphs(source, out, ["drive"])["drive"]
+        assert np.array_equal(again.travel_time_s, built.travel_time_s)
+        with pytest.raises(SourceUnavailable):  # a mode never built cannot be made
+            ensure_graphs(source, out, ["drive", "walk"])
+
     def test_ensure_rebuilds_when_speeds_change(self, tmp_path: Path) -> None:
         first = ensure_graphs(HELSINKI, tmp_path, ["walk"])["walk"]
         second = ensure_graphs(HELSINKI, tmp_path, ["walk"], speeds=Speeds(walk_mps=1.0))["walk"]
