@@ -86,18 +86,6 @@ def _ms(seconds: Sequence[float] | NDArray[np.float64]) -> dict[str, float]:
     }
 
 
-def _rss_mb() -> float:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024.0
-    except OSError:
-        pass
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-
-
 def machine_info() -> dict[str, Any]:
     """CPU, cores, load, Python and library versions."""
     import numba
@@ -172,9 +160,7 @@ def measure_load(d: Path, mode: str, reps: int) -> tuple[Any, dict[str, Any]]:
     from geo import _kernels
     from geo.graph import load_graph
 
-    rss0 = _rss_mb()
     graph = load_graph(d, mode, warm_up=False)
-    rss1 = _rss_mb()
     times = []
     for _ in range(reps):
         gc.collect()
@@ -200,8 +186,40 @@ def measure_load(d: Path, mode: str, reps: int) -> tuple[Any, dict[str, Any]]:
         "kernel_warm_up_s": warm_s,
         "npz_mb": npz.stat().st_size / 2**20,
         "arrays_mb": nbytes / 2**20,
-        "rss_delta_mb": rss1 - rss0,
     }
+
+
+_MEMORY_PROBE = """
+import json, sys
+from pathlib import Path
+def rss():
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024.0
+    return float("nan")
+from geo.graph import load_graph
+before = rss()
+graphs = [load_graph(Path(sys.argv[1]), m, warm_up=False) for m in sys.argv[2:]]
+print(json.dumps({"rss_before_mb": before, "rss_after_mb": rss()}))
+"""
+
+
+def measure_process_memory(d: Path) -> dict[str, Any]:
+    """RSS of a fresh process before and after loading the graphs (imports excluded)."""
+    import subprocess
+
+    done = subprocess.run(
+        [sys.executable, "-c", _MEMORY_PROBE, str(d), *MODES],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    if done.returncode != 0:
+        return {"error": done.stderr.strip().splitlines()[-1:]}
+    out: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    out["rss_delta_mb"] = out["rss_after_mb"] - out["rss_before_mb"]
+    return out
 
 
 # --------------------------------------------------------------------------- snapping
@@ -283,9 +301,10 @@ def make_members(
 def member_anchors(
     members: list[dict[str, Any]], snapper: Any, walk_mps: float
 ) -> dict[str, NDArray[Any]]:
-    """Anchors as the service builds them: home zone's centre node and every route vertex, snapped.
+    """Anchors: the home zone's centre and every vertex of the outbound route, snapped.
 
-    The snap distance, walked, is the anchor's offset.
+    A superset of what presence gives at any one time (one route, or a zone). The snap
+    distance, walked, is the anchor's offset.
     """
     mem: list[int] = []
     lon: list[float] = []
@@ -297,7 +316,8 @@ def member_anchors(
         lon.append(c.x)
         lat.append(c.y)
         is_home.append(True)
-        for r in m["routes"]:
+        # the morning route: presence picks one route (or a zone) at a time
+        for r in m["routes"][:1]:
             for x, y in r["path"]["coordinates"]:
                 mem.append(i)
                 lon.append(x)
@@ -631,13 +651,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "modes": {},
     }
     result["snap"], result["synth"], result["rank"] = {}, {}, {}
-    rss0 = _rss_mb()
+    result["graph"]["process_memory"] = measure_process_memory(d)
     graphs = {}
     for mode in MODES:
         graphs[mode], result["graph"]["modes"][mode] = measure_load(d, mode, plan["load_reps"])
         say(f"{mode}: load {result['graph']['modes'][mode]['load_s'] * 1e3:.1f} ms")
-    result["graph"]["rss_after_load_mb"] = _rss_mb()
-    result["graph"]["rss_delta_both_mb"] = _rss_mb() - rss0
     cache = d if source is not None else None
     walk_mps = Speeds().walk_mps
     for mode in MODES:
@@ -678,6 +696,12 @@ def render(result: dict[str, Any]) -> str:
         lines.append(
             f"{mode:6} {g['nodes']:>8,} {g['edges']:>8,} {g['load_s'] * 1e3:>8.1f} "
             f"{g['arrays_mb']:>9.1f} {s['us_per_point']:>10.2f} {synth_s:>8}"
+        )
+    mem = result["graph"].get("process_memory", {})
+    if "rss_delta_mb" in mem:
+        lines.append(
+            f"process RSS for both graphs: +{mem['rss_delta_mb']:.1f} MB "
+            f"({mem['rss_after_mb']:.0f} MB in all)"
         )
     lines += [
         "",
