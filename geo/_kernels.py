@@ -101,6 +101,11 @@ def nearest_members_kernel(  # type: ignore[no-untyped-def]
     hsize = _push(hk, hv, 0, 0.0, target)
     psize = 0
     done = False
+    n_members = best.shape[0]
+    if k > n_members:
+        k = n_members
+    # once every member has been seen: an upper bound of their best etas
+    all_seen_max = _INF
     while hsize > 0:
         d = hk[0]
         x = hv[0]
@@ -110,6 +115,8 @@ def nearest_members_kernel(  # type: ignore[no-untyped-def]
         settled[x] = 1
         # every anchor not yet seen is at a node >= d away: its eta >= bound
         bound = min_factor * d + min_offset
+        if k < 0 and bound >= all_seen_max:
+            break
         while psize > 0 and pk[0] <= bound:
             eta = pk[0]
             m = pm[0]
@@ -134,6 +141,10 @@ def nearest_members_kernel(  # type: ignore[no-untyped-def]
                     mtouched[n_mtouched] = m
                     n_mtouched += 1
                 best[m] = eta
+                if k < 0 and n_mtouched == n_members and all_seen_max == _INF:
+                    all_seen_max = 0.0
+                    for i in range(n_mtouched):
+                        all_seen_max = max(all_seen_max, best[mtouched[i]])
                 # without a count limit the order only matters at the end: no pending heap
                 if k >= 0:
                     psize = _push(pk, pm, psize, eta, m)
