@@ -1,0 +1,105 @@
+"""`ern synth`: members as GeoJSON or JSON from a compiled graph, and clear usage errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from api.synth_cli import _parse_mix, synth
+from geo.graph import build_graphs, save_graph
+from geo.synth import members_from_geojson
+from tests.paths import HELSINKI
+
+
+@pytest.fixture(scope="module")
+def graph_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("synth_cli") / "helsinki"
+    for graph in build_graphs(HELSINKI, ["walk", "drive"]).values():
+        save_graph(graph, out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def runner() -> CliRunner:
+    return CliRunner()
+
+
+def _app() -> typer.Typer:
+    app = typer.Typer()
+    app.command()(synth)
+    return app
+
+
+class TestSynthCommand:
+    def test_geojson_output_holds_member_bodies(
+        self, runner: CliRunner, graph_dir: Path, tmp_path: Path
+    ) -> None:
+        out = tmp_path / "members.geojson"
+        args = ["--graph-dir", str(graph_dir), "--n", "25", "--seed", "4", "--out", str(out)]
+        result = runner.invoke(_app(), args)
+        assert result.exit_code == 0, result.output
+        doc = json.loads(out.read_text())
+        assert doc["type"] == "FeatureCollection"
+        members = members_from_geojson(doc)
+        assert len(members) == 25
+        assert {m["mode"] for m in members} <= {"walk", "drive"}
+        assert len({m["handle"] for m in members}) == 25
+
+    def test_same_seed_writes_the_same_file(
+        self, runner: CliRunner, graph_dir: Path, tmp_path: Path
+    ) -> None:
+        outs = [tmp_path / "a.json", tmp_path / "b.json"]
+        for out in outs:
+            args = ["--graph-dir", str(graph_dir), "--n", "15", "--seed", "9", "--out", str(out)]
+            assert runner.invoke(_app(), args).exit_code == 0
+        assert outs[0].read_text() == outs[1].read_text()
+        assert isinstance(json.loads(outs[0].read_text()), list)
+
+    def test_mode_mix_and_role_shares_are_passed_through(
+        self, runner: CliRunner, graph_dir: Path, tmp_path: Path
+    ) -> None:
+        out = tmp_path / "walkers.json"
+        args = ["--graph-dir", str(graph_dir), "--n", "20", "--out", str(out)]
+        args += ["--modes", "walk=1", "--responder-share", "0.5", "--defense-share", "0"]
+        assert runner.invoke(_app(), args).exit_code == 0
+        members = json.loads(out.read_text())
+        assert {m["mode"] for m in members} == {"walk"}
+        assert sum("responder" in m["roles"] for m in members) == 10
+        assert not any("defense" in m["roles"] for m in members)
+
+    def test_graph_dir_and_source_together_is_a_usage_error(
+        self, runner: CliRunner, graph_dir: Path, tmp_path: Path
+    ) -> None:
+        args = ["--graph-dir", str(graph_dir), "--source", str(HELSINKI), "--n", "3"]
+        result = runner.invoke(_app(), [*args, "--out", str(tmp_path / "x.json")])
+        assert result.exit_code == 2
+        assert not (tmp_path / "x.json").exists()
+
+    def test_unknown_output_suffix_is_a_usage_error(
+        self, runner: CliRunner, graph_dir: Path, tmp_path: Path
+    ) -> None:
+        args = ["--graph-dir", str(graph_dir), "--n", "3", "--out", str(tmp_path / "x.csv")]
+        assert runner.invoke(_app(), args).exit_code == 2
+
+    def test_load_without_token_is_a_usage_error(
+        self, runner: CliRunner, graph_dir: Path, tmp_path: Path
+    ) -> None:
+        args = ["--graph-dir", str(graph_dir), "--n", "3", "--out", str(tmp_path / "x.json")]
+        result = runner.invoke(
+            _app(), [*args, "--load", "http://127.0.0.1:9"], env={"ERN_TOKEN": ""}
+        )
+        assert result.exit_code == 2
+
+
+class TestModeMix:
+    def test_parses_shares(self) -> None:
+        assert _parse_mix("walk=0.5, drive=0.5") == {"walk": 0.5, "drive": 0.5}
+        assert _parse_mix("bike") == {"bike": 1.0}
+
+    def test_bad_share_is_refused(self) -> None:
+        with pytest.raises(typer.BadParameter):
+            _parse_mix("walk=lots")
