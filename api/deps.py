@@ -1,15 +1,18 @@
-"""Request dependencies: the transaction-owning session, settings, graphs (auth lives in members)."""
+"""Request dependencies: session (owns the transaction), settings, graphs, clock, caller, roles."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
 from api.clock import Clock
 from api.graphs import GraphStore
+from api.members.auth import authenticate, check_role, is_coordinator
+from api.members.models import Member
 from api.settings import Settings
 
 
@@ -49,3 +52,48 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 GraphDep = Annotated[GraphStore, Depends(get_graphs)]
 ClockDep = Annotated[Clock, Depends(get_clock)]
+
+
+# --- authentication and roles (members domain) ------------------------------------------------
+
+_bearer = HTTPBearer(auto_error=False, description="an ern API token")
+
+
+def current_member(
+    request: Request,
+    session: SessionDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Member:
+    """The caller, from its bearer token; 401 on a missing, bad or revoked token."""
+    member, token = authenticate(session, credentials.credentials if credentials else None)
+    # Kept so that "revoke my token" revokes the one this request came with.
+    request.state.api_token_id = token.id
+    return member
+
+
+CurrentMember = Annotated[Member, Depends(current_member)]
+
+
+def require_role(role: str) -> Callable[[Member], Member]:
+    """A dependency: the caller, if it holds ``role``; 403 otherwise."""
+
+    def _require(member: CurrentMember) -> Member:
+        return check_role(member, role)
+
+    _require.__name__ = f"require_{role}"
+    return _require
+
+
+Coordinator = Annotated[Member, Depends(require_role("coordinator"))]
+
+__all__ = [
+    "ClockDep",
+    "Coordinator",
+    "CurrentMember",
+    "GraphDep",
+    "SessionDep",
+    "SettingsDep",
+    "current_member",
+    "is_coordinator",
+    "require_role",
+]

@@ -1,0 +1,175 @@
+"""Shared constrained types: Lon, Lat, Seconds, GeoJSON (RFC 7946), times of day, days."""
+
+from __future__ import annotations
+
+import re
+from datetime import time
+from typing import Annotated, Any, Literal, Self
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    WithJsonSchema,
+    model_validator,
+)
+from shapely.geometry import LineString as ShapelyLineString
+from shapely.geometry import Point as ShapelyPoint
+from shapely.geometry import Polygon as ShapelyPolygon
+from shapely.geometry.polygon import orient
+
+from geo.validate import linestring_from_positions, polygon_from_rings
+
+# Strict: "8.69" or true are not coordinates; allow_inf_nan=False also refuses a JSON NaN literal.
+Lon = Annotated[float, Field(ge=-180.0, le=180.0, allow_inf_nan=False, strict=True)]
+Lat = Annotated[float, Field(ge=-90.0, le=90.0, allow_inf_nan=False, strict=True)]
+Seconds = Annotated[float, Field(ge=0.0, allow_inf_nan=False)]
+# RFC 7946 position: [lon, lat] in WGS84 (ern takes no altitude).
+Position = tuple[Lon, Lat]
+# A hard cap on list lengths so that a geometry never explodes memory before the real checks.
+MAX_POSITIONS = 100_000
+MAX_RINGS = 100
+
+Day = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+DAY_ORDER: tuple[str, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+_HHMM = re.compile(r"([01]\d|2[0-3]):([0-5]\d)")
+
+
+def _parse_hhmm(value: Any) -> Any:
+    if isinstance(value, time):
+        return value.replace(second=0, microsecond=0, tzinfo=None)
+    if not isinstance(value, str) or not _HHMM.fullmatch(value):
+        msg = f"expected a local time of day as 'HH:MM' (00:00-23:59), got {value!r}"
+        raise ValueError(msg)
+    hours, minutes = value.split(":")
+    return time(int(hours), int(minutes))
+
+
+TimeOfDay = Annotated[
+    time,
+    BeforeValidator(_parse_hhmm),
+    PlainSerializer(lambda t: t.strftime("%H:%M"), return_type=str),
+    WithJsonSchema(
+        {"type": "string", "pattern": r"^([01]\d|2[0-3]):[0-5]\d$", "examples": ["09:00"]}
+    ),
+]
+"""A local time of day in ERN_TIMEZONE, "HH:MM"."""
+
+
+def _distinct_days(days: list[str]) -> list[str]:
+    if len(set(days)) != len(days):
+        msg = "days must not repeat"
+        raise ValueError(msg)
+    return sorted(days, key=DAY_ORDER.index)
+
+
+Days = Annotated[list[Day], Field(min_length=1, max_length=7), AfterValidator(_distinct_days)]
+"""A non-empty set of weekdays, without repeats, returned in week order."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TimeWindow(_Strict):
+    """A daily window of local times; start > end crosses midnight, start == end is refused."""
+
+    start: TimeOfDay
+    end: TimeOfDay
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> Self:
+        if self.start == self.end:
+            msg = (
+                "start and end are equal: the window would be empty (or the whole day); "
+                "a window crossing midnight has start > end, e.g. 22:00-06:00"
+            )
+            raise ValueError(msg)
+        return self
+
+    def contains(self, at: time) -> bool:
+        """Whether local time ``at`` is inside [start, end), across midnight too."""
+        if self.start < self.end:
+            return self.start <= at < self.end
+        return at >= self.start or at < self.end
+
+
+class Point(_Strict):
+    """GeoJSON Point: [lon, lat] in WGS84."""
+
+    type: Literal["Point"]
+    coordinates: Position
+
+    @property
+    def lon(self) -> float:
+        return self.coordinates[0]
+
+    @property
+    def lat(self) -> float:
+        return self.coordinates[1]
+
+    def to_shapely(self) -> ShapelyPoint:
+        """The Shapely point."""
+        return ShapelyPoint(self.coordinates)
+
+    @classmethod
+    def from_shapely(cls, geom: ShapelyPoint) -> Point:
+        """From a Shapely point."""
+        return cls(type="Point", coordinates=(float(geom.x), float(geom.y)))
+
+
+class LineString(_Strict):
+    """GeoJSON LineString: at least two distinct [lon, lat] positions."""
+
+    type: Literal["LineString"]
+    coordinates: Annotated[list[Position], Field(min_length=2, max_length=MAX_POSITIONS)]
+
+    @model_validator(mode="after")
+    def _valid(self) -> Self:
+        linestring_from_positions(self.coordinates, label="LineString")
+        return self
+
+    def to_shapely(self) -> ShapelyLineString:
+        """The Shapely line string."""
+        return ShapelyLineString(self.coordinates)
+
+    @classmethod
+    def from_shapely(cls, geom: ShapelyLineString) -> LineString:
+        """From a Shapely line string."""
+        return cls.model_construct(
+            type="LineString", coordinates=[(float(x), float(y)) for x, y, *_ in geom.coords]
+        )
+
+
+class Polygon(_Strict):
+    """GeoJSON Polygon: closed rings (exterior first, holes allowed), valid (no self-crossing)."""
+
+    type: Literal["Polygon"]
+    coordinates: Annotated[
+        list[Annotated[list[Position], Field(max_length=MAX_POSITIONS)]],
+        Field(min_length=1, max_length=MAX_RINGS),
+    ]
+
+    @model_validator(mode="after")
+    def _valid(self) -> Self:
+        polygon_from_rings(self.coordinates, label="Polygon")
+        return self
+
+    def to_shapely(self) -> ShapelyPolygon:
+        """The Shapely polygon."""
+        return ShapelyPolygon(self.coordinates[0], self.coordinates[1:])
+
+    @classmethod
+    def from_shapely(cls, geom: ShapelyPolygon) -> Polygon:
+        """From a Shapely polygon."""
+        # RFC 7946: exterior rings counterclockwise, holes clockwise.
+        geom = orient(geom, sign=1.0)
+        rings = [geom.exterior, *geom.interiors]
+        return cls.model_construct(
+            type="Polygon",
+            coordinates=[[(float(x), float(y)) for x, y, *_ in r.coords] for r in rings],
+        )
