@@ -298,37 +298,63 @@ def make_members(
     return members, {"members": n, "synth_s": synth_s, "cached": False}
 
 
+PRESENCE_AT = "08:15"  # a weekday morning: the busiest time for commute routes
+HOME, ROUTE, WORK = 0, 1, 2
+
+
+def _in_window(start: str, end: str, at: str) -> bool:
+    return start <= at < end
+
+
 def member_anchors(
     members: list[dict[str, Any]], snapper: Any, walk_mps: float
 ) -> dict[str, NDArray[Any]]:
-    """Anchors: the home zone's centre and every vertex of the outbound route, snapped.
+    """Snapped anchors: home zone centre, every outbound route vertex, work zone centre.
 
-    A superset of what presence gives at any one time (one route, or a zone). The snap
-    distance, walked, is the anchor's offset.
+    ``stress`` marks home + whole outbound route for every member, a superset of what
+    presence gives at any one time (one route or one zone); ``presence`` marks what
+    presence gives at 08:15 on a weekday (the route if its window is open, else the work
+    zone if its window is open, else home). The snap distance, walked, is the offset.
     """
     mem: list[int] = []
     lon: list[float] = []
     lat: list[float] = []
-    is_home: list[bool] = []
-    for i, m in enumerate(members):
-        c = shapely.geometry.shape(m["home_zone"]).centroid
+    kind: list[int] = []
+    present: list[bool] = []
+
+    def add(i: int, x: float, y: float, k: int, now: bool) -> None:
         mem.append(i)
-        lon.append(c.x)
-        lat.append(c.y)
-        is_home.append(True)
-        # the morning route: presence picks one route (or a zone) at a time
-        for r in m["routes"][:1]:
-            for x, y in r["path"]["coordinates"]:
-                mem.append(i)
-                lon.append(x)
-                lat.append(y)
-                is_home.append(False)
+        lon.append(x)
+        lat.append(y)
+        kind.append(k)
+        present.append(now)
+
+    for i, m in enumerate(members):
+        out = m["routes"][0] if m["routes"] else None
+        work = m["zones"][0] if m["zones"] else None
+        on_route = out is not None and _in_window(out["start"], out["end"], PRESENCE_AT)
+        at_work = (
+            not on_route
+            and work is not None
+            and _in_window(work["start"], work["end"], PRESENCE_AT)
+        )
+        c = shapely.geometry.shape(m["home_zone"]).centroid
+        add(i, c.x, c.y, HOME, not (on_route or at_work))
+        if out is not None:
+            for x, y in out["path"]["coordinates"]:
+                add(i, x, y, ROUTE, on_route)
+        if work is not None:
+            c = shapely.geometry.shape(work["area"]).centroid
+            add(i, c.x, c.y, WORK, at_work)
     node, dist_m = snapper.snap(np.array(lon), np.array(lat))
+    kinds = np.array(kind)
     return {
         "member": np.array(mem, dtype=np.int64),
         "node": node.astype(np.int64),
         "offset_s": dist_m / walk_mps,
-        "is_home": np.array(is_home),
+        "kind": kinds,
+        "stress": kinds != WORK,
+        "presence": np.array(present),
         "responder": np.array(["responder" in m["roles"] for m in members]),
     }
 
@@ -401,7 +427,7 @@ def measure_rank(
     by_members: dict[str, Any] = {}
     index_big = None
     for n in sizes:
-        sel = anchors["member"] < n
+        sel = anchors["stress"] & (anchors["member"] < n)
         node, member, off = anchors["node"][sel], anchors["member"][sel], anchors["offset_s"][sel]
         t0 = time.perf_counter()
         index = AnchorIndex.build(graph.n_nodes, member, node, offset_s=off)
@@ -504,10 +530,37 @@ def measure_rank(
         mass_found[j] = m.size
     mass_ms = _ms(mass)
     say(f"{graph.mode}: mass p99 {mass_ms['p99_ms']:.2f} ms")
+    # the same queries with the anchors presence gives at 08:15 on a weekday
+    sel = anchors["presence"] & (anchors["member"] < max(sizes))
+    index_now = AnchorIndex.build(
+        graph.n_nodes, anchors["member"][sel], anchors["node"][sel], anchors["offset_s"][sel]
+    )
+    k_now = np.empty(targets.size)
+    for j, t in enumerate(targets):
+        t0 = time.perf_counter()
+        nearest_members(graph, int(t), index_now, k=K, max_eta_s=MAX_ETA_S)
+        k_now[j] = time.perf_counter() - t0
+    mass_now = np.empty(mass.size)
+    for j in range(mass.size):
+        t0 = time.perf_counter()
+        nearest_members(graph, int(targets[j]), index_now, k=None, max_eta_s=MASS_MAX_ETA_S)
+        mass_now[j] = time.perf_counter() - t0
+    presence = {
+        "at": f"weekday {PRESENCE_AT}",
+        "anchors": int(sel.sum()),
+        "on_route_members": int(
+            np.unique(anchors["member"][sel & (anchors["kind"] == ROUTE)]).size
+        ),
+        "k10_p50_ms": _ms(k_now)["p50_ms"],
+        "k10_p99_ms": _ms(k_now)["p99_ms"],
+        "mass_p50_ms": _ms(mass_now)["p50_ms"],
+        "mass_p99_ms": _ms(mass_now)["p99_ms"],
+    }
+    say(f"{graph.mode}: presence at {PRESENCE_AT}: mass p99 {presence['mass_p99_ms']:.2f} ms")
     # k-nearest field from the responders' home nodes (coverage)
     resp = (
         anchors["responder"][anchors["member"]]
-        & anchors["is_home"]
+        & (anchors["kind"] == HOME)
         & (anchors["member"] < max(sizes))
     )
     src_nodes, src_ids = anchors["node"][resp], anchors["member"][resp]
@@ -547,6 +600,7 @@ def measure_rank(
             "agree_with_baselines": all(v["agree_with_baselines"] for v in by_members.values()),
             "by_members": by_members,
             "field": field,
+            "presence": presence,
         }
     )
     return out
@@ -683,7 +737,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         members, result["synth"][mode] = make_members(graph, max(sizes), args.seed, cache, say)
         t0 = time.perf_counter()
         anchors = member_anchors(members, snapper, walk_mps)
-        result["synth"][mode]["anchors"] = int(anchors["member"].size)
+        result["synth"][mode]["anchors"] = int(anchors["stress"].sum())
+        result["synth"][mode]["presence_anchors"] = int(anchors["presence"].sum())
         result["synth"][mode]["anchor_snap_s"] = time.perf_counter() - t0
         result["synth"][mode]["route_members"] = sum(1 for m in members if m["routes"])
         del members
@@ -747,6 +802,13 @@ def render(result: dict[str, Any]) -> str:
             f"{mode:6} {r['mass_p50_ms']:>9.2f} {r['mass_p99_ms']:>9.2f} "
             f"{r['mass_found_mean']:>7.0f} {f['p50_ms']:>11.1f} "
             f"{f['scipy_min_only_k1_p50_ms']:>11.1f}"
+        )
+    lines += ["", f"presence at weekday {PRESENCE_AT} (the anchors the service would use then):"]
+    for mode in MODES:
+        pr = result["rank"][mode]["presence"]
+        lines.append(
+            f"{mode:6} anchors {pr['anchors']:>8,}  on route {pr['on_route_members']:>6,}  "
+            f"k10 p99 {pr['k10_p99_ms']:.3f} ms  mass p99 {pr['mass_p99_ms']:.2f} ms"
         )
     t = result["targets"]
     lines += [
