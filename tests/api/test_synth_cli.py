@@ -9,9 +9,12 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
+from api.members.schemas import MemberCreate
+from api.settings import Settings
 from api.synth_cli import _parse_mix, synth
 from geo.graph import build_graphs, save_graph
-from geo.synth import members_from_geojson
+from geo.synth import members_from_geojson, synth_members
+from geo.validate import check_area, check_length, count_vertices
 from tests.paths import HELSINKI
 
 
@@ -93,6 +96,31 @@ class TestSynthCommand:
             _app(), [*args, "--load", "http://127.0.0.1:9"], env={"ERN_TOKEN": ""}
         )
         assert result.exit_code == 2
+
+
+class TestMembersApiAcceptsTheBodies:
+    def test_bodies_validate_and_pass_the_service_geometry_limits(self, graph_dir: Path) -> None:
+        from geo.graph import load_graphs
+
+        limits = {name: f.default for name, f in Settings.model_fields.items()}
+        members = synth_members(load_graphs(graph_dir), 60, seed=2)
+        for body in members:
+            parsed = MemberCreate.model_validate(body)
+            zones = [parsed.home_zone, *(z.area for z in parsed.zones)]
+            for zone in zones:
+                assert zone is not None
+                count_vertices(zone.coordinates, label="z", max_vertices=limits["max_vertices"])
+                check_area(
+                    zone.to_shapely(),
+                    min_m2=limits["min_zone_m2"],
+                    max_m2=limits["max_zone_m2"],
+                )
+            for route in parsed.routes:
+                count_vertices(
+                    [route.path.coordinates], label="r", max_vertices=limits["max_vertices"]
+                )
+                check_length(route.path.to_shapely(), max_m=limits["max_route_m"])
+            assert parsed.model_dump(mode="json", exclude_unset=True)["handle"] == body["handle"]
 
 
 class TestModeMix:
