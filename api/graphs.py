@@ -55,19 +55,24 @@ def load_store(settings: Settings, *, build_missing: bool) -> GraphStore:
     """Load the compiled graphs; with ``build_missing`` build them from the configured source first."""
     graph_dir = settings.resolved_graph_dir
     store = GraphStore()
+    loaded: dict[str, StreetGraph] = {}
     if build_missing:
         source: str | Path = settings.graph_source or helsinki_extract()
         try:
-            ensure_graphs(source, graph_dir, settings.modes, speeds=speeds_from(settings),
-                          progress=lambda line: log.info("graph build: %s", line))
+            loaded = ensure_graphs(
+                source, graph_dir, settings.modes, speeds=speeds_from(settings),
+                progress=lambda line: log.info("graph build: %s", line),
+            )
         except GeoError as exc:
             log.error("could not build graphs from %s: %s", source, exc)
     for mode in settings.modes:
-        try:
-            graph = load_graph(graph_dir, mode)
-        except (GeoError, OSError) as exc:
-            store.problems[mode] = f"unavailable: {exc}"
-            log.warning("graph %s unavailable: %s", mode, exc)
-            continue
+        graph = loaded.get(mode)
+        if graph is None:
+            try:
+                graph = load_graph(graph_dir, mode)
+            except (GeoError, OSError) as exc:
+                store.problems[mode] = f"unavailable: {exc}"
+                log.warning("graph %s unavailable: %s", mode, exc)
+                continue
         store.by_mode[mode] = ModeGraph(graph=graph, snapper=Snapper(graph))
     return store
