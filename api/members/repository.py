@@ -82,9 +82,7 @@ def revoke_tokens(
     session: Session, member_id: uuid.UUID, *, at: datetime, token_id: uuid.UUID | None = None
 ) -> int:
     """Revoke a member's active tokens (only ``token_id`` if given); returns how many."""
-    query = update(ApiToken).where(
-        ApiToken.member_id == member_id, ApiToken.revoked_at.is_(None)
-    )
+    query = update(ApiToken).where(ApiToken.member_id == member_id, ApiToken.revoked_at.is_(None))
     if token_id is not None:
         query = query.where(ApiToken.id == token_id)
     query = query.values(revoked_at=at).execution_options(synchronize_session=False)
