@@ -1,5 +1,188 @@
-"""Placeholder until the alerts domain lands."""
+"""/v1/alerts: raise an alert, see it as one's party, answer it, close it; coordinators list them."""
 
-from fastapi import APIRouter
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, Query, Response
+
+from api.alerts import repository as repo
+from api.alerts import service
+from api.alerts.schemas import (
+    MAX_IDEMPOTENCY_KEY_CHARS,
+    AlertCoordinatorView,
+    AlertCreate,
+    AlertPage,
+    AlertRequesterView,
+    AlertResponderView,
+    AlertSummary,
+    Kind,
+    ResponseCreate,
+    Status,
+)
+from api.deps import ClockDep, CurrentMember, GraphDep, SessionDep, SettingsDep, require_role
+from api.errors import COMMON_RESPONSES, ErrorBody
+from api.types import Point
 
 router = APIRouter(prefix="/v1/alerts", tags=["alerts"])
+
+AnyView = AlertCoordinatorView | AlertRequesterView | AlertResponderView
+NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorBody, "description": "no such alert, or not yours to see"}
+}
+
+
+def visible_alert(
+    alert_id: uuid.UUID, session: SessionDep, caller: CurrentMember
+) -> service.AlertAccess:
+    """The alert if the caller is a coordinator, its requester or a notified member; else 404."""
+    return service.visible_alert(session, alert_id, caller)
+
+
+AlertDep = Annotated[service.AlertAccess, Depends(visible_alert)]
+IdempotencyKey = Annotated[
+    str,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=MAX_IDEMPOTENCY_KEY_CHARS,
+        description="required; a retry with the same key and body returns the same alert",
+    ),
+]
+
+
+@router.post(
+    "",
+    response_model=AnyView,
+    status_code=201,
+    summary="Raise an alert",
+    responses={
+        **COMMON_RESPONSES,
+        200: {"model": AnyView, "description": "an idempotent retry: the alert this key made"},
+        403: {"model": ErrorBody, "description": "`at`/`exercise` sent by a non-coordinator"},
+        422: {
+            "model": ErrorBody,
+            "description": "invalid body, missing Idempotency-Key, key reused with another "
+            "body, or location outside the service area (nothing stored)",
+        },
+        429: {"model": ErrorBody, "description": "rate limit; see Retry-After"},
+    },
+)
+def create_alert(
+    body: AlertCreate,
+    response: Response,
+    idempotency_key: IdempotencyKey,
+    session: SessionDep,
+    graphs: GraphDep,
+    settings: SettingsDep,
+    clock: ClockDep,
+    requester: CurrentMember,
+) -> Any:
+    """Rank who can be there soonest and notify the first wave; committed before the answer."""
+    alert, created = service.create_alert(
+        session,
+        graphs,
+        settings,
+        requester=requester,
+        body=body,
+        idempotency_key=idempotency_key,
+        now=clock.now(),
+    )
+    if not created:
+        response.status_code = 200
+        response.headers["Idempotent-Replayed"] = "true"
+    return service.view_as_creator(session, alert, requester)
+
+
+@router.get(
+    "",
+    response_model=AlertPage,
+    summary="List alerts (coordinators)",
+    dependencies=[Depends(require_role("coordinator"))],
+    responses={**COMMON_RESPONSES, 403: {"model": ErrorBody, "description": "not a coordinator"}},
+)
+def list_alerts(
+    session: SessionDep,
+    status: Status | None = None,
+    kind: Kind | None = None,
+    since: Annotated[datetime | None, Query(description="created at or after")] = None,
+    until: Annotated[datetime | None, Query(description="created before")] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> AlertPage:
+    """Alerts newest first, filtered by status, kind and creation time."""
+    filters = repo.AlertFilter(
+        status=status, kind=kind, since=since, until=until, limit=limit, offset=offset
+    )
+    items = [
+        AlertSummary(
+            id=alert.id,
+            status=alert.status,  # type: ignore[arg-type]
+            kind=alert.kind,  # type: ignore[arg-type]
+            ranking=alert.ranking,  # type: ignore[arg-type]
+            needed=alert.needed,
+            exercise=alert.exercise,
+            location=Point(type="Point", coordinates=service.lonlat(alert)),
+            requester_handle=handle,
+            notified_count=notified,
+            accepted_count=accepted,
+            created_at=alert.created_at,
+            closed_at=alert.closed_at,
+        )
+        for alert, handle, notified, accepted in repo.list_alerts(session, filters)
+    ]
+    return AlertPage(items=items, limit=limit, offset=offset)
+
+
+@router.get(
+    "/{alert_id}",
+    response_model=AnyView,
+    summary="One alert, as the caller's party sees it",
+    responses={**COMMON_RESPONSES, **NOT_FOUND},
+)
+def read_alert(access: AlertDep, session: SessionDep) -> Any:
+    """Requester: status and who accepted; notified member: where and what; coordinator: everything."""
+    return service.view_for(session, access)
+
+
+@router.post(
+    "/{alert_id}/responses",
+    response_model=AlertResponderView,
+    summary="Accept or decline an alert",
+    responses={
+        **COMMON_RESPONSES,
+        404: {"model": ErrorBody, "description": "no such alert, or the caller was not notified"},
+        409: {"model": ErrorBody, "description": "alert closed, or the member was stood down"},
+    },
+)
+def respond(
+    alert_id: uuid.UUID,
+    body: ResponseCreate,
+    session: SessionDep,
+    settings: SettingsDep,
+    clock: ClockDep,
+    member: CurrentMember,
+) -> AlertResponderView:
+    """A notified member's answer; repeating it changes nothing."""
+    return service.respond(
+        session, settings, alert_id=alert_id, member=member, answer=body.answer, now=clock.now()
+    )
+
+
+@router.post(
+    "/{alert_id}/close",
+    response_model=AnyView,
+    summary="Close an alert",
+    responses={
+        **COMMON_RESPONSES,
+        **NOT_FOUND,
+        403: {"model": ErrorBody, "description": "a notified member who is not the requester"},
+    },
+)
+def close_alert(
+    access: AlertDep, session: SessionDep, settings: SettingsDep, clock: ClockDep
+) -> Any:
+    """Requester or coordinator: no more waves; everyone notified gets a close message."""
+    return service.close(session, settings, access=access, now=clock.now())

@@ -1,0 +1,108 @@
+"""Wave escalation: when too few accepted in time, notify the next wave from the ranked reserve."""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from datetime import datetime, timedelta
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from api.alerts import repository as repo
+from api.alerts.models import Alert
+from api.alerts.service import notify_alert
+from api.clock import Clock, SystemClock
+from api.database import transaction
+from api.graphs import GraphStore
+from api.settings import Settings
+
+log = logging.getLogger("ern.escalation")
+
+
+def escalate(session: Session, settings: Settings, *, alert: Alert, now: datetime) -> int:
+    """Send the next wave of one due alert (locked by the caller); returns how many were notified."""
+    accepted = repo.count_in_states(session, alert.id, ("accepted",))
+    missing = alert.needed - accepted
+    if missing <= 0:
+        # Defensive: answers fulfil the alert themselves; nothing to escalate.
+        alert.next_wave_at = None
+        return 0
+    size = math.ceil(missing / settings.acceptance_rate - 1e-9)
+    rows = repo.rows_in_states(session, alert.id, ("ranked",), limit=size)
+    wave = alert.wave + 1
+    ids = [row.member_id for row in rows]
+    repo.mark_notified(session, alert.id, ids, wave=wave, now=now)
+    if ids:
+        alert.wave = wave
+    reserve_left = repo.count_in_states(session, alert.id, ("ranked",)) > 0
+    alert.next_wave_at = now + timedelta(seconds=settings.wave_timeout_s) if reserve_left else None
+    notify_alert(
+        session,
+        settings,
+        alert=alert,
+        requester_handle=repo.handle_of(session, alert.requester_id),
+        etas={row.member_id: row.eta_s for row in rows},
+        now=now,
+    )
+    session.flush()
+    return len(ids)
+
+
+class EscalationWorker:
+    """Escalates due alerts; several workers may run at once (FOR UPDATE SKIP LOCKED)."""
+
+    def __init__(
+        self,
+        session_factory: sessionmaker[Session],
+        settings: Settings,
+        graphs: GraphStore | None = None,
+        *,
+        clock: Clock | None = None,
+        max_per_run: int = 100,
+    ) -> None:
+        self.session_factory = session_factory
+        self.settings = settings
+        # Kept for re-ranking once the reserve runs out (not done yet: the reserve holds 4 waves).
+        self.graphs = graphs
+        self.clock = clock or SystemClock()
+        self.max_per_run = max_per_run
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def run_once(self) -> int:
+        """Escalate every alert due now, one transaction each; returns how many alerts escalated."""
+        done = 0
+        while done < self.max_per_run:
+            with transaction(self.session_factory) as session:
+                now = self.clock.now()
+                alert = repo.lock_due_alert(session, now=now)
+                if alert is None:
+                    break
+                notified = escalate(session, self.settings, alert=alert, now=now)
+                log.info("alert %s: wave %d, %d notified", alert.id, alert.wave, notified)
+            done += 1
+        return done
+
+    def start(self) -> None:
+        """Run in a daemon thread, polling every worker_poll_s."""
+        if self._thread is not None:
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._loop, name="ern-escalation", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        """Stop the thread and wait for it."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+            self._thread = None
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.run_once()
+            except Exception:
+                log.exception("escalation pass failed; retrying")
+            self._stop.wait(self.settings.worker_poll_s)

@@ -1,0 +1,219 @@
+"""All SQL of the alerts domain; functions flush, the caller's transaction commits."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Select, func, select, text, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.orm import Session
+
+from api.alerts.models import NOTIFIED_STATES, Alert, AlertResponder
+from api.members.models import Member
+
+
+def lock_requester(session: Session, requester_id: uuid.UUID) -> None:
+    """Serialise one member's alert creations until the transaction ends (rate limit, idempotency)."""
+    # The top 63 bits of the id: collisions between members only cost a short wait.
+    key = int.from_bytes(requester_id.bytes[:8], "big", signed=True)
+    session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+
+
+def find_by_key(session: Session, requester_id: uuid.UUID, idempotency_key: str) -> Alert | None:
+    """The requester's alert made with this Idempotency-Key, if any."""
+    stmt = select(Alert).where(
+        Alert.requester_id == requester_id, Alert.idempotency_key == idempotency_key
+    )
+    return session.scalars(stmt.execution_options(populate_existing=True)).one_or_none()
+
+
+def recent_alerts(
+    session: Session, requester_id: uuid.UUID, *, since: datetime
+) -> tuple[int, datetime | None]:
+    """How many live (non-exercise) alerts the member raised since ``since``, and the oldest one's time."""
+    stmt = select(func.count(), func.min(Alert.created_at)).where(
+        Alert.requester_id == requester_id,
+        Alert.created_at > since,
+        Alert.exercise.is_(False),
+    )
+    count, oldest = session.execute(stmt).one()
+    return int(count), oldest
+
+
+def insert_alert(session: Session, values: dict[str, Any]) -> uuid.UUID | None:
+    """Insert an alert; None when this (requester, Idempotency-Key) already exists."""
+    stmt = (
+        insert(Alert)
+        .values(**values)
+        .on_conflict_do_nothing(constraint="uq_alert_requester_key")
+        .returning(Alert.id)
+    )
+    return session.execute(stmt).scalar_one_or_none()
+
+
+def get_alert(session: Session, alert_id: uuid.UUID, *, for_update: bool = False) -> Alert | None:
+    """One alert, optionally locked for the rest of the transaction."""
+    return session.get(Alert, alert_id, with_for_update=for_update, populate_existing=True)
+
+
+def insert_responders(session: Session, rows: Sequence[dict[str, Any]]) -> None:
+    """Store the ranked candidates of an alert."""
+    if rows:
+        session.execute(insert(AlertResponder), list(rows))
+
+
+def responder(
+    session: Session, alert_id: uuid.UUID, member_id: uuid.UUID, *, for_update: bool = False
+) -> AlertResponder | None:
+    """One member's row for an alert."""
+    return session.get(
+        AlertResponder, (alert_id, member_id), with_for_update=for_update, populate_existing=True
+    )
+
+
+def responders_with_handles(
+    session: Session, alert_id: uuid.UUID, *, states: Iterable[str] | None = None
+) -> list[tuple[AlertResponder, str]]:
+    """Rows of an alert with the members' handles, best first."""
+    stmt = (
+        select(AlertResponder, Member.handle)
+        .join(Member, Member.id == AlertResponder.member_id)
+        .where(AlertResponder.alert_id == alert_id)
+        .order_by(AlertResponder.position)
+        .execution_options(populate_existing=True)
+    )
+    if states is not None:
+        stmt = stmt.where(AlertResponder.state.in_(tuple(states)))
+    return [(row, handle) for row, handle in session.execute(stmt).all()]
+
+
+def count_in_states(session: Session, alert_id: uuid.UUID, states: Iterable[str]) -> int:
+    """How many rows of the alert are in one of ``states``."""
+    stmt = select(func.count()).where(
+        AlertResponder.alert_id == alert_id, AlertResponder.state.in_(tuple(states))
+    )
+    return int(session.execute(stmt).scalar_one())
+
+
+def rows_in_states(
+    session: Session, alert_id: uuid.UUID, states: Iterable[str], *, limit: int | None = None
+) -> list[AlertResponder]:
+    """Rows of the alert in ``states``, best first, locked (waves and stand-downs update them)."""
+    stmt = (
+        select(AlertResponder)
+        .where(AlertResponder.alert_id == alert_id, AlertResponder.state.in_(tuple(states)))
+        .order_by(AlertResponder.position)
+        .limit(limit)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    return list(session.scalars(stmt))
+
+
+def mark_notified(
+    session: Session,
+    alert_id: uuid.UUID,
+    member_ids: Sequence[uuid.UUID],
+    *,
+    wave: int,
+    now: datetime,
+) -> None:
+    """Move reserve rows into a wave."""
+    if member_ids:
+        session.execute(
+            update(AlertResponder)
+            .where(AlertResponder.alert_id == alert_id, AlertResponder.member_id.in_(member_ids))
+            .values(state="notified", wave=wave, notified_at=now)
+            .execution_options(synchronize_session=False)
+        )
+
+
+def set_state(
+    session: Session, alert_id: uuid.UUID, member_ids: Sequence[uuid.UUID], state: str
+) -> None:
+    """Set the state of some rows of an alert."""
+    if member_ids:
+        session.execute(
+            update(AlertResponder)
+            .where(AlertResponder.alert_id == alert_id, AlertResponder.member_id.in_(member_ids))
+            .values(state=state)
+            .execution_options(synchronize_session=False)
+        )
+
+
+def members_by_id(session: Session, member_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, Member]:
+    """Members by id (for notifications)."""
+    ids = list(member_ids)
+    if not ids:
+        return {}
+    return {m.id: m for m in session.scalars(select(Member).where(Member.id.in_(ids)))}
+
+
+def handle_of(session: Session, member_id: uuid.UUID | None) -> str | None:
+    """A member's handle, or None for a deleted member."""
+    if member_id is None:
+        return None
+    return session.execute(select(Member.handle).where(Member.id == member_id)).scalar_one_or_none()
+
+
+def lock_due_alert(session: Session, *, now: datetime) -> Alert | None:
+    """The most overdue open alert whose next wave is due, locked; alerts locked elsewhere are skipped."""
+    stmt = (
+        select(Alert)
+        .where(Alert.status == "open", Alert.next_wave_at.is_not(None), Alert.next_wave_at <= now)
+        .order_by(Alert.next_wave_at)
+        .limit(1)
+        .with_for_update(skip_locked=True)
+        .execution_options(populate_existing=True)
+    )
+    return session.scalars(stmt).one_or_none()
+
+
+@dataclass(frozen=True)
+class AlertFilter:
+    """Coordinator list filters."""
+
+    status: str | None = None
+    kind: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    limit: int = 50
+    offset: int = 0
+
+
+def _counts_by_alert(states: tuple[str, ...]) -> Any:
+    return (
+        select(func.count())
+        .where(AlertResponder.alert_id == Alert.id, AlertResponder.state.in_(states))
+        .correlate(Alert)
+        .scalar_subquery()
+    )
+
+
+def list_alerts(session: Session, filters: AlertFilter) -> list[tuple[Alert, str | None, int, int]]:
+    """Alerts newest first with requester handle, notified and accepted counts."""
+    stmt: Select[Any] = (
+        select(
+            Alert,
+            Member.handle,
+            _counts_by_alert(NOTIFIED_STATES),
+            _counts_by_alert(("accepted",)),
+        )
+        .outerjoin(Member, Member.id == Alert.requester_id)
+        .order_by(Alert.created_at.desc(), Alert.id)
+        .limit(filters.limit)
+        .offset(filters.offset)
+    )
+    if filters.status is not None:
+        stmt = stmt.where(Alert.status == filters.status)
+    if filters.kind is not None:
+        stmt = stmt.where(Alert.kind == filters.kind)
+    if filters.since is not None:
+        stmt = stmt.where(Alert.created_at >= filters.since)
+    if filters.until is not None:
+        stmt = stmt.where(Alert.created_at < filters.until)
+    return [(a, h, int(n), int(k)) for a, h, n, k in session.execute(stmt).all()]

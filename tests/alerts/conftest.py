@@ -1,0 +1,81 @@
+"""Alert fixtures: an app on a manual clock, and members placed on chosen Helsinki walk-graph nodes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+import networkx as nx
+import pytest
+from fastapi.testclient import TestClient
+
+from api.clock import ManualClock
+from api.members.models import Member
+from tests.alerts.helpers import HOOK, Site, make_site
+from tests.api.conftest import coordinator, make_member  # noqa: F401  (fixtures, reused)
+from tests.api.factories import unique_handle
+
+# Tuesday 12:00 in Helsinki (the test settings' time zone).
+START = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock(START)
+
+
+@pytest.fixture
+def api(settings, graphs, engine, session_factory, clock) -> TestClient:  # type: ignore[no-untyped-def]
+    """A client of an app whose clock only moves when the test says so."""
+    from api.main import create_app
+
+    app = create_app(
+        settings, engine=engine, session_factory=session_factory, graphs=graphs, clock=clock
+    )
+    return TestClient(app, raise_server_exceptions=False)
+
+
+@pytest.fixture(scope="session")
+def walk_nx(graphs) -> nx.DiGraph:  # type: ignore[no-untyped-def]
+    return graphs.get("walk").graph.to_networkx()
+
+
+@pytest.fixture(scope="session")
+def site(graphs, walk_nx) -> Site:  # type: ignore[no-untyped-def]
+    """A well-connected node near the middle of the Helsinki extract."""
+    graph = graphs.get("walk").graph
+    largest = max(nx.strongly_connected_components(walk_nx), key=len)
+    mid_lon, mid_lat = float(graph.lon.mean()), float(graph.lat.mean())
+    target = min(
+        largest, key=lambda n: (graph.lon[n] - mid_lon) ** 2 + (graph.lat[n] - mid_lat) ** 2
+    )
+    return make_site(graphs, walk_nx, int(target))
+
+
+Place = Callable[..., tuple[Member, str]]
+
+
+@pytest.fixture
+def place(make_member) -> Place:  # type: ignore[no-untyped-def]
+    """place(site, node, roles=..., **fields): a member whose home zone is centred on a graph node."""
+
+    def make(site: Site, node: int, roles: Iterable[str] = ("responder",), **fields: Any):  # type: ignore[no-untyped-def]
+        fields.setdefault("contact", {"webhook_url": HOOK})
+        fields.setdefault("handle", unique_handle("r"))
+        return make_member(
+            roles=tuple(roles),
+            lon=float(site.graph.lon[node]),
+            lat=float(site.graph.lat[node]),
+            side_m=220.0,
+            **fields,
+        )
+
+    return make
+
+
+@pytest.fixture
+def crowd(site: Site, place: Place) -> list[tuple[Member, str]]:
+    """Twelve responders on distinct nodes, listed nearest first."""
+    nodes = site.nodes_by_time()[5:200:16][:12]
+    return [place(site, n) for n in nodes]
