@@ -1,0 +1,279 @@
+"""Delivery channels: HMAC-signed webhook, SMTP e-mail and a Twilio-compatible SMS gateway."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import re
+import smtplib
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from email import policy
+from email.message import EmailMessage
+from email.utils import format_datetime, parsedate_to_datetime
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+import httpx
+
+from api.members.crypto import derive_key
+from api.notify.errors import PermanentDeliveryError, TransientDeliveryError
+from api.settings import Settings
+
+_WEBHOOK_KEY_INFO = b"ern webhook signature v1"
+SIGNATURE_HEADER = "X-Ern-Signature"
+DELIVERY_HEADER = "X-Ern-Delivery"
+USER_AGENT = "ern-notify/0.1"
+# Twilio concatenates up to 1600 characters into one message.
+SMS_MAX_CHARS = 1600
+MAX_ERROR_CHARS = 500
+
+# Delivery ids are ~90 characters without spaces: allow them on one header line, unencoded.
+_MAIL_POLICY = policy.default.clone(max_line_length=998)
+_EMAIL_RE = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
+_URL_RE = re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.-]*://\S+")
+_NUMBER_RE = re.compile(r"\+?\d[\d ()-]{6,}\d")
+
+
+@dataclass(frozen=True)
+class Message:
+    """What one attempt sends: the stable delivery id, the alert, the kind and the payload."""
+
+    delivery_id: str
+    alert_id: uuid.UUID
+    member_id: uuid.UUID
+    kind: str
+    payload: dict[str, Any]
+    attempt: int
+
+    @property
+    def subject(self) -> str:
+        """The payload's subject, or a generic one."""
+        return str(self.payload.get("subject") or f"ern: {self.kind}")
+
+    @property
+    def text(self) -> str:
+        """The payload's plain text, or its JSON when it has none."""
+        text = self.payload.get("text")
+        return str(text) if text else json.dumps(self.payload, sort_keys=True)
+
+
+class Channel(Protocol):
+    """Sends one message to one destination; raises a DeliveryError on failure."""
+
+    name: str
+
+    def send(self, message: Message, contact: dict[str, Any], *, now: datetime) -> None: ...
+
+
+def scrub(text: str, *secrets: str | None) -> str:
+    """An error text fit for coordinators: no destinations, e-mail addresses, URLs or numbers."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "<redacted>")
+    text = _URL_RE.sub("<url>", text)
+    text = _EMAIL_RE.sub("<email>", text)
+    text = _NUMBER_RE.sub("<number>", text)
+    return text[:MAX_ERROR_CHARS]
+
+
+def parse_retry_after(value: str | None, *, now: datetime) -> float | None:
+    """Seconds to wait from a Retry-After header (delta-seconds or HTTP date); None if absent/bad."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, (when - now).total_seconds())
+
+
+def check_http_response(response: httpx.Response, *, what: str, now: datetime) -> None:
+    """Nothing for a 2xx; a transient error for 408/429/5xx; a permanent one for anything else."""
+    status = response.status_code
+    if 200 <= status < 300:
+        return
+    retry_after_s = parse_retry_after(response.headers.get("Retry-After"), now=now)
+    reason = f"{what} answered HTTP {status}"
+    if status in (408, 429) or status >= 500:
+        if retry_after_s is not None:
+            reason += f" (Retry-After {retry_after_s:g} s)"
+        raise TransientDeliveryError(reason, retry_after_s=retry_after_s)
+    if 300 <= status < 400:
+        reason += " (redirects are not followed)"
+    raise PermanentDeliveryError(reason)
+
+
+def _post(client: httpx.Client, url: str, *, what: str, **kwargs: Any) -> httpx.Response:
+    try:
+        return client.post(url, **kwargs)
+    except httpx.TimeoutException as exc:
+        msg = f"{what} timed out ({type(exc).__name__})"
+        raise TransientDeliveryError(msg) from exc
+    except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
+        msg = f"{what} URL is not usable ({type(exc).__name__})"
+        raise PermanentDeliveryError(msg) from exc
+    except httpx.TransportError as exc:
+        msg = f"{what} unreachable ({type(exc).__name__})"
+        raise TransientDeliveryError(msg) from exc
+
+
+def webhook_signing_key(settings: Settings) -> bytes:
+    """The HMAC-SHA256 key of X-Ern-Signature: HKDF-SHA256(ERN_SECRET_KEY, info="ern webhook signature v1")."""
+    return derive_key(settings.secret_bytes(), info=_WEBHOOK_KEY_INFO)
+
+
+def sign(key: bytes, body: bytes) -> str:
+    """The X-Ern-Signature value of a body: "sha256=" + hex HMAC-SHA256."""
+    return "sha256=" + hmac.new(key, body, hashlib.sha256).hexdigest()
+
+
+def verify_signature(key: bytes, body: bytes, header: str | None) -> bool:
+    """Whether an X-Ern-Signature header matches the raw body (constant-time compare)."""
+    return header is not None and hmac.compare_digest(sign(key, body), header)
+
+
+def webhook_body(message: Message, *, now: datetime) -> bytes:
+    """The exact bytes POSTed to a webhook (and signed)."""
+    document = {
+        "delivery_id": message.delivery_id,
+        "alert_id": str(message.alert_id),
+        "kind": message.kind,
+        "data": message.payload,
+        "sent_at": now.isoformat(),
+    }
+    return json.dumps(document, separators=(",", ":"), sort_keys=True).encode()
+
+
+class WebhookChannel:
+    """POSTs the message as signed JSON to the member's webhook_url."""
+
+    name = "webhook"
+
+    def __init__(self, settings: Settings, client: httpx.Client) -> None:
+        self._key = webhook_signing_key(settings)
+        self._client = client
+
+    def send(self, message: Message, contact: dict[str, Any], *, now: datetime) -> None:
+        url = contact.get("webhook_url")
+        if not url:
+            msg = "the member has no webhook URL any more"
+            raise PermanentDeliveryError(msg)
+        if urlsplit(str(url)).scheme not in ("http", "https"):
+            msg = "the member's webhook URL is not http(s)"
+            raise PermanentDeliveryError(msg)
+        body = webhook_body(message, now=now)
+        headers = {
+            "Content-Type": "application/json",
+            "User-Agent": USER_AGENT,
+            SIGNATURE_HEADER: sign(self._key, body),
+            DELIVERY_HEADER: message.delivery_id,
+        }
+        response = _post(self._client, str(url), what="webhook", content=body, headers=headers)
+        check_http_response(response, what="webhook", now=now)
+
+
+class SmsChannel:
+    """Form-POSTs the message text to a Twilio-compatible gateway (Messages.json)."""
+
+    name = "sms"
+
+    def __init__(self, settings: Settings, client: httpx.Client) -> None:
+        self._settings = settings
+        self._client = client
+
+    def send(self, message: Message, contact: dict[str, Any], *, now: datetime) -> None:
+        settings = self._settings
+        if not settings.sms_base_url:
+            msg = "no SMS gateway is configured (ERN_SMS_BASE_URL is unset)"
+            raise PermanentDeliveryError(msg)
+        phone = contact.get("phone")
+        if not phone:
+            msg = "the member has no phone number any more"
+            raise PermanentDeliveryError(msg)
+        sid = settings.sms_account_sid
+        url = f"{settings.sms_base_url.rstrip('/')}/2010-04-01/Accounts/{sid}/Messages.json"
+        form = {"To": str(phone), "From": settings.sms_from, "Body": message.text[:SMS_MAX_CHARS]}
+        response = _post(
+            self._client,
+            url,
+            what="SMS gateway",
+            data=form,
+            auth=(sid, settings.sms_auth_token.get_secret_value()),
+            headers={"User-Agent": USER_AGENT, DELIVERY_HEADER: message.delivery_id},
+        )
+        check_http_response(response, what="SMS gateway", now=now)
+
+
+def message_id(delivery_id: str, *, sender: str) -> str:
+    """A Message-ID that is the same on every attempt of a delivery, so MTAs and clients dedupe."""
+    domain = sender.rpartition("@")[2] or "ern.invalid"
+    digest = hashlib.sha256(delivery_id.encode()).hexdigest()[:32]
+    return f"<ern.{digest}@{domain}>"
+
+
+class EmailChannel:
+    """Sends the message text by SMTP to the member's e-mail address."""
+
+    name = "email"
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+
+    def build(self, message: Message, address: str, *, now: datetime) -> EmailMessage:
+        """The e-mail for one attempt (same Message-ID on every attempt)."""
+        settings = self._settings
+        mail = EmailMessage(policy=_MAIL_POLICY)
+        mail["From"] = settings.smtp_from
+        mail["To"] = address
+        mail["Subject"] = message.subject
+        mail["Date"] = format_datetime(now)
+        mail["Message-ID"] = message_id(message.delivery_id, sender=settings.smtp_from)
+        mail[DELIVERY_HEADER] = message.delivery_id
+        mail.set_content(message.text)
+        return mail
+
+    def send(self, message: Message, contact: dict[str, Any], *, now: datetime) -> None:
+        address = contact.get("email")
+        if not address:
+            msg = "the member has no e-mail address any more"
+            raise PermanentDeliveryError(msg)
+        settings = self._settings
+        mail = self.build(message, str(address), now=now)
+        try:
+            with smtplib.SMTP(
+                settings.smtp_host, settings.smtp_port, timeout=settings.delivery_timeout_s
+            ) as smtp:
+                smtp.send_message(mail)
+        except smtplib.SMTPRecipientsRefused as exc:
+            codes = [code for code, _ in exc.recipients.values()]
+            msg = f"SMTP server refused the recipient (codes {codes})"
+            if codes and all(code >= 500 for code in codes):
+                raise PermanentDeliveryError(msg) from exc
+            raise TransientDeliveryError(msg) from exc
+        except smtplib.SMTPResponseException as exc:
+            text = exc.smtp_error.decode(errors="replace") if isinstance(exc.smtp_error, bytes) else str(exc.smtp_error)
+            msg = scrub(f"SMTP {exc.smtp_code}: {text}", str(address))
+            if exc.smtp_code >= 500:
+                raise PermanentDeliveryError(msg) from exc
+            raise TransientDeliveryError(msg) from exc
+        except (smtplib.SMTPException, OSError) as exc:
+            msg = f"SMTP server unreachable ({type(exc).__name__})"
+            raise TransientDeliveryError(msg) from exc
+
+
+def make_channels(settings: Settings, client: httpx.Client) -> dict[str, Channel]:
+    """Every channel by name, sharing one HTTP client."""
+    channels: list[Channel] = [
+        WebhookChannel(settings, client),
+        EmailChannel(settings),
+        SmsChannel(settings, client),
+    ]
+    return {channel.name: channel for channel in channels}

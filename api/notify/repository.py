@@ -1,0 +1,163 @@
+"""All SQL of the notify domain: inserting, claiming, finishing and listing outbox rows."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.orm import Session
+
+from api.members.models import Member
+from api.notify.models import DUE_STATES, Delivery
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A row the worker leased for one attempt, with the member's encrypted contact details."""
+
+    id: int
+    delivery_id: str
+    alert_id: uuid.UUID
+    member_id: uuid.UUID
+    channel: str
+    message_kind: str
+    payload: dict[str, Any]
+    attempt: int
+    contact_ciphertext: bytes | None
+
+
+def insert_deliveries(session: Session, rows: Sequence[dict[str, Any]]) -> int:
+    """Insert outbox rows, skipping delivery ids that exist; the number of rows created."""
+    if not rows:
+        return 0
+    stmt = (
+        insert(Delivery)
+        .values(list(rows))
+        .on_conflict_do_nothing(index_elements=[Delivery.delivery_id])
+        .returning(Delivery.id)
+    )
+    return len(session.execute(stmt).all())
+
+
+def claim_due(
+    session: Session, *, now: datetime, lease_until: datetime, limit: int
+) -> list[Claimed]:
+    """Lease up to ``limit`` due rows (pending, or sending with an expired lease) for one attempt.
+
+    Rows locked by another worker's claim are skipped, so no two workers lease the same row.
+    """
+    picked = (
+        select(Delivery.id)
+        .where(Delivery.state.in_(DUE_STATES), Delivery.next_attempt_at <= now)
+        .order_by(Delivery.next_attempt_at, Delivery.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+        .cte("picked")
+    )
+    stmt = (
+        update(Delivery)
+        .where(Delivery.id == picked.c.id, Member.id == Delivery.member_id)
+        .values(state="sending", attempts=Delivery.attempts + 1, next_attempt_at=lease_until)
+        .returning(
+            Delivery.id,
+            Delivery.delivery_id,
+            Delivery.alert_id,
+            Delivery.member_id,
+            Delivery.channel,
+            Delivery.message_kind,
+            Delivery.payload,
+            Delivery.attempts,
+            Member.contact_ciphertext,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    rows = session.execute(stmt).all()
+    claims = [
+        Claimed(
+            id=r.id,
+            delivery_id=r.delivery_id,
+            alert_id=r.alert_id,
+            member_id=r.member_id,
+            channel=r.channel,
+            message_kind=r.message_kind,
+            payload=r.payload,
+            attempt=r.attempts,
+            contact_ciphertext=r.contact_ciphertext,
+        )
+        for r in rows
+    ]
+    return sorted(claims, key=lambda c: c.id)
+
+
+def finish_attempt(
+    session: Session,
+    *,
+    row_id: int,
+    attempt: int,
+    state: str,
+    next_attempt_at: datetime,
+    last_error: str | None,
+    sent_at: datetime | None,
+) -> bool:
+    """Record an attempt's outcome, unless the row was re-leased since (then nothing changes)."""
+    stmt = (
+        update(Delivery)
+        .where(Delivery.id == row_id, Delivery.attempts == attempt, Delivery.state == "sending")
+        .values(state=state, next_attempt_at=next_attempt_at, last_error=last_error, sent_at=sent_at)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(session.execute(stmt).rowcount)  # type: ignore[attr-defined]
+
+
+def cancel_pending(
+    session: Session,
+    *,
+    alert_id: uuid.UUID,
+    member_ids: Sequence[uuid.UUID] | None,
+    message_kind: str | None,
+) -> int:
+    """Cancel an alert's rows that are still pending (optionally for some members or one kind)."""
+    stmt = (
+        update(Delivery)
+        .where(Delivery.alert_id == alert_id, Delivery.state == "pending")
+        .values(state="cancelled")
+        .execution_options(synchronize_session=False)
+    )
+    if member_ids is not None:
+        stmt = stmt.where(Delivery.member_id.in_(list(member_ids)))
+    if message_kind is not None:
+        stmt = stmt.where(Delivery.message_kind == message_kind)
+    return int(session.execute(stmt).rowcount or 0)  # type: ignore[attr-defined]
+
+
+def list_deliveries(
+    session: Session,
+    *,
+    alert_id: uuid.UUID | None,
+    state: str | None,
+    limit: int,
+    offset: int,
+) -> tuple[Sequence[Delivery], int]:
+    """One page of outbox rows (newest first) matching the filters, and the total."""
+    query = select(Delivery)
+    if alert_id is not None:
+        query = query.where(Delivery.alert_id == alert_id)
+    if state is not None:
+        query = query.where(Delivery.state == state)
+    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    rows = session.scalars(
+        query.order_by(Delivery.created_at.desc(), Delivery.id.desc()).limit(limit).offset(offset)
+    ).all()
+    return rows, int(total)
+
+
+def deliveries_of(session: Session, alert_id: uuid.UUID) -> Sequence[Delivery]:
+    """Every outbox row of one alert, oldest first."""
+    return session.scalars(
+        select(Delivery).where(Delivery.alert_id == alert_id).order_by(Delivery.id)
+    ).all()

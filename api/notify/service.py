@@ -1,0 +1,111 @@
+"""Notify logic: enqueue one delivery per channel a member has, backoff, cancelling and listing."""
+
+from __future__ import annotations
+
+import random
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from api.members.crypto import contact_cipher
+from api.members.models import Member
+from api.notify import repository as repo
+from api.notify.models import CHANNELS
+from api.notify.schemas import DeliveryPage, DeliveryRead
+from api.settings import Settings
+
+# The contact field each channel sends to.
+CONTACT_FIELD = {"webhook": "webhook_url", "email": "email", "sms": "phone"}
+
+
+def delivery_id(alert_id: uuid.UUID, member_id: uuid.UUID, channel: str, message_kind: str) -> str:
+    """The stable id of one delivery: the same on every attempt, so receivers drop duplicates."""
+    return f"{alert_id}:{member_id}:{channel}:{message_kind}"
+
+
+def channels_of(contact: dict[str, Any]) -> list[str]:
+    """The channels a member's contact details allow, in a fixed order."""
+    return [channel for channel in CHANNELS if contact.get(CONTACT_FIELD[channel])]
+
+
+def enqueue(
+    session: Session,
+    settings: Settings,
+    *,
+    member: Member,
+    alert_id: uuid.UUID,
+    message_kind: str,
+    payload: dict[str, Any],
+    now: datetime,
+) -> int:
+    """Queue ``payload`` to every channel of ``member`` in the caller's transaction; rows created."""
+    contact = contact_cipher(settings).decrypt(member.contact_ciphertext)
+    rows = [
+        {
+            "delivery_id": delivery_id(alert_id, member.id, channel, message_kind),
+            "alert_id": alert_id,
+            "member_id": member.id,
+            "channel": channel,
+            "message_kind": message_kind,
+            "payload": payload,
+            "state": "pending",
+            "attempts": 0,
+            "next_attempt_at": now,
+            "created_at": now,
+        }
+        for channel in channels_of(contact)
+    ]
+    return repo.insert_deliveries(session, rows)
+
+
+def cancel(
+    session: Session,
+    *,
+    alert_id: uuid.UUID,
+    member_ids: list[uuid.UUID] | None = None,
+    message_kind: str | None = None,
+) -> int:
+    """Cancel an alert's deliveries not yet attempted (e.g. alert messages after a stand-down)."""
+    return repo.cancel_pending(
+        session, alert_id=alert_id, member_ids=member_ids, message_kind=message_kind
+    )
+
+
+def backoff_s(
+    attempt: int,
+    settings: Settings,
+    *,
+    retry_after_s: float | None = None,
+    rng: random.Random | None = None,
+) -> float:
+    """Delay before the next attempt: capped exponential with equal jitter, at least Retry-After.
+
+    A Retry-After beyond ``backoff_cap_s`` is clamped to the cap: an alert is worthless hours later.
+    """
+    ceiling = min(settings.backoff_cap_s, settings.backoff_base_s * 2.0 ** max(0, attempt - 1))
+    delay = ceiling * (0.5 + 0.5 * (rng or random).random())
+    if retry_after_s is not None:
+        delay = max(delay, min(retry_after_s, settings.backoff_cap_s))
+    return delay
+
+
+def list_deliveries(
+    session: Session,
+    *,
+    alert_id: uuid.UUID | None,
+    state: str | None,
+    limit: int,
+    offset: int,
+) -> DeliveryPage:
+    """One page of deliveries for coordinators: states and errors, no contact details."""
+    rows, total = repo.list_deliveries(
+        session, alert_id=alert_id, state=state, limit=limit, offset=offset
+    )
+    items = [DeliveryRead.model_validate(row) for row in rows]
+    for item in items:
+        # A finished row's next_attempt_at is bookkeeping, not a plan.
+        if item.state not in ("pending", "sending"):
+            item.next_attempt_at = None
+    return DeliveryPage(items=items, total=total, limit=limit, offset=offset)

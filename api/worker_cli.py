@@ -1,0 +1,48 @@
+"""`ern worker`: drain the notification outbox until SIGINT or SIGTERM."""
+
+from __future__ import annotations
+
+import logging
+import signal
+from types import FrameType
+from typing import Annotated
+
+import typer
+
+from api.settings import Settings
+
+
+def worker(
+    batch_size: Annotated[int, typer.Option(min=1, max=100, help="deliveries leased per round")] = 10,
+) -> None:
+    """Deliver queued notifications (embedded PostGIS unless ERN_DATABASE_URL is set)."""
+    from api import database
+    from api.notify.worker import OutboxWorker
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    log = logging.getLogger("ern.notify")
+    settings = Settings()
+    settings.secret_bytes()  # refuse placeholder secrets before sending anything
+    url = database.resolve_database_url(settings)
+    if settings.embedded:
+        database.upgrade(url)
+    engine = database.make_engine(url, pool_size=2)
+    status = database.schema_status(engine)
+    if not status["up_to_date"]:
+        log.warning("schema is at %s, head is %s: run `ern db upgrade`", status["current"], status["head"])
+    outbox = OutboxWorker(database.make_session_factory(engine), settings, batch_size=batch_size)
+
+    def _stop(signum: int, _frame: FrameType | None) -> None:
+        log.info("%s: stopping after the current batch", signal.Signals(signum).name)
+        outbox.request_stop()
+
+    previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    typer.echo("ern worker: delivering notifications (Ctrl-C to stop)")
+    try:
+        outbox.run_forever()
+    finally:
+        outbox.close()
+        engine.dispose()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    typer.echo("ern worker stopped")
