@@ -27,7 +27,9 @@ def _fail(label: str, problem: str) -> InvalidGeometry:
     return InvalidGeometry(msg)
 
 
-def check_positions(coords: Any, *, label: str = "geometry") -> NDArray[np.float64]:
+def check_positions(
+    coords: Any, *, label: str = "geometry", where: str = ""
+) -> NDArray[np.float64]:
     """Check a sequence of [lon, lat] positions: finite numbers inside WGS84 bounds.
 
     Parameters
@@ -36,6 +38,8 @@ def check_positions(coords: Any, *, label: str = "geometry") -> NDArray[np.float
         A sequence of positions, each ``[lon, lat]`` in degrees.
     label
         Name of the geometry in error messages.
+    where
+        Part of the geometry, prefixed to the problem (e.g. ``"ring 1: "``).
 
     Returns
     -------
@@ -44,26 +48,29 @@ def check_positions(coords: Any, *, label: str = "geometry") -> NDArray[np.float
     try:
         arr = np.asarray(coords, dtype=np.float64)
     except (TypeError, ValueError, OverflowError):
-        raise _fail(label, "positions must be [lon, lat] pairs of numbers") from None
+        raise _fail(label, f"{where}positions must be [lon, lat] pairs of numbers") from None
     if arr.ndim != 2 or arr.shape[1] != 2:
-        raise _fail(label, "positions must be [lon, lat] pairs of numbers")
+        raise _fail(label, f"{where}positions must be [lon, lat] pairs of numbers")
     bad = ~np.isfinite(arr).all(axis=1)
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
-        raise _fail(label, f"position {i} is not a finite number (NaN or infinity)")
+        raise _fail(label, f"{where}position {i} is not a finite number (NaN or infinity)")
     lon_bad = np.abs(arr[:, 0]) > 180.0
     if lon_bad.any():
         i = int(np.flatnonzero(lon_bad)[0])
-        raise _fail(label, f"position {i}: longitude {arr[i, 0]} is outside [-180, 180]")
+        raise _fail(label, f"{where}position {i}: longitude {arr[i, 0]} is outside [-180, 180]")
     lat_bad = np.abs(arr[:, 1]) > 90.0
     if lat_bad.any():
         i = int(np.flatnonzero(lat_bad)[0])
-        raise _fail(label, f"position {i}: latitude {arr[i, 1]} is outside [-90, 90]")
+        raise _fail(label, f"{where}position {i}: latitude {arr[i, 1]} is outside [-90, 90]")
     return arr
 
 
 def _ring(coords: Any, *, label: str, index: int) -> NDArray[np.float64]:
-    arr = check_positions(coords, label=f"{label} ring {index}")
+    if len(coords) < MIN_RING_POSITIONS:
+        n = len(coords)
+        raise _fail(label, f"ring {index} has {n} positions; a closed ring needs at least 4")
+    arr = check_positions(coords, label=label, where=f"ring {index}: ")
     if len(arr) < MIN_RING_POSITIONS:
         raise _fail(label, f"ring {index} has {len(arr)} positions; a closed ring needs at least 4")
     if not np.array_equal(arr[0], arr[-1]):

@@ -319,7 +319,7 @@ def rotate_token(
     session: Session,
     member: Member,
     *,
-    actor: Member,
+    actor: Member | None,
     now: datetime,
     token_id: uuid.UUID | None = None,
 ) -> str:
@@ -334,7 +334,7 @@ def revoke_tokens(
     session: Session,
     member: Member,
     *,
-    actor: Member,
+    actor: Member | None,
     now: datetime,
     token_id: uuid.UUID | None = None,
 ) -> int:
