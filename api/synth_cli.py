@@ -49,8 +49,12 @@ def bulk_load(
     *,
     concurrency: int = 8,
     timeout_s: float = 30.0,
+    client: httpx.Client | None = None,
 ) -> BulkResult:
-    """POST each member body to /v1/members with a coordinator token and collect the new tokens."""
+    """POST each member body to /v1/members with a coordinator token and collect the new tokens.
+
+    ``client`` replaces the connection pool (e.g. a TestClient); concurrency 1 posts in order.
+    """
     if concurrency < 1:
         msg = f"concurrency must be >= 1, got {concurrency}"
         raise ValueError(msg)
@@ -76,13 +80,23 @@ def bulk_load(
         return False, {"handle": body.get("handle"), "status": r.status_code, "detail": detail}
 
     result = BulkResult()
+
+    def collect(http: httpx.Client) -> None:
+        if concurrency == 1:
+            rows = (post(http, b) for b in members)
+            for ok, row in rows:
+                (result.created if ok else result.failed).append(row)
+            return
+        with ThreadPoolExecutor(max_workers=concurrency) as pool:
+            for ok, row in pool.map(lambda b: post(http, b), members):
+                (result.created if ok else result.failed).append(row)
+
+    if client is not None:
+        collect(client)
+        return result
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    with (
-        httpx.Client(timeout=timeout_s, limits=limits) as client,
-        ThreadPoolExecutor(max_workers=concurrency) as pool,
-    ):
-        for ok, row in pool.map(lambda b: post(client, b), members):
-            (result.created if ok else result.failed).append(row)
+    with httpx.Client(timeout=timeout_s, limits=limits) as own:
+        collect(own)
     return result
 
 
