@@ -68,10 +68,11 @@ def synth_members(
     webhook_base: str = "http://127.0.0.1:8099/hooks",
     email_domain: str = "example.org",
 ) -> list[dict[str, Any]]:
-    """Generate members whose homes, work places and commutes lie on a real street graph.
+    """Synthetic members by degree-weighted node sampling and bounded shortest-path trees.
 
-    Home and work nodes are drawn with probability proportional to node degree (in + out
-    edges), a proxy for street density, so homes cluster where streets do. Each commuter's
+    Homes, work places and commutes lie on a real street graph. Home and work nodes are
+    drawn with probability proportional to node degree (in + out edges), a proxy for
+    street density, so homes cluster where streets do. Each commuter's
     work node is drawn from the nodes whose travel time from home falls in a band below a
     commute time drawn uniformly per mode; one SciPy bounded Dijkstra from the home node
     on the member's own mode graph (forward), and one on the reversed graph for directed
