@@ -1,0 +1,195 @@
+"""Idempotency-Key retries (also concurrent, on committed data), the rate limit, and atomicity."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import delete, func, select, text
+
+from api import database
+from api.alerts.models import Alert, AlertResponder
+from api.members import service as members_service
+from api.members.crypto import ContactCipher, derive_key
+from api.members.models import Member
+from api.members.schemas import MemberCreate
+from api.notify.models import Delivery
+from tests.alerts.helpers import count_rows, deliveries, post_alert
+from tests.api.factories import member_body, unique_handle
+
+
+def body(site: Any, **extra: Any) -> dict[str, Any]:
+    out = {"location": site.point(), "kind": "personal", "needed": 1}
+    out.update(extra)
+    return out
+
+
+class TestIdempotency:
+    def test_a_retry_returns_the_same_alert_and_notifies_no_one_again(  # type: ignore[no-untyped-def]
+        self, api, db, site, crowd, make_member
+    ):
+        _, token = make_member()
+        first = post_alert(api, token, body(site), key="same")
+        sent = len(deliveries(db, first.json()["id"]))
+        again = post_alert(api, token, body(site), key="same")
+        assert first.status_code == 201
+        assert again.status_code == 200
+        assert again.headers["Idempotent-Replayed"] == "true"
+        assert again.json() == first.json()
+        assert count_rows(db, Alert) == 1
+        assert len(deliveries(db, first.json()["id"])) == sent > 0
+
+    def test_the_same_key_with_another_body_is_422(self, api, db, site, crowd, make_member):  # type: ignore[no-untyped-def]
+        _, token = make_member()
+        post_alert(api, token, body(site), key="same")
+        res = post_alert(api, token, body(site, needed=2), key="same")
+        assert res.status_code == 422
+        assert res.json()["error"] == "IdempotencyKeyReused"
+        assert count_rows(db, Alert) == 1
+
+    def test_keys_belong_to_their_requester(self, api, db, site, crowd, make_member):  # type: ignore[no-untyped-def]
+        _, one = make_member()
+        _, two = make_member()
+        a = post_alert(api, one, body(site), key="shared")
+        b = post_alert(api, two, body(site), key="shared")
+        assert a.status_code == b.status_code == 201
+        assert a.json()["id"] != b.json()["id"]
+
+
+class TestRateLimit:
+    def test_the_eleventh_alert_in_an_hour_is_429_until_the_oldest_leaves(  # type: ignore[no-untyped-def]
+        self, api, db, site, clock, make_member
+    ):
+        _, token = make_member()
+        for i in range(10):
+            assert post_alert(api, token, body(site), key=f"k{i}").status_code == 201
+            clock.advance(60)
+        res = post_alert(api, token, body(site), key="k10")
+        assert res.status_code == 429
+        assert res.json()["error"] == "RateLimited"
+        # The oldest alert was raised 600 s ago; it leaves the hour in 3000 s.
+        assert res.headers["Retry-After"] == "3000"
+        assert count_rows(db, Alert) == 10
+        # A retry of an accepted alert is still answered.
+        assert post_alert(api, token, body(site), key="k3").status_code == 200
+        clock.advance(2999)
+        assert post_alert(api, token, body(site), key="k10").status_code == 429
+        clock.advance(1)
+        assert post_alert(api, token, body(site), key="k10").status_code == 201
+
+    def test_coordinator_exercises_are_exempt(self, api, site, clock, coordinator):  # type: ignore[no-untyped-def]
+        _, token = coordinator
+        for i in range(10):
+            assert post_alert(api, token, body(site, exercise=True), key=f"x{i}").status_code == 201
+        for i in range(10):
+            assert post_alert(api, token, body(site), key=f"k{i}").status_code == 201
+        assert post_alert(api, token, body(site), key="k10").status_code == 429
+        assert post_alert(api, token, body(site, exercise=True), key="x10").status_code == 201
+
+
+class TestOneTransaction:
+    def test_a_failure_after_ranking_stores_nothing(  # type: ignore[no-untyped-def]
+        self, api, db, site, place, make_member
+    ):
+        # A real failure: contact details encrypted under another key cannot be read when
+        # the first wave is queued, after the alert row and the ranking were written.
+        nodes = site.nodes_by_time()
+        victim, _ = place(site, nodes[10])
+        place(site, nodes[20])
+        other_key = derive_key(b"another-secret-0123456789abcdefghijklmnop", info=b"x")
+        victim.contact_ciphertext = ContactCipher(other_key).encrypt({"webhook_url": "http://x/"})
+        db.commit()
+        _, token = make_member()
+        res = post_alert(api, token, body(site, needed=1))
+        assert res.status_code == 500
+        assert count_rows(db, Alert) == 0
+        assert count_rows(db, AlertResponder) == 0
+        assert count_rows(db, Delivery) == 0
+
+
+# --- committed data: several connections see each other's commits ---------------------------
+
+
+@pytest.fixture
+def committed(engine, settings, graphs, site, clock) -> Iterator[dict[str, Any]]:  # type: ignore[no-untyped-def]
+    """An app on real commits, a requester and five responders; everything deleted afterwards."""
+    from api.main import create_app
+
+    factory = database.make_session_factory(engine)
+    made: list[Member] = []
+    tokens: dict[str, str] = {}
+    with database.transaction(factory) as session:
+        for i, node in enumerate([None, *site.nodes_by_time()[10:60:10]]):
+            roles = ["responder"] if node is not None else []
+            lon = float(site.graph.lon[node]) if node is not None else site.lon
+            lat = float(site.graph.lat[node]) if node is not None else site.lat
+            data = member_body(unique_handle("c"), roles=roles, lon=lon, lat=lat, side_m=220.0,
+                               contact={"webhook_url": "http://127.0.0.1:9/hook"})
+            member, token = members_service.create_member(
+                session, settings, MemberCreate.model_validate(data), actor=None
+            )
+            made.append(member)
+            tokens["requester" if i == 0 else f"r{i}"] = token
+    app = create_app(settings, engine=engine, session_factory=factory, graphs=graphs, clock=clock)
+    yield {"app": app, "tokens": tokens, "members": made, "factory": factory}
+    ids = [m.id for m in made]
+    with database.transaction(factory) as session:
+        alert_ids = session.scalars(select(Alert.id).where(Alert.requester_id.in_(ids))).all()
+        session.execute(delete(Delivery).where(Delivery.alert_id.in_(alert_ids)))
+        session.execute(delete(Alert).where(Alert.id.in_(alert_ids)))
+        session.execute(delete(Member).where(Member.id.in_(ids)))
+
+
+class TestCommitted:
+    def test_the_201_means_alert_ranking_and_outbox_are_committed(self, committed, site, engine):  # type: ignore[no-untyped-def]
+        client = TestClient(committed["app"], raise_server_exceptions=False)
+        res = post_alert(client, committed["tokens"]["requester"], body(site, needed=1))
+        assert res.status_code == 201
+        with engine.connect() as conn:
+            alert_id = res.json()["id"]
+            params = {"id": alert_id}
+            assert conn.execute(text("SELECT count(*) FROM alert WHERE id = :id"), params).scalar() == 1
+            ranked = conn.execute(
+                text("SELECT count(*) FROM alert_responder WHERE alert_id = :id"), params
+            ).scalar()
+            queued = conn.execute(
+                text("SELECT count(*) FROM outbox WHERE alert_id = :id AND message_kind = 'alert'"),
+                params,
+            ).scalar()
+        assert ranked == 5
+        assert queued == 3
+
+    def test_concurrent_retries_make_one_alert(self, committed, site, engine):  # type: ignore[no-untyped-def]
+        app = committed["app"]
+        token = committed["tokens"]["requester"]
+        n = 8
+        barrier = threading.Barrier(n)
+        results: list[Any] = [None] * n
+
+        def send(i: int) -> None:
+            client = TestClient(app, raise_server_exceptions=False)
+            barrier.wait()
+            results[i] = post_alert(client, token, body(site, needed=1), key="storm")
+
+        threads = [threading.Thread(target=send, args=(i,)) for i in range(n)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        codes = sorted(r.status_code for r in results)
+        assert codes == [200] * (n - 1) + [201]
+        assert len({r.json()["id"] for r in results}) == 1
+        requester_id = committed["members"][0].id
+        with committed["factory"]() as session:
+            alerts = session.scalar(
+                select(func.count()).select_from(Alert).where(Alert.requester_id == requester_id)
+            )
+            alert_id = results[0].json()["id"]
+            queued = session.scalar(
+                select(func.count()).select_from(Delivery).where(Delivery.alert_id == alert_id)
+            )
+        assert alerts == 1
+        assert queued == 3
