@@ -13,13 +13,17 @@ from api.settings import Settings
 
 
 def worker(
-    batch_size: Annotated[int, typer.Option(min=1, max=100, help="deliveries leased per round")] = 10,
+    batch_size: Annotated[
+        int, typer.Option(min=1, max=100, help="deliveries leased per round")
+    ] = 10,
 ) -> None:
     """Deliver queued notifications (embedded PostGIS unless ERN_DATABASE_URL is set)."""
     from api import database
     from api.notify.worker import OutboxWorker
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     log = logging.getLogger("ern.notify")
     settings = Settings()
     settings.secret_bytes()  # refuse placeholder secrets before sending anything
@@ -29,7 +33,9 @@ def worker(
     engine = database.make_engine(url, pool_size=2)
     status = database.schema_status(engine)
     if not status["up_to_date"]:
-        log.warning("schema is at %s, head is %s: run `ern db upgrade`", status["current"], status["head"])
+        log.warning(
+            "schema is at %s, head is %s: run `ern db upgrade`", status["current"], status["head"]
+        )
     outbox = OutboxWorker(database.make_session_factory(engine), settings, batch_size=batch_size)
 
     def _stop(signum: int, _frame: FrameType | None) -> None:

@@ -80,7 +80,7 @@ def scrub(text: str, *secrets: str | None) -> str:
 
 
 def parse_retry_after(value: str | None, *, now: datetime) -> float | None:
-    """Seconds to wait from a Retry-After header (delta-seconds or HTTP date); None if absent/bad."""
+    """Seconds to wait from Retry-After (delta-seconds or HTTP date); None if absent or bad."""
     if not value:
         return None
     value = value.strip()
@@ -126,7 +126,7 @@ def _post(client: httpx.Client, url: str, *, what: str, **kwargs: Any) -> httpx.
 
 
 def webhook_signing_key(settings: Settings) -> bytes:
-    """The HMAC-SHA256 key of X-Ern-Signature: HKDF-SHA256(ERN_SECRET_KEY, info="ern webhook signature v1")."""
+    """The X-Ern-Signature key: HKDF-SHA256(ERN_SECRET_KEY, info="ern webhook signature v1")."""
     return derive_key(settings.secret_bytes(), info=_WEBHOOK_KEY_INFO)
 
 
@@ -259,7 +259,11 @@ class EmailChannel:
                 raise PermanentDeliveryError(msg) from exc
             raise TransientDeliveryError(msg) from exc
         except smtplib.SMTPResponseException as exc:
-            text = exc.smtp_error.decode(errors="replace") if isinstance(exc.smtp_error, bytes) else str(exc.smtp_error)
+            text = (
+                exc.smtp_error.decode(errors="replace")
+                if isinstance(exc.smtp_error, bytes)
+                else str(exc.smtp_error)
+            )
             msg = scrub(f"SMTP {exc.smtp_code}: {text}", str(address))
             if exc.smtp_code >= 500:
                 raise PermanentDeliveryError(msg) from exc

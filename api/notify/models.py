@@ -1,4 +1,4 @@
-"""The notification outbox: one row per (alert, member, channel, message kind), drained by the worker."""
+"""The notification outbox: one row per (alert, member, channel, message kind)."""
 
 from __future__ import annotations
 
@@ -67,7 +67,5 @@ class Delivery(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     next_attempt_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     last_error: Mapped[str | None] = mapped_column(Text)
-    created_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), server_default=func.now()
-    )
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -108,7 +108,9 @@ def finish_attempt(
     stmt = (
         update(Delivery)
         .where(Delivery.id == row_id, Delivery.attempts == attempt, Delivery.state == "sending")
-        .values(state=state, next_attempt_at=next_attempt_at, last_error=last_error, sent_at=sent_at)
+        .values(
+            state=state, next_attempt_at=next_attempt_at, last_error=last_error, sent_at=sent_at
+        )
         .execution_options(synchronize_session=False)
     )
     return bool(session.execute(stmt).rowcount)  # type: ignore[attr-defined]

@@ -29,7 +29,7 @@ def list_deliveries(
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
 ) -> DeliveryPage:
-    """Deliveries newest first, by alert and state: channel, attempts and last error, never contact details."""
+    """Deliveries newest first, by alert and state; last errors, never contact details."""
     return service.list_deliveries(
         session, alert_id=alert_id, state=state, limit=limit, offset=offset
     )

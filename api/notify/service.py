@@ -40,7 +40,7 @@ def enqueue(
     payload: dict[str, Any],
     now: datetime,
 ) -> int:
-    """Queue ``payload`` to every channel of ``member`` in the caller's transaction; rows created."""
+    """Queue ``payload`` to each channel of ``member`` in the caller's transaction; rows made."""
     contact = contact_cipher(settings).decrypt(member.contact_ciphertext)
     rows = [
         {

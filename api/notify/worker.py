@@ -1,4 +1,4 @@
-"""The outbox worker: lease due rows (FOR UPDATE SKIP LOCKED), send outside the transaction, record."""
+"""The outbox worker: lease due rows (FOR UPDATE SKIP LOCKED), send outside, record."""
 
 from __future__ import annotations
 
@@ -62,7 +62,9 @@ class OutboxWorker:
         self._clock = clock or SystemClock()
         self.batch_size = batch_size
         # Long enough for the slowest attempt (SMTP has several timed round trips).
-        self.lease_s = lease_s if lease_s is not None else max(30.0, 6 * settings.delivery_timeout_s)
+        self.lease_s = (
+            lease_s if lease_s is not None else max(30.0, 6 * settings.delivery_timeout_s)
+        )
         self._rng = rng or random.Random()
         self._name = name
         self._cipher = contact_cipher(settings)
@@ -77,7 +79,7 @@ class OutboxWorker:
     # --- the three steps of one attempt -------------------------------------------------------
 
     def claim(self) -> list[Claim]:
-        """Lease up to batch_size due rows in one short transaction (attempts + 1, state sending)."""
+        """Lease up to batch_size due rows in one short transaction (attempts + 1, sending)."""
         now = self._clock.now()
         with transaction(self._factory) as session:
             return repo.claim_due(
@@ -156,7 +158,9 @@ class OutboxWorker:
             outcomes = [self.send(claims[0])]
         else:
             if self._pool is None:
-                self._pool = ThreadPoolExecutor(self.batch_size, thread_name_prefix=f"{self._name}-send")
+                self._pool = ThreadPoolExecutor(
+                    self.batch_size, thread_name_prefix=f"{self._name}-send"
+                )
             outcomes = list(self._pool.map(self.send, claims))
         self._record_with_retries(claims, outcomes)
         return len(claims)

@@ -64,7 +64,7 @@ Answer = tuple[int, dict[str, str], bytes]
 
 @dataclass
 class HttpReceiver:
-    """A real HTTP server on 127.0.0.1 recording every POST; answers come from a script, then default."""
+    """A real HTTP server on 127.0.0.1 recording every POST; answers: the script, then default."""
 
     default: Callable[[Received], Answer]
     requests: list[Received] = field(default_factory=list)
@@ -97,9 +97,7 @@ def _serve(receiver: HttpReceiver) -> Iterator[HttpReceiver]:
         def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length)
-            request = Received(
-                self.path, {k.lower(): v for k, v in self.headers.items()}, body
-            )
+            request = Received(self.path, {k.lower(): v for k, v in self.headers.items()}, body)
             status, headers, content = receiver.answer(request)
             self.send_response(status)
             for name, value in headers.items():
@@ -185,7 +183,9 @@ def clock() -> ManualClock:
 
 
 @pytest.fixture
-def notify_settings(settings: Settings, smtp_server: SmtpInbox, sms_gateway: HttpReceiver) -> Settings:
+def notify_settings(
+    settings: Settings, smtp_server: SmtpInbox, sms_gateway: HttpReceiver
+) -> Settings:
     """Settings pointing at the local SMTP server and SMS gateway; quick polls, short timeouts."""
     return settings.model_copy(
         update={
@@ -216,7 +216,7 @@ MakeMember = Callable[..., Member]
 
 @pytest.fixture
 def make_member(committed: sessionmaker[Session], settings: Settings) -> Iterator[MakeMember]:
-    """Factory: a committed member with the given contact details; deleted (with its outbox rows) after."""
+    """Factory: a committed member with these contact details; deleted (with its outbox) after."""
     made: list[uuid.UUID] = []
     cipher = contact_cipher(settings)
 
@@ -261,12 +261,22 @@ def enqueue_committed(
 
     def run(*members: Member, kind: str = "alert", alert_id: uuid.UUID | None = None) -> uuid.UUID:
         alert_id = alert_id or uuid.uuid4()
-        payload = {"subject": "ern alert: personal, 2 needed", "text": "Help needed near you.",
-                   "alert": {"alert_id": str(alert_id), "kind": "personal"}}
+        payload = {
+            "subject": "ern alert: personal, 2 needed",
+            "text": "Help needed near you.",
+            "alert": {"alert_id": str(alert_id), "kind": "personal"},
+        }
         with transaction(committed) as session:
             for member in members:
-                enqueue(session, notify_settings, member=member, alert_id=alert_id,
-                        message_kind=kind, payload=payload, now=clock.now())
+                enqueue(
+                    session,
+                    notify_settings,
+                    member=member,
+                    alert_id=alert_id,
+                    message_kind=kind,
+                    payload=payload,
+                    now=clock.now(),
+                )
         return alert_id
 
     return run
@@ -293,5 +303,7 @@ def deliveries(factory: sessionmaker[Session], alert_id: uuid.UUID) -> list[Deli
     """The outbox rows of one alert, freshly read."""
     with factory() as session:
         return list(
-            session.scalars(select(Delivery).where(Delivery.alert_id == alert_id).order_by(Delivery.id))
+            session.scalars(
+                select(Delivery).where(Delivery.alert_id == alert_id).order_by(Delivery.id)
+            )
         )
