@@ -275,7 +275,8 @@ class AnchorTable:
         # best kind of each run of one member, broadcast back to the run
         run = np.cumsum(first) - 1
         best = k[first][run]
-        return idx[k == best]
+        out: NDArray[np.int64] = idx[k == best]
+        return out
 
 
 def quiet_members(

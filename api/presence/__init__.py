@@ -1,0 +1,1 @@
+"""Presence: where members are at a time (live locations, routes, zones, home) and alert ranking."""

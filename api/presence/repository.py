@@ -1,0 +1,124 @@
+"""All SQL of the presence domain: live locations, the presence version token, member snapshots."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from geoalchemy2.shape import from_shape
+from shapely.geometry import Point as ShapelyPoint
+from sqlalchemy import Row, delete, func, select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.orm import Session
+
+from api.members.models import Member, MemberRoute, MemberZone
+from api.presence.models import MemberLocation, PresenceVersion
+
+
+def presence_token(session: Session) -> uuid.UUID | None:
+    """The token that changes with every write to members, zones or routes."""
+    return session.scalar(select(PresenceVersion.token).where(PresenceVersion.id == 1))
+
+
+def member_rows(session: Session) -> Sequence[Row[Any]]:
+    """Every available member with what ranking needs; home zone as WKB (None if absent)."""
+    return session.execute(
+        select(
+            Member.id,
+            Member.handle,
+            Member.roles,
+            Member.mode,
+            Member.speed_mps,
+            Member.quiet_start,
+            Member.quiet_end,
+            func.ST_AsBinary(Member.home_zone),
+        )
+        .where(Member.available.is_(True))
+        .order_by(Member.id)
+    ).all()
+
+
+def zone_rows(session: Session) -> Sequence[Row[Any]]:
+    """Scheduled zones of available members: member id, area WKB, days, start, end."""
+    return session.execute(
+        select(
+            MemberZone.member_id,
+            func.ST_AsBinary(MemberZone.area),
+            MemberZone.days,
+            MemberZone.start_time,
+            MemberZone.end_time,
+        )
+        .join(Member, Member.id == MemberZone.member_id)
+        .where(Member.available.is_(True))
+    ).all()
+
+
+def route_rows(session: Session) -> Sequence[Row[Any]]:
+    """Routes of available members: member id, path WKB, days, start, end."""
+    return session.execute(
+        select(
+            MemberRoute.member_id,
+            func.ST_AsBinary(MemberRoute.path),
+            MemberRoute.days,
+            MemberRoute.start_time,
+            MemberRoute.end_time,
+        )
+        .join(Member, Member.id == MemberRoute.member_id)
+        .where(Member.available.is_(True))
+    ).all()
+
+
+def live_locations(session: Session, *, at: datetime) -> Sequence[Row[Any]]:
+    """Live locations valid at ``at``: member id, lon, lat."""
+    return session.execute(
+        select(
+            MemberLocation.member_id,
+            func.ST_X(MemberLocation.location),
+            func.ST_Y(MemberLocation.location),
+        ).where(MemberLocation.expires_at > at, MemberLocation.updated_at <= at)
+    ).all()
+
+
+def get_location(session: Session, member_id: uuid.UUID) -> MemberLocation | None:
+    """The member's live location row, or None."""
+    return session.get(MemberLocation, member_id)
+
+
+def put_location(
+    session: Session,
+    member_id: uuid.UUID,
+    *,
+    lon: float,
+    lat: float,
+    updated_at: datetime,
+    expires_at: datetime,
+) -> None:
+    """Insert or replace the member's live location."""
+    geom = from_shape(ShapelyPoint(lon, lat), srid=4326)
+    values = {
+        "member_id": member_id,
+        "location": geom,
+        "updated_at": updated_at,
+        "expires_at": expires_at,
+    }
+    stmt = insert(MemberLocation).values(**values)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[MemberLocation.member_id],
+        set_={"location": geom, "updated_at": updated_at, "expires_at": expires_at},
+    )
+    session.execute(stmt)
+    session.flush()
+
+
+def delete_location(session: Session, member_id: uuid.UUID) -> bool:
+    """Delete the member's live location; whether there was one."""
+    result = session.execute(delete(MemberLocation).where(MemberLocation.member_id == member_id))
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def purge_expired_locations(session: Session, *, now: datetime) -> int:
+    """Delete live locations that expired before ``now``; how many."""
+    result = session.execute(delete(MemberLocation).where(MemberLocation.expires_at <= now))
+    return int(result.rowcount)  # type: ignore[attr-defined]

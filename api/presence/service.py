@@ -1,0 +1,619 @@
+"""Presence and alert ranking: who can be at a location soonest at a time, from a per-process cache.
+
+Design (keeps PostGIS and geometry work off the alert path):
+
+- ``PresenceIndex`` holds, per travel mode, every available member's candidate anchors
+  already snapped to that mode's graph (home zone and scheduled zones: one representative
+  node each; routes: every node within ``max_snap_m`` of the route sampled every 20 m),
+  with their weekly windows, plus per-member roles, quiet hours and speed factors. It is
+  built from one snapshot of ``member``/``member_zone``/``member_route`` and labelled with
+  ``presence_version.token``, a random token that a statement-level trigger (migration
+  0003) replaces on every write to those tables. Each alert reads the token first (one
+  primary-key lookup) and rebuilds the index only when it changed, so every process sees
+  every change, whichever process or tool made it. ``invalidate_presence()`` drops the
+  cache explicitly.
+- Per alert, the local time (``settings.timezone``) picks the *segment* of the week
+  between two window boundaries; the active anchors of a segment (best kind per member:
+  route > zone > home, quiet members and members without the wanted roles left out) are
+  turned into an :class:`geo.route.AnchorIndex` once and cached per
+  ``(mode, segment, roles)``, so a steady stream of alerts does no per-alert NumPy work
+  over all anchors.
+- Live locations change too often for the cache; they are read per alert (an indexed
+  query returning the few fresh ones), snapped, and ranked with a second small anchor
+  index; their members are skipped in the cached index (``k + skipped`` asked for).
+  The requester and other excluded ids are skipped the same way.
+- ETA = ``mobilization_s`` + travel time on the member's mode graph from the anchor to the
+  alert's node x ``factor`` + the final approach from that node to the alert point on foot
+  (snap distance / walk speed, the same for every member of a mode) + for live anchors the
+  walk from the member's point to its snapped node (snap distance / walk speed). Zone,
+  home and route anchors have no offset: a zone says "somewhere around here", not a point.
+- ``factor`` = mode speed / member ``speed_mps`` for walk and bike (clipped to 0.25-4);
+  drive ignores member speeds (the graph's speeds follow speed limits).
+- A mode without a graph ranks its members by straight line (haversine distance at the
+  mode's speed; drive at 30 km/h) from the same anchors' coordinates, and the whole
+  ranking then says ``"straight_line"``.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import uuid
+import weakref
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, time, timedelta
+from typing import Any, Literal
+from zoneinfo import ZoneInfo
+
+import numpy as np
+import shapely
+from numpy.typing import NDArray
+from sqlalchemy.orm import Session
+
+from api.graphs import GraphStore, ModeGraph
+from api.presence import repository as repo
+from api.presence.schemas import LocationRead
+from api.settings import Settings
+from api.types import Point
+from geo import presence as gp
+from geo.errors import GraphUnavailable
+from geo.rank import merge_rankings, rank_on_graph, rank_straight_line, speed_factor
+from geo.route import AnchorIndex
+
+MODES = ("walk", "bike", "drive")
+ROLE_BITS = {"responder": 1, "defense": 2, "coordinator": 4}
+# Straight-line fallback speed for drivers: an urban average including stops (30 km/h).
+STRAIGHT_LINE_DRIVE_MPS = 30.0 / 3.6
+# Cached anchor indexes per mode: (segment, roles) pairs kept, least recently used dropped.
+SEGMENTS_KEPT = 64
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A member who could respond, with the ETA (mobilisation included)."""
+
+    member_id: uuid.UUID
+    handle: str
+    roles: frozenset[str]
+    mode: str
+    eta_s: float
+
+
+@dataclass(frozen=True)
+class Ranking:
+    """Candidates best first, and how their ETAs were computed."""
+
+    candidates: list[Candidate]
+    method: Literal["street_network", "straight_line"]
+
+
+def check_in_service_area(
+    graphs: GraphStore, settings: Settings, *, lon: float, lat: float
+) -> None:
+    """OutsideServiceArea beyond max_snap_m of the walk (else first) graph; no graph: accept."""
+    mode_graph = _service_area_graph(graphs)
+    if mode_graph is None:
+        # No graph at all: ranking falls back to straight lines, which work anywhere.
+        return
+    mode_graph.snapper.snap(lon, lat, max_snap_m=settings.max_snap_m)
+
+
+def rank_members(
+    session: Session,
+    graphs: GraphStore,
+    settings: Settings,
+    *,
+    lon: float,
+    lat: float,
+    at: datetime,
+    roles: frozenset[str] | None,
+    exclude: frozenset[uuid.UUID],
+    limit: int | None,
+    max_eta_s: float,
+) -> Ranking:
+    """Members soonest at (lon, lat) at ``at``, best first; ``limit`` None: all within max_eta_s."""
+    index = presence_index(session, graphs, settings)
+    live: Sequence[Any] = repo.live_locations(session, at=at)
+    return index.rank(
+        lon=lon,
+        lat=lat,
+        at=at,
+        roles=roles,
+        exclude=exclude,
+        limit=limit,
+        max_eta_s=max_eta_s,
+        live=[(uuid.UUID(str(member_id)), float(x), float(y)) for member_id, x, y in live],
+    )
+
+
+def invalidate_presence() -> None:
+    """Drop every cached presence index of this process (the next alert rebuilds it)."""
+    with _CACHE_LOCK:
+        _CACHE.clear()
+
+
+def presence_index(session: Session, graphs: GraphStore, settings: Settings) -> PresenceIndex:
+    """The cached index for these graphs, rebuilt when the database's presence token changed."""
+    # The token is read before the rows: a change committed in between makes the next
+    # alert rebuild again, never keeps stale rows under a new token.
+    token = repo.presence_token(session)
+    key = (token, settings.max_snap_m, settings.walk_speed_mps, settings.bike_speed_mps)
+    cached = _cached(graphs, key)
+    if cached is not None:
+        return cached
+    with _BUILD_LOCK:
+        cached = _cached(graphs, key)
+        if cached is not None:
+            return cached
+        index = PresenceIndex.build(
+            graphs,
+            settings,
+            key=key,
+            members=repo.member_rows(session),
+            zones=repo.zone_rows(session),
+            routes=repo.route_rows(session),
+        )
+        if token is not None:
+            with _CACHE_LOCK:
+                _CACHE[id(graphs)] = (weakref.ref(graphs), index)
+        return index
+
+
+_CACHE: dict[int, tuple[weakref.ref[GraphStore], PresenceIndex]] = {}
+_CACHE_LOCK = threading.Lock()
+_BUILD_LOCK = threading.Lock()
+
+
+def _cached(graphs: GraphStore, key: tuple[Any, ...]) -> PresenceIndex | None:
+    with _CACHE_LOCK:
+        entry = _CACHE.get(id(graphs))
+    if entry is None or entry[0]() is not graphs or entry[1].key != key:
+        return None
+    return entry[1]
+
+
+def _service_area_graph(graphs: GraphStore) -> ModeGraph | None:
+    try:
+        return graphs.get("walk")
+    except GraphUnavailable:
+        return next(iter(graphs.by_mode.values()), None)
+
+
+def _seconds(value: time | None) -> float:
+    if value is None:
+        return math.nan
+    return float(value.hour * 3600 + value.minute * 60 + value.second)
+
+
+def _roles_mask(roles: Sequence[str] | frozenset[str]) -> int:
+    mask = 0
+    for role in roles:
+        mask |= ROLE_BITS.get(role, 0)
+    return mask
+
+
+def mode_speed_mps(settings: Settings, mode: str) -> float:
+    """Speed the graph of ``mode`` assumes (walk, bike), or the straight-line drive speed."""
+    if mode == "walk":
+        return settings.walk_speed_mps
+    if mode == "bike":
+        return settings.bike_speed_mps
+    return STRAIGHT_LINE_DRIVE_MPS
+
+
+@dataclass(eq=False)
+class ModePresence:
+    """Anchors of one mode's members, the mode's graph (None: straight line), cached indexes."""
+
+    mode: str
+    table: gp.AnchorTable
+    boundaries: NDArray[np.int64]
+    graph: ModeGraph | None
+    n_members: int
+    _indexes: OrderedDict[tuple[int, int], AnchorIndex] = field(default_factory=OrderedDict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def active(
+        self, *, weekday: int, second: float, member_ok: NDArray[np.bool_]
+    ) -> NDArray[np.int64]:
+        """Indices of the table's active anchors at a local time for eligible members."""
+        return self.table.select(weekday=weekday, second=second, member_ok=member_ok)
+
+    def anchor_index(
+        self,
+        *,
+        weekday: int,
+        second: float,
+        roles_mask: int,
+        member_ok: NDArray[np.bool_],
+        factor: NDArray[np.float64],
+    ) -> AnchorIndex:
+        """The AnchorIndex of the active anchors, cached per week segment and roles."""
+        assert self.graph is not None
+        key = (gp.week_segment(self.boundaries, weekday, second), roles_mask)
+        with self._lock:
+            found = self._indexes.get(key)
+            if found is not None:
+                self._indexes.move_to_end(key)
+                return found
+        idx = self.active(weekday=weekday, second=second, member_ok=member_ok)
+        members = self.table.member[idx]
+        built = AnchorIndex.build(
+            self.graph.graph.n_nodes, members, self.table.node[idx], None, factor[members]
+        )
+        with self._lock:
+            self._indexes[key] = built
+            while len(self._indexes) > SEGMENTS_KEPT:
+                self._indexes.popitem(last=False)
+        return built
+
+
+@dataclass(eq=False)
+class PresenceIndex:
+    """Every available member's anchors per mode, ready for ranking at any time."""
+
+    key: tuple[Any, ...]
+    ids: list[uuid.UUID]
+    handles: list[str]
+    roles: list[frozenset[str]]
+    roles_mask: NDArray[np.int64]
+    mode: NDArray[np.int8]
+    factor: NDArray[np.float64]
+    quiet_start_s: NDArray[np.float64]
+    quiet_end_s: NDArray[np.float64]
+    number: dict[uuid.UUID, int]
+    modes: dict[str, ModePresence]
+    timezone: ZoneInfo
+    mobilization_s: float
+    walk_speed_mps: float
+    max_snap_m: float
+    speeds_mps: dict[str, float]
+
+    @property
+    def n_members(self) -> int:
+        """Number of members indexed."""
+        return len(self.ids)
+
+    @classmethod
+    def build(
+        cls,
+        graphs: GraphStore,
+        settings: Settings,
+        *,
+        key: tuple[Any, ...],
+        members: Sequence[Any],
+        zones: Sequence[Any],
+        routes: Sequence[Any],
+    ) -> PresenceIndex:
+        """Snap every member's home zone, zones and routes to their mode's graph, once."""
+        n = len(members)
+        ids = [row[0] for row in members]
+        number = {member_id: i for i, member_id in enumerate(ids)}
+        mode = np.array([MODES.index(row[3]) for row in members], dtype=np.int8)
+        speed = np.array([math.nan if row[4] is None else row[4] for row in members], dtype=float)
+        factor = np.ones(n)
+        for code, name in enumerate(MODES[:2]):
+            sel = mode == code
+            factor[sel] = speed_factor(mode_speed_mps(settings, name), speed[sel])
+        home = shapely.from_wkb([None if row[7] is None else bytes(row[7]) for row in members])
+        zone_rows = _Schedules.parse(zones, number)
+        route_rows = _Schedules.parse(routes, number)
+        quiet_start = np.array([_seconds(row[5]) for row in members])
+        quiet_end = np.array([_seconds(row[6]) for row in members])
+        modes: dict[str, ModePresence] = {}
+        for code, name in enumerate(MODES):
+            mode_graph = graphs.by_mode.get(name)
+            in_mode = mode == code
+            table = _mode_table(
+                in_mode, home, zone_rows, route_rows, mode_graph, max_snap_m=settings.max_snap_m
+            )
+            bounds = np.union1d(
+                table.boundaries(),
+                gp.quiet_boundaries(quiet_start[in_mode], quiet_end[in_mode]),
+            )
+            modes[name] = ModePresence(
+                mode=name,
+                table=table,
+                boundaries=bounds,
+                graph=mode_graph,
+                n_members=int(in_mode.sum()),
+            )
+        return cls(
+            key=key,
+            ids=ids,
+            handles=[row[1] for row in members],
+            roles=[frozenset(row[2] or ()) for row in members],
+            roles_mask=np.array([_roles_mask(row[2] or ()) for row in members], dtype=np.int64),
+            mode=mode,
+            factor=factor,
+            quiet_start_s=quiet_start,
+            quiet_end_s=quiet_end,
+            number=number,
+            modes=modes,
+            timezone=ZoneInfo(settings.timezone),
+            mobilization_s=settings.mobilization_s,
+            walk_speed_mps=settings.walk_speed_mps,
+            max_snap_m=settings.max_snap_m,
+            speeds_mps={m: mode_speed_mps(settings, m) for m in MODES},
+        )
+
+    def rank(
+        self,
+        *,
+        lon: float,
+        lat: float,
+        at: datetime,
+        roles: frozenset[str] | None,
+        exclude: frozenset[uuid.UUID],
+        limit: int | None,
+        max_eta_s: float,
+        live: Sequence[tuple[uuid.UUID, float, float]] = (),
+    ) -> Ranking:
+        """Rank members at a time: one bounded search per mode (plus one for live locations)."""
+        if at.tzinfo is None:
+            at = at.replace(tzinfo=UTC)
+        local = at.astimezone(self.timezone)
+        weekday = local.weekday()
+        second = float(local.hour * 3600 + local.minute * 60 + local.second)
+        # -1: no role filter (a key of its own: members without any role are ranked too)
+        want = -1 if roles is None else _roles_mask(roles)
+        role_ok = np.ones(self.n_members, bool) if roles is None else (self.roles_mask & want) != 0
+        quiet = gp.quiet_members(
+            self.quiet_start_s, self.quiet_end_s, weekday=weekday, second=second
+        )
+        base_ok = role_ok & ~quiet
+        excluded = np.array([self.number[m] for m in exclude if m in self.number], dtype=np.int64)
+        live_num = np.array([self.number.get(m, -1) for m, _, _ in live], dtype=np.int64)
+        live_lon = np.array([x for _, x, _ in live], dtype=float)
+        live_lat = np.array([y for _, _, y in live], dtype=float)
+        known = live_num >= 0
+        live_num, live_lon, live_lat = live_num[known], live_lon[known], live_lat[known]
+        eligible = np.ones(self.n_members, dtype=bool)
+        eligible[excluded] = False
+        eligible &= base_ok
+        parts: list[tuple[NDArray[np.int64], NDArray[np.float64]]] = []
+        method: Literal["street_network", "straight_line"] = "street_network"
+        for code, name in enumerate(MODES):
+            mp = self.modes[name]
+            in_mode_live = self.mode[live_num] == code
+            l_num = live_num[in_mode_live]
+            l_lon, l_lat = live_lon[in_mode_live], live_lat[in_mode_live]
+            l_keep = eligible[l_num]
+            if mp.n_members == 0:
+                continue
+            if mp.graph is None:
+                method = "straight_line"
+                parts.extend(
+                    self._straight_line(
+                        mp,
+                        weekday,
+                        second,
+                        eligible,
+                        l_num,
+                        l_lon,
+                        l_lat,
+                        l_keep,
+                        lon=lon,
+                        lat=lat,
+                        limit=limit,
+                        max_eta_s=max_eta_s,
+                    )
+                )
+                continue
+            target, target_m = mp.graph.snapper.snap(lon, lat)
+            offset_s = self.mobilization_s + float(target_m[0]) / self.walk_speed_mps
+            anchors = mp.anchor_index(
+                weekday=weekday,
+                second=second,
+                roles_mask=want,
+                member_ok=base_ok,
+                factor=self.factor,
+            )
+            skip = np.union1d(excluded, l_num)
+            parts.append(
+                rank_on_graph(
+                    mp.graph.graph,
+                    int(target[0]),
+                    anchors,
+                    k=limit,
+                    max_eta_s=max_eta_s,
+                    offset_s=offset_s,
+                    skip=skip,
+                )
+            )
+            if l_keep.any():
+                node, dist_m = mp.graph.snapper.snap(l_lon[l_keep], l_lat[l_keep])
+                # A live location outside the service area places its member out of reach.
+                near = dist_m <= self.max_snap_m
+                nums = l_num[l_keep][near]
+                if nums.size:
+                    live_index = AnchorIndex.build(
+                        mp.graph.graph.n_nodes,
+                        nums,
+                        node[near],
+                        dist_m[near] / self.walk_speed_mps,
+                        self.factor[nums],
+                    )
+                    parts.append(
+                        rank_on_graph(
+                            mp.graph.graph,
+                            int(target[0]),
+                            live_index,
+                            k=limit,
+                            max_eta_s=max_eta_s,
+                            offset_s=offset_s,
+                        )
+                    )
+        members, etas, _ = merge_rankings(parts, limit=limit)
+        candidates = [
+            Candidate(
+                member_id=self.ids[i],
+                handle=self.handles[i],
+                roles=self.roles[i],
+                mode=MODES[int(self.mode[i])],
+                eta_s=float(e),
+            )
+            for i, e in zip(members.tolist(), etas.tolist(), strict=True)
+        ]
+        return Ranking(candidates=candidates, method=method)
+
+    def _straight_line(
+        self,
+        mp: ModePresence,
+        weekday: int,
+        second: float,
+        eligible: NDArray[np.bool_],
+        l_num: NDArray[np.int64],
+        l_lon: NDArray[np.float64],
+        l_lat: NDArray[np.float64],
+        l_keep: NDArray[np.bool_],
+        *,
+        lon: float,
+        lat: float,
+        limit: int | None,
+        max_eta_s: float,
+    ) -> list[tuple[NDArray[np.int64], NDArray[np.float64]]]:
+        ok = eligible.copy()
+        ok[l_num] = False
+        idx = mp.active(weekday=weekday, second=second, member_ok=ok)
+        members = np.concatenate([mp.table.member[idx], l_num[l_keep]])
+        a_lon = np.concatenate([mp.table.lon[idx], l_lon[l_keep]])
+        a_lat = np.concatenate([mp.table.lat[idx], l_lat[l_keep]])
+        speed = self.speeds_mps[mp.mode] / self.factor[members]
+        return [
+            rank_straight_line(
+                members,
+                a_lon,
+                a_lat,
+                target_lon=lon,
+                target_lat=lat,
+                speed_mps=speed,
+                k=limit,
+                max_eta_s=max_eta_s,
+                offset_s=self.mobilization_s,
+            )
+        ]
+
+
+@dataclass(frozen=True)
+class _Schedules:
+    """Zones or routes of indexed members: owner number, geometry and weekly window."""
+
+    owner: NDArray[np.int64]
+    geom: NDArray[np.object_]
+    mask: NDArray[np.int64]
+    start_s: NDArray[np.float64]
+    end_s: NDArray[np.float64]
+
+    @classmethod
+    def parse(cls, rows: Sequence[Any], number: dict[uuid.UUID, int]) -> _Schedules:
+        """From (member_id, wkb, days, start, end) rows; rows of unindexed members dropped."""
+        kept = [row for row in rows if row[0] in number]
+        return cls(
+            owner=np.array([number[row[0]] for row in kept], dtype=np.int64),
+            geom=np.asarray(shapely.from_wkb([bytes(row[1]) for row in kept]), dtype=object),
+            mask=np.array([gp.days_mask(row[2]) for row in kept], dtype=np.int64),
+            start_s=np.array([_seconds(row[3]) for row in kept], dtype=np.float64),
+            end_s=np.array([_seconds(row[4]) for row in kept], dtype=np.float64),
+        )
+
+    def of(self, in_mode: NDArray[np.bool_]) -> _Schedules:
+        """The rows whose owner is selected."""
+        sel = in_mode[self.owner] if self.owner.size else np.zeros(0, dtype=bool)
+        return _Schedules(
+            self.owner[sel], self.geom[sel], self.mask[sel], self.start_s[sel], self.end_s[sel]
+        )
+
+
+def _mode_table(
+    in_mode: NDArray[np.bool_],
+    home: NDArray[np.object_],
+    zones: _Schedules,
+    routes: _Schedules,
+    mode_graph: ModeGraph | None,
+    *,
+    max_snap_m: float,
+) -> gp.AnchorTable:
+    """Home, zone and route anchors of one mode's members, snapped to its graph if any."""
+    parts: list[tuple[NDArray[Any], ...]] = []
+
+    # Home zones and scheduled zones: one representative node each.
+    owners = np.flatnonzero(in_mode & ~shapely.is_missing(home))
+    mode_zones = zones.of(in_mode)
+    n_home = owners.size
+    polys = np.concatenate([home[owners], mode_zones.geom]).astype(object)
+    if polys.size:
+        owner = np.concatenate([owners, mode_zones.owner])
+        kind = np.concatenate(
+            [
+                np.full(n_home, gp.KIND_HOME, np.int8),
+                np.full(mode_zones.owner.size, gp.KIND_ZONE, np.int8),
+            ]
+        )
+        mask = np.concatenate([np.full(n_home, gp.ALL_DAYS, np.int64), mode_zones.mask])
+        start = np.concatenate([np.zeros(n_home), mode_zones.start_s])
+        end = np.concatenate([np.zeros(n_home), mode_zones.end_s])
+        if mode_graph is not None:
+            _, _, node, dist = gp.zone_nodes(polys, mode_graph.graph, mode_graph.snapper)
+            # A zone whose nearest node is beyond max_snap_m lies outside the service area.
+            keep = dist <= max_snap_m
+            lon, lat = mode_graph.graph.lon[node], mode_graph.graph.lat[node]
+        else:
+            rep = shapely.point_on_surface(polys)
+            lon, lat = shapely.get_x(rep), shapely.get_y(rep)
+            node = np.full(polys.size, -1, dtype=np.int32)
+            keep = np.ones(polys.size, dtype=bool)
+        parts.append(tuple(a[keep] for a in (owner, kind, node, lon, lat, mask, start, end)))
+
+    # Routes: every node near the route.
+    mode_routes = routes.of(in_mode)
+    if mode_routes.owner.size:
+        which, p_lon, p_lat = gp.route_points(mode_routes.geom)
+        if mode_graph is not None:
+            which, node, p_lon, p_lat = gp.route_nodes(
+                which, p_lon, p_lat, mode_graph.snapper, max_snap_m=max_snap_m
+            )
+        else:
+            node = np.full(which.size, -1, dtype=np.int32)
+        parts.append(
+            (
+                mode_routes.owner[which],
+                np.full(which.size, gp.KIND_ROUTE, np.int8),
+                node,
+                p_lon,
+                p_lat,
+                mode_routes.mask[which],
+                mode_routes.start_s[which],
+                mode_routes.end_s[which],
+            )
+        )
+
+    if not parts:
+        return gp.AnchorTable.build(*(np.empty(0) for _ in range(8)))
+    columns = [np.concatenate([p[i] for p in parts]) for i in range(8)]
+    return gp.AnchorTable.build(*columns)
+
+
+def put_location(
+    session: Session, settings: Settings, *, member_id: uuid.UUID, location: Point, now: datetime
+) -> LocationRead:
+    """Store the member's live location until now + live_location_ttl_s; purge expired ones."""
+    expires_at = now + timedelta(seconds=settings.live_location_ttl_s)
+    # Expired locations are of no use to anyone: they go as soon as anyone writes one.
+    repo.purge_expired_locations(session, now=now)
+    repo.put_location(
+        session,
+        member_id,
+        lon=location.lon,
+        lat=location.lat,
+        updated_at=now,
+        expires_at=expires_at,
+    )
+    return LocationRead(location=location, updated_at=now, expires_at=expires_at)
+
+
+def delete_location(session: Session, *, member_id: uuid.UUID) -> bool:
+    """Forget the member's live location; whether there was one."""
+    return repo.delete_location(session, member_id)
