@@ -85,7 +85,7 @@ class EscalationWorker:
         return done
 
     def start(self) -> None:
-        """Run in a daemon thread, polling every worker_poll_s."""
+        """Run in a daemon thread: one pass at once, then one every worker_poll_s."""
         if self._thread is not None:
             return
         self._stop.clear()
@@ -100,9 +100,11 @@ class EscalationWorker:
             self._thread = None
 
     def _loop(self) -> None:
-        while not self._stop.is_set():
+        # A pass first, then wait: a started worker always catches up with what is already due.
+        while True:
             try:
                 self.run_once()
             except Exception:
                 log.exception("escalation pass failed; retrying")
-            self._stop.wait(self.settings.worker_poll_s)
+            if self._stop.wait(self.settings.worker_poll_s):
+                return

@@ -144,7 +144,7 @@ def list_alerts(
 )
 def read_alert(access: AlertDep, session: SessionDep) -> Any:
     """Requester: status and who accepted; notified member: where and what; coordinator: everything."""
-    return service.view_for(session, access)
+    return service.read_alert(session, access)
 
 
 @router.post(

@@ -39,6 +39,7 @@ from api.alerts.schemas import (
 from api.graphs import GraphStore
 from api.members.auth import is_coordinator
 from api.members.models import Member
+from api.members.service import audit
 from api.notify.service import enqueue
 from api.presence.service import Ranking, check_in_service_area, rank_members
 from api.settings import Settings
@@ -427,6 +428,13 @@ def visible_alert(session: Session, alert_id: uuid.UUID, caller: Member) -> Aler
             return AlertAccess(alert=alert, party="responder", caller=caller)
     msg = f"alert {alert_id} not found"
     raise AlertNotFound(msg)
+
+
+def read_alert(session: Session, access: AlertAccess) -> AlertView:
+    """The caller's view; a coordinator's read of someone else's alert is audited."""
+    if access.party == "coordinator":
+        audit(session, access.caller, access.alert.requester_id, f"alert.read:{access.alert.id}")
+    return view_for(session, access)
 
 
 def view_for(session: Session, access: AlertAccess) -> AlertView:

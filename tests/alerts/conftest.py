@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 import networkx as nx
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import delete, select
 
+from api import database
+from api.alerts.models import Alert
 from api.clock import ManualClock
+from api.members import service as members_service
 from api.members.models import Member
+from api.members.schemas import MemberCreate
+from api.notify.models import Delivery
 from tests.alerts.helpers import HOOK, Site, make_site
 from tests.api.conftest import coordinator, make_member  # noqa: F401  (fixtures, reused)
-from tests.api.factories import unique_handle
+from tests.api.factories import member_body, unique_handle
 
 # Tuesday 12:00 in Helsinki (the test settings' time zone).
 START = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
@@ -79,3 +85,42 @@ def crowd(site: Site, place: Place) -> list[tuple[Member, str]]:
     """Twelve responders on distinct nodes, listed nearest first."""
     nodes = site.nodes_by_time()[5:200:16][:12]
     return [place(site, n) for n in nodes]
+
+
+# --- committed data: several connections see each other's commits ---------------------------
+
+
+@pytest.fixture
+def committed(engine, settings, graphs, site, clock) -> Iterator[dict[str, Any]]:  # type: ignore[no-untyped-def]
+    """An app on real commits, a requester and five responders; everything deleted afterwards."""
+    from api.main import create_app
+
+    factory = database.make_session_factory(engine)
+    made: list[Member] = []
+    tokens: dict[str, str] = {}
+    with database.transaction(factory) as session:
+        for i, node in enumerate([None, *site.nodes_by_time()[10:60:10]]):
+            roles = ["responder"] if node is not None else []
+            lon = float(site.graph.lon[node]) if node is not None else site.lon
+            lat = float(site.graph.lat[node]) if node is not None else site.lat
+            data = member_body(
+                unique_handle("c"),
+                roles=roles,
+                lon=lon,
+                lat=lat,
+                side_m=220.0,
+                contact={"webhook_url": "http://127.0.0.1:9/hook"},
+            )
+            member, token = members_service.create_member(
+                session, settings, MemberCreate.model_validate(data), actor=None
+            )
+            made.append(member)
+            tokens["requester" if i == 0 else f"r{i}"] = token
+    app = create_app(settings, engine=engine, session_factory=factory, graphs=graphs, clock=clock)
+    yield {"app": app, "tokens": tokens, "members": made, "factory": factory}
+    ids = [m.id for m in made]
+    with database.transaction(factory) as session:
+        alert_ids = session.scalars(select(Alert.id).where(Alert.requester_id.in_(ids))).all()
+        session.execute(delete(Delivery).where(Delivery.alert_id.in_(alert_ids)))
+        session.execute(delete(Alert).where(Alert.id.in_(alert_ids)))
+        session.execute(delete(Member).where(Member.id.in_(ids)))

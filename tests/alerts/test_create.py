@@ -88,8 +88,11 @@ class TestRaise:
     def test_outside_service_area_is_422_and_nothing_is_stored(self, api, db, crowd, make_member):  # type: ignore[no-untyped-def]
         _, token = make_member()
         before = count_rows(db, Alert)
-        far = {"location": {"type": "Point", "coordinates": [25.5, 60.5]}, "kind": "personal",
-               "needed": 1}
+        far = {
+            "location": {"type": "Point", "coordinates": [25.5, 60.5]},
+            "kind": "personal",
+            "needed": 1,
+        }
         res = post_alert(api, token, far)
         assert res.status_code == 422
         assert res.json()["error"] == "OutsideServiceArea"
@@ -116,7 +119,9 @@ class TestRaise:
 
 
 class TestExercise:
-    def test_exercise_is_ranked_and_recorded_but_delivers_nothing(self, api, db, site, crowd, coordinator):  # type: ignore[no-untyped-def]
+    def test_exercise_is_ranked_and_recorded_but_delivers_nothing(
+        self, api, db, site, crowd, coordinator
+    ):  # type: ignore[no-untyped-def]
         _, token = coordinator
         res = post_alert(api, token, body(site, needed=1, exercise=True))
         assert res.status_code == 201
@@ -127,13 +132,16 @@ class TestExercise:
         assert view.next_wave_at is None
         assert deliveries(db, view.id) == []
 
-    def test_a_notified_exercise_member_cannot_see_or_answer_it(self, api, site, crowd, coordinator):  # type: ignore[no-untyped-def]
+    def test_a_notified_exercise_member_cannot_see_or_answer_it(
+        self, api, site, crowd, coordinator
+    ):  # type: ignore[no-untyped-def]
         _, token = coordinator
         alert_id = post_alert(api, token, body(site, needed=1, exercise=True)).json()["id"]
         _, first_token = crowd[0]
         assert api.get(f"/v1/alerts/{alert_id}", headers=auth(first_token)).status_code == 404
-        res = api.post(f"/v1/alerts/{alert_id}/responses", json={"answer": "accept"},
-                       headers=auth(first_token))
+        res = api.post(
+            f"/v1/alerts/{alert_id}/responses", json={"answer": "accept"}, headers=auth(first_token)
+        )
         assert res.status_code == 404
 
 
@@ -143,10 +151,12 @@ class TestPresenceTime:
         night_owl, _ = place(site, nodes[10])
         sleeper, _ = place(site, nodes[20], quiet_hours={"start": "23:00", "end": "07:00"})
         _, token = coordinator
-        at_night = post_alert(api, token, body(site, needed=1, at="2026-11-24T03:00:00+02:00"),
-                              key="night")
-        at_noon = post_alert(api, token, body(site, needed=1, at="2026-11-24T12:00:00+02:00"),
-                             key="noon")
+        at_night = post_alert(
+            api, token, body(site, needed=1, at="2026-11-24T03:00:00+02:00"), key="night"
+        )
+        at_noon = post_alert(
+            api, token, body(site, needed=1, at="2026-11-24T12:00:00+02:00"), key="noon"
+        )
         night = AlertCoordinatorView.model_validate(at_night.json())
         noon = AlertCoordinatorView.model_validate(at_noon.json())
         assert [r.member_id for r in night.responders] == [night_owl.id]
@@ -178,8 +188,12 @@ class TestKinds:
 
     def test_mass_notifies_everyone_in_reach_at_once(self, api, db, site, place, make_member):  # type: ignore[no-untyped-def]
         nodes = site.nodes_by_time()
-        members = [place(site, n, roles=roles) for n, roles in
-                   zip(nodes[10:70:6], [("responder",), ("defense",), ()] * 4, strict=False)]
+        members = [
+            place(site, n, roles=roles)
+            for n, roles in zip(
+                nodes[10:70:6], [("responder",), ("defense",), ()] * 4, strict=False
+            )
+        ]
         _, token = make_member(roles=("coordinator",))
         res = post_alert(api, token, body(site, kind="mass", needed=1))
         view = AlertCoordinatorView.model_validate(res.json())

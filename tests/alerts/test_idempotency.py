@@ -3,22 +3,15 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import delete, func, select, text
+from sqlalchemy import func, select, text
 
-from api import database
 from api.alerts.models import Alert, AlertResponder
-from api.members import service as members_service
 from api.members.crypto import ContactCipher, derive_key
-from api.members.models import Member
-from api.members.schemas import MemberCreate
 from api.notify.models import Delivery
 from tests.alerts.helpers import count_rows, deliveries, post_alert
-from tests.api.factories import member_body, unique_handle
 
 
 def body(site: Any, **extra: Any) -> dict[str, Any]:
@@ -110,39 +103,6 @@ class TestOneTransaction:
         assert count_rows(db, Delivery) == 0
 
 
-# --- committed data: several connections see each other's commits ---------------------------
-
-
-@pytest.fixture
-def committed(engine, settings, graphs, site, clock) -> Iterator[dict[str, Any]]:  # type: ignore[no-untyped-def]
-    """An app on real commits, a requester and five responders; everything deleted afterwards."""
-    from api.main import create_app
-
-    factory = database.make_session_factory(engine)
-    made: list[Member] = []
-    tokens: dict[str, str] = {}
-    with database.transaction(factory) as session:
-        for i, node in enumerate([None, *site.nodes_by_time()[10:60:10]]):
-            roles = ["responder"] if node is not None else []
-            lon = float(site.graph.lon[node]) if node is not None else site.lon
-            lat = float(site.graph.lat[node]) if node is not None else site.lat
-            data = member_body(unique_handle("c"), roles=roles, lon=lon, lat=lat, side_m=220.0,
-                               contact={"webhook_url": "http://127.0.0.1:9/hook"})
-            member, token = members_service.create_member(
-                session, settings, MemberCreate.model_validate(data), actor=None
-            )
-            made.append(member)
-            tokens["requester" if i == 0 else f"r{i}"] = token
-    app = create_app(settings, engine=engine, session_factory=factory, graphs=graphs, clock=clock)
-    yield {"app": app, "tokens": tokens, "members": made, "factory": factory}
-    ids = [m.id for m in made]
-    with database.transaction(factory) as session:
-        alert_ids = session.scalars(select(Alert.id).where(Alert.requester_id.in_(ids))).all()
-        session.execute(delete(Delivery).where(Delivery.alert_id.in_(alert_ids)))
-        session.execute(delete(Alert).where(Alert.id.in_(alert_ids)))
-        session.execute(delete(Member).where(Member.id.in_(ids)))
-
-
 class TestCommitted:
     def test_the_201_means_alert_ranking_and_outbox_are_committed(self, committed, site, engine):  # type: ignore[no-untyped-def]
         client = TestClient(committed["app"], raise_server_exceptions=False)
@@ -151,7 +111,10 @@ class TestCommitted:
         with engine.connect() as conn:
             alert_id = res.json()["id"]
             params = {"id": alert_id}
-            assert conn.execute(text("SELECT count(*) FROM alert WHERE id = :id"), params).scalar() == 1
+            assert (
+                conn.execute(text("SELECT count(*) FROM alert WHERE id = :id"), params).scalar()
+                == 1
+            )
             ranked = conn.execute(
                 text("SELECT count(*) FROM alert_responder WHERE alert_id = :id"), params
             ).scalar()
