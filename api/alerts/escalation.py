@@ -21,7 +21,7 @@ log = logging.getLogger("ern.escalation")
 
 
 def escalate(session: Session, settings: Settings, *, alert: Alert, now: datetime) -> int:
-    """Send the next wave of one due alert (locked by the caller); returns how many were notified."""
+    """Send the next wave of a due alert (locked by the caller); returns how many were notified."""
     accepted = repo.count_in_states(session, alert.id, ("accepted",))
     missing = alert.needed - accepted
     if missing <= 0:

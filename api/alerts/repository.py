@@ -10,14 +10,14 @@ from typing import Any
 
 from sqlalchemy import Select, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, lazyload
 
 from api.alerts.models import NOTIFIED_STATES, Alert, AlertResponder
 from api.members.models import Member
 
 
 def lock_requester(session: Session, requester_id: uuid.UUID) -> None:
-    """Serialise one member's alert creations until the transaction ends (rate limit, idempotency)."""
+    """Serialise a member's alert creations until the transaction ends (rate limit, idempotency)."""
     # The top 63 bits of the id: collisions between members only cost a short wait.
     key = int.from_bytes(requester_id.bytes[:8], "big", signed=True)
     session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
@@ -34,7 +34,7 @@ def find_by_key(session: Session, requester_id: uuid.UUID, idempotency_key: str)
 def recent_alerts(
     session: Session, requester_id: uuid.UUID, *, since: datetime
 ) -> tuple[int, datetime | None]:
-    """How many live (non-exercise) alerts the member raised since ``since``, and the oldest one's time."""
+    """Live (non-exercise) alerts the member raised since ``since``: count and oldest time."""
     stmt = select(func.count(), func.min(Alert.created_at)).where(
         Alert.requester_id == requester_id,
         Alert.created_at > since,
@@ -150,7 +150,13 @@ def members_by_id(session: Session, member_ids: Iterable[uuid.UUID]) -> dict[uui
     ids = list(member_ids)
     if not ids:
         return {}
-    return {m.id: m for m in session.scalars(select(Member).where(Member.id.in_(ids)))}
+    # Zones and routes are not needed to notify anyone: don't load them.
+    stmt = (
+        select(Member)
+        .where(Member.id.in_(ids))
+        .options(lazyload(Member.zones), lazyload(Member.routes))
+    )
+    return {m.id: m for m in session.scalars(stmt)}
 
 
 def handle_of(session: Session, member_id: uuid.UUID | None) -> str | None:
@@ -161,7 +167,7 @@ def handle_of(session: Session, member_id: uuid.UUID | None) -> str | None:
 
 
 def lock_due_alert(session: Session, *, now: datetime) -> Alert | None:
-    """The most overdue open alert whose next wave is due, locked; alerts locked elsewhere are skipped."""
+    """The most overdue open alert whose next wave is due, locked; locked ones are skipped."""
     stmt = (
         select(Alert)
         .where(Alert.status == "open", Alert.next_wave_at.is_not(None), Alert.next_wave_at <= now)

@@ -1,4 +1,4 @@
-"""/v1/alerts: raise an alert, see it as one's party, answer it, close it; coordinators list them."""
+"""/v1/alerts: raise, read (per party), answer and close alerts; coordinators list them."""
 
 from __future__ import annotations
 
@@ -143,7 +143,7 @@ def list_alerts(
     responses={**COMMON_RESPONSES, **NOT_FOUND},
 )
 def read_alert(access: AlertDep, session: SessionDep) -> Any:
-    """Requester: status and who accepted; notified member: where and what; coordinator: everything."""
+    """Requester: status, who accepted; notified member: where and what; coordinator: all."""
     return service.read_alert(session, access)
 
 

@@ -1,4 +1,4 @@
-"""Alert request and answer bodies: one view per party (requester, notified responder, coordinator)."""
+"""Alert request and answer bodies: one view per party (requester, notified member, coordinator)."""
 
 from __future__ import annotations
 
@@ -56,7 +56,7 @@ class AcceptedResponder(BaseModel):
 
 
 class AlertRequesterView(BaseModel):
-    """What the requester sees: status, counts, and who accepted with rounded ETAs; nobody's coordinates."""
+    """The requester's view: status, counts, who accepted (rounded ETAs); nobody's coordinates."""
 
     view: Literal["requester"] = "requester"
     id: uuid.UUID

@@ -32,7 +32,6 @@ from api.alerts.schemas import (
     AlertRequesterView,
     AlertResponderView,
     AlertView,
-    Point,
     ResponderRow,
     rounded_eta_s,
 )
@@ -43,6 +42,7 @@ from api.members.service import audit
 from api.notify.service import enqueue
 from api.presence.service import Ranking, check_in_service_area, rank_members
 from api.settings import Settings
+from api.types import Point
 
 RATE_WINDOW = timedelta(hours=1)
 # Waves' worth of candidates ranked up front: escalation then needs no new search.
@@ -332,7 +332,7 @@ def _enqueue_short(
 
 
 def fulfil(session: Session, settings: Settings, *, alert: Alert, now: datetime) -> None:
-    """Enough accepted: no more waves; those still pending are stood down (mass alerts keep everyone)."""
+    """Enough accepted: no more waves; pending ones are stood down (mass alerts keep everyone)."""
     alert.status = "fulfilled"
     alert.fulfilled_at = now
     alert.next_wave_at = None
@@ -392,7 +392,7 @@ def _reopen(session: Session, *, alert: Alert, now: datetime) -> None:
 
 
 def close(session: Session, settings: Settings, *, access: AlertAccess, now: datetime) -> AlertView:
-    """Close an alert (requester or coordinator): no more waves, a close message to everyone notified."""
+    """Close an alert (requester or coordinator): no more waves; everyone notified is told."""
     if access.party == "responder":
         msg = "only the requester or a coordinator may close an alert"
         raise NotAllowedToClose(msg)

@@ -1,4 +1,4 @@
-"""Alert fixtures: an app on a manual clock, and members placed on chosen Helsinki walk-graph nodes."""
+"""Alert fixtures: an app on a manual clock; members placed on chosen Helsinki graph nodes."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ def clock() -> ManualClock:
 
 
 @pytest.fixture
-def api(settings, graphs, engine, session_factory, clock) -> TestClient:  # type: ignore[no-untyped-def]
+def api(settings, graphs, engine, session_factory, clock) -> TestClient:
     """A client of an app whose clock only moves when the test says so."""
     from api.main import create_app
 
@@ -43,12 +43,12 @@ def api(settings, graphs, engine, session_factory, clock) -> TestClient:  # type
 
 
 @pytest.fixture(scope="session")
-def walk_nx(graphs) -> nx.DiGraph:  # type: ignore[no-untyped-def]
+def walk_nx(graphs) -> nx.DiGraph:
     return graphs.get("walk").graph.to_networkx()
 
 
 @pytest.fixture(scope="session")
-def site(graphs, walk_nx) -> Site:  # type: ignore[no-untyped-def]
+def site(graphs, walk_nx) -> Site:
     """A well-connected node near the middle of the Helsinki extract."""
     graph = graphs.get("walk").graph
     largest = max(nx.strongly_connected_components(walk_nx), key=len)
@@ -63,10 +63,10 @@ Place = Callable[..., tuple[Member, str]]
 
 
 @pytest.fixture
-def place(make_member) -> Place:  # type: ignore[no-untyped-def]
-    """place(site, node, roles=..., **fields): a member whose home zone is centred on a graph node."""
+def place(make_member) -> Place:  # noqa: F811
+    """place(site, node, roles=..., **fields): a member with a home zone centred on a node."""
 
-    def make(site: Site, node: int, roles: Iterable[str] = ("responder",), **fields: Any):  # type: ignore[no-untyped-def]
+    def make(site: Site, node: int, roles: Iterable[str] = ("responder",), **fields: Any):
         fields.setdefault("contact", {"webhook_url": HOOK})
         fields.setdefault("handle", unique_handle("r"))
         return make_member(
@@ -91,7 +91,7 @@ def crowd(site: Site, place: Place) -> list[tuple[Member, str]]:
 
 
 @pytest.fixture
-def committed(engine, settings, graphs, site, clock) -> Iterator[dict[str, Any]]:  # type: ignore[no-untyped-def]
+def committed(engine, settings, graphs, site, clock) -> Iterator[dict[str, Any]]:
     """An app on real commits, a requester and five responders; everything deleted afterwards."""
     from api.main import create_app
 

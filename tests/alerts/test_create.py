@@ -12,7 +12,7 @@ from tests.alerts.helpers import count_rows, deliveries, post_alert
 from tests.api.factories import auth
 
 
-def body(site, **extra):  # type: ignore[no-untyped-def]
+def body(site, **extra):
     out = {"location": site.point(), "kind": "personal", "needed": 2, "note": "followed"}
     out.update(extra)
     return out
@@ -21,7 +21,7 @@ def body(site, **extra):  # type: ignore[no-untyped-def]
 class TestRaise:
     def test_first_wave_and_outbox_are_committed_before_the_201(
         self, api, db, site, crowd, make_member
-    ):  # type: ignore[no-untyped-def]
+    ):
         _, token = make_member(roles=())
         res = post_alert(api, token, body(site))
         assert res.status_code == 201, res.text
@@ -45,7 +45,7 @@ class TestRaise:
         assert payload["alert"]["note"] == "followed"
         assert payload["subject"] and payload["text"]
 
-    def test_requester_is_never_ranked(self, api, db, site, place):  # type: ignore[no-untyped-def]
+    def test_requester_is_never_ranked(self, api, db, site, place):
         nodes = site.nodes_by_time()
         requester, token = place(site, nodes[0])
         others = [place(site, n) for n in nodes[20:23]]
@@ -57,17 +57,17 @@ class TestRaise:
         assert requester.id not in ranked
         assert set(ranked) == {m.id for m, _ in others}
 
-    def test_missing_idempotency_key_is_422(self, api, site, make_member):  # type: ignore[no-untyped-def]
+    def test_missing_idempotency_key_is_422(self, api, site, make_member):
         _, token = make_member()
         res = post_alert(api, token, body(site), key=None)
         assert res.status_code == 422
         assert "Idempotency-Key" in res.json()["detail"]
 
-    def test_without_token_is_401(self, api, site):  # type: ignore[no-untyped-def]
+    def test_without_token_is_401(self, api, site):
         res = api.post("/v1/alerts", json=body(site), headers={"Idempotency-Key": "x"})
         assert res.status_code == 401
 
-    def test_invalid_bodies_are_422(self, api, db, site, make_member):  # type: ignore[no-untyped-def]
+    def test_invalid_bodies_are_422(self, api, db, site, make_member):
         _, token = make_member()
         before = count_rows(db, Alert)
         bad = [
@@ -85,7 +85,7 @@ class TestRaise:
             assert res.json()["error"] == "ValidationError"
         assert count_rows(db, Alert) == before
 
-    def test_outside_service_area_is_422_and_nothing_is_stored(self, api, db, crowd, make_member):  # type: ignore[no-untyped-def]
+    def test_outside_service_area_is_422_and_nothing_is_stored(self, api, db, crowd, make_member):
         _, token = make_member()
         before = count_rows(db, Alert)
         far = {
@@ -98,7 +98,7 @@ class TestRaise:
         assert res.json()["error"] == "OutsideServiceArea"
         assert count_rows(db, Alert) == before
 
-    def test_at_and_exercise_are_for_coordinators(self, api, db, site, crowd, make_member):  # type: ignore[no-untyped-def]
+    def test_at_and_exercise_are_for_coordinators(self, api, db, site, crowd, make_member):
         _, token = make_member()
         for i, extra in enumerate(({"at": "2026-11-24T03:00:00+02:00"}, {"exercise": True})):
             res = post_alert(api, token, body(site, **extra), key=f"c{i}")
@@ -106,7 +106,7 @@ class TestRaise:
             assert res.json()["error"] == "CoordinatorOnly"
         assert count_rows(db, Alert) == 0
 
-    def test_a_coordinator_sees_the_full_ranking_in_the_answer(self, api, site, crowd, coordinator):  # type: ignore[no-untyped-def]
+    def test_a_coordinator_sees_the_full_ranking_in_the_answer(self, api, site, crowd, coordinator):
         _, token = coordinator
         res = post_alert(api, token, body(site, needed=1))
         assert res.status_code == 201
@@ -121,7 +121,7 @@ class TestRaise:
 class TestExercise:
     def test_exercise_is_ranked_and_recorded_but_delivers_nothing(
         self, api, db, site, crowd, coordinator
-    ):  # type: ignore[no-untyped-def]
+    ):
         _, token = coordinator
         res = post_alert(api, token, body(site, needed=1, exercise=True))
         assert res.status_code == 201
@@ -134,7 +134,7 @@ class TestExercise:
 
     def test_a_notified_exercise_member_cannot_see_or_answer_it(
         self, api, site, crowd, coordinator
-    ):  # type: ignore[no-untyped-def]
+    ):
         _, token = coordinator
         alert_id = post_alert(api, token, body(site, needed=1, exercise=True)).json()["id"]
         _, first_token = crowd[0]
@@ -146,7 +146,7 @@ class TestExercise:
 
 
 class TestPresenceTime:
-    def test_at_evaluates_presence_then(self, api, site, place, coordinator):  # type: ignore[no-untyped-def]
+    def test_at_evaluates_presence_then(self, api, site, place, coordinator):
         nodes = site.nodes_by_time()
         night_owl, _ = place(site, nodes[10])
         sleeper, _ = place(site, nodes[20], quiet_hours={"start": "23:00", "end": "07:00"})
@@ -162,14 +162,14 @@ class TestPresenceTime:
         assert [r.member_id for r in night.responders] == [night_owl.id]
         assert [r.member_id for r in noon.responders] == [night_owl.id, sleeper.id]
 
-    def test_naive_at_is_422(self, api, site, coordinator):  # type: ignore[no-untyped-def]
+    def test_naive_at_is_422(self, api, site, coordinator):
         _, token = coordinator
         res = post_alert(api, token, body(site, at="2026-11-24T03:00:00"))
         assert res.status_code == 422
 
 
 class TestKinds:
-    def test_personal_goes_to_responders_and_defense_only(self, api, site, place, coordinator):  # type: ignore[no-untyped-def]
+    def test_personal_goes_to_responders_and_defense_only(self, api, site, place, coordinator):
         nodes = site.nodes_by_time()
         resp, _ = place(site, nodes[10], roles=("responder",))
         defender, _ = place(site, nodes[20], roles=("defense",))
@@ -178,7 +178,7 @@ class TestKinds:
         view = post_alert(api, token, body(site, needed=1)).json()
         assert [r["member_id"] for r in view["responders"]] == [str(resp.id), str(defender.id)]
 
-    def test_defense_goes_to_defense_volunteers_only(self, api, site, place, coordinator):  # type: ignore[no-untyped-def]
+    def test_defense_goes_to_defense_volunteers_only(self, api, site, place, coordinator):
         nodes = site.nodes_by_time()
         place(site, nodes[10], roles=("responder",))
         defender, _ = place(site, nodes[20], roles=("responder", "defense"))
@@ -186,7 +186,7 @@ class TestKinds:
         view = post_alert(api, token, body(site, kind="defense", needed=1)).json()
         assert [r["member_id"] for r in view["responders"]] == [str(defender.id)]
 
-    def test_mass_notifies_everyone_in_reach_at_once(self, api, db, site, place, make_member):  # type: ignore[no-untyped-def]
+    def test_mass_notifies_everyone_in_reach_at_once(self, api, db, site, place, make_member):
         nodes = site.nodes_by_time()
         members = [
             place(site, n, roles=roles)

@@ -1,4 +1,4 @@
-"""End-to-end ETAs through the API checked against NetworkX; straight-line ranking without a graph."""
+"""ETAs end to end through the API checked against NetworkX; straight lines without a graph."""
 
 from __future__ import annotations
 
@@ -21,8 +21,8 @@ MODES = ("walk", "bike", "drive")
 
 
 @pytest.fixture(scope="module")
-def networks(graphs) -> dict[str, dict[str, Any]]:  # type: ignore[no-untyped-def]
-    """Per mode: the graph, its NetworkX twin and the nodes of its largest strongly connected part."""
+def networks(graphs) -> dict[str, dict[str, Any]]:
+    """Per mode: the graph, its NetworkX twin, the nodes of its largest strongly connected part."""
     out = {}
     for mode in MODES:
         graph = graphs.get(mode).graph
@@ -46,7 +46,7 @@ def _shared_targets(networks: dict[str, dict[str, Any]]) -> list[tuple[float, fl
 
 @pytest.mark.slow
 class TestEtaAgainstNetworkX:
-    def test_generated_alerts_rank_in_networkx_order_with_exact_etas(  # type: ignore[no-untyped-def]
+    def test_generated_alerts_rank_in_networkx_order_with_exact_etas(
         self, api, networks, make_member, coordinator, settings
     ):
         rng = random.Random(20261123)
@@ -67,8 +67,11 @@ class TestEtaAgainstNetworkX:
         targets = _shared_targets(networks)
         assert len(targets) >= 3
         for lon, lat in rng.sample(targets, 3):
-            body = {"location": {"type": "Point", "coordinates": [lon, lat]}, "kind": "personal",
-                    "needed": 5}
+            body = {
+                "location": {"type": "Point", "coordinates": [lon, lat]},
+                "kind": "personal",
+                "needed": 5,
+            }
             res = post_alert(api, token, body, key=str(uuid.uuid4()))
             assert res.status_code == 201, res.text
             view = AlertCoordinatorView.model_validate(res.json())
@@ -107,7 +110,7 @@ def _haversine_m(lon1: float, lat1: float, lon2: float, lat2: float) -> float:
 
 
 class TestStraightLine:
-    def test_without_the_walk_graph_the_alert_says_straight_line(  # type: ignore[no-untyped-def]
+    def test_without_the_walk_graph_the_alert_says_straight_line(
         self, settings, graphs, engine, session_factory, clock, site, place, coordinator
     ):
         from api.main import create_app
@@ -116,8 +119,9 @@ class TestStraightLine:
             by_mode={m: g for m, g in graphs.by_mode.items() if m != "walk"},
             problems={"walk": "unavailable: left out by the test"},
         )
-        app = create_app(settings, engine=engine, session_factory=session_factory,
-                         graphs=degraded, clock=clock)
+        app = create_app(
+            settings, engine=engine, session_factory=session_factory, graphs=degraded, clock=clock
+        )
         client = TestClient(app, raise_server_exceptions=False)
         nodes = site.nodes_by_time()
         near, _ = place(site, nodes[10])
@@ -130,8 +134,9 @@ class TestStraightLine:
         assert view.ranking == "straight_line"
         by_id = {r.member_id: r.eta_s for r in view.responders}
         for member, node in ((near, nodes[10]), (far, nodes[200])):
-            d = _haversine_m(float(site.graph.lon[node]), float(site.graph.lat[node]),
-                             site.lon, site.lat)
+            d = _haversine_m(
+                float(site.graph.lon[node]), float(site.graph.lat[node]), site.lon, site.lat
+            )
             assert by_id[member.id] == pytest.approx(
                 settings.mobilization_s + d / settings.walk_speed_mps, abs=0.5
             )

@@ -21,7 +21,7 @@ def body(site: Any, **extra: Any) -> dict[str, Any]:
 
 
 class TestIdempotency:
-    def test_a_retry_returns_the_same_alert_and_notifies_no_one_again(  # type: ignore[no-untyped-def]
+    def test_a_retry_returns_the_same_alert_and_notifies_no_one_again(
         self, api, db, site, crowd, make_member
     ):
         _, token = make_member()
@@ -35,7 +35,7 @@ class TestIdempotency:
         assert count_rows(db, Alert) == 1
         assert len(deliveries(db, first.json()["id"])) == sent > 0
 
-    def test_the_same_key_with_another_body_is_422(self, api, db, site, crowd, make_member):  # type: ignore[no-untyped-def]
+    def test_the_same_key_with_another_body_is_422(self, api, db, site, crowd, make_member):
         _, token = make_member()
         post_alert(api, token, body(site), key="same")
         res = post_alert(api, token, body(site, needed=2), key="same")
@@ -43,7 +43,7 @@ class TestIdempotency:
         assert res.json()["error"] == "IdempotencyKeyReused"
         assert count_rows(db, Alert) == 1
 
-    def test_keys_belong_to_their_requester(self, api, db, site, crowd, make_member):  # type: ignore[no-untyped-def]
+    def test_keys_belong_to_their_requester(self, api, db, site, crowd, make_member):
         _, one = make_member()
         _, two = make_member()
         a = post_alert(api, one, body(site), key="shared")
@@ -53,7 +53,7 @@ class TestIdempotency:
 
 
 class TestRateLimit:
-    def test_the_eleventh_alert_in_an_hour_is_429_until_the_oldest_leaves(  # type: ignore[no-untyped-def]
+    def test_the_eleventh_alert_in_an_hour_is_429_until_the_oldest_leaves(
         self, api, db, site, clock, make_member
     ):
         _, token = make_member()
@@ -73,7 +73,7 @@ class TestRateLimit:
         clock.advance(1)
         assert post_alert(api, token, body(site), key="k10").status_code == 201
 
-    def test_coordinator_exercises_are_exempt(self, api, site, clock, coordinator):  # type: ignore[no-untyped-def]
+    def test_coordinator_exercises_are_exempt(self, api, site, clock, coordinator):
         _, token = coordinator
         for i in range(10):
             assert post_alert(api, token, body(site, exercise=True), key=f"x{i}").status_code == 201
@@ -84,9 +84,7 @@ class TestRateLimit:
 
 
 class TestOneTransaction:
-    def test_a_failure_after_ranking_stores_nothing(  # type: ignore[no-untyped-def]
-        self, api, db, site, place, make_member
-    ):
+    def test_a_failure_after_ranking_stores_nothing(self, api, db, site, place, make_member):
         # A real failure: contact details encrypted under another key cannot be read when
         # the first wave is queued, after the alert row and the ranking were written.
         nodes = site.nodes_by_time()
@@ -104,7 +102,7 @@ class TestOneTransaction:
 
 
 class TestCommitted:
-    def test_the_201_means_alert_ranking_and_outbox_are_committed(self, committed, site, engine):  # type: ignore[no-untyped-def]
+    def test_the_201_means_alert_ranking_and_outbox_are_committed(self, committed, site, engine):
         client = TestClient(committed["app"], raise_server_exceptions=False)
         res = post_alert(client, committed["tokens"]["requester"], body(site, needed=1))
         assert res.status_code == 201
@@ -125,7 +123,7 @@ class TestCommitted:
         assert ranked == 5
         assert queued == 3
 
-    def test_concurrent_retries_make_one_alert(self, committed, site, engine):  # type: ignore[no-untyped-def]
+    def test_concurrent_retries_make_one_alert(self, committed, site, engine):
         app = committed["app"]
         token = committed["tokens"]["requester"]
         n = 8

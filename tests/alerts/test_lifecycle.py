@@ -35,8 +35,8 @@ def get(api: TestClient, token: str, alert_id: str) -> Any:
 
 
 class TestResponses:
-    def test_answers_are_idempotent_and_may_change_while_open(self, api, site, crowd, make_member):  # type: ignore[no-untyped-def]
-        requester, token = make_member(roles=())
+    def test_answers_are_idempotent_and_may_change_while_open(self, api, site, crowd, make_member):
+        _, token = make_member(roles=())
         alert_id = raise_alert(api, token, site, needed=2)
         _, first = crowd[0]
         one = answer(api, first, alert_id, "decline")
@@ -49,7 +49,7 @@ class TestResponses:
         assert AlertResponderView.model_validate(changed.json()).state == "accepted"
         assert answer(api, first, alert_id, "accept").json()["state"] == "accepted"
 
-    def test_only_notified_members_may_answer(self, api, site, crowd, make_member):  # type: ignore[no-untyped-def]
+    def test_only_notified_members_may_answer(self, api, site, crowd, make_member):
         _, token = make_member(roles=())
         alert_id = raise_alert(api, token, site, needed=1)
         _, in_reserve = crowd[-1]
@@ -60,19 +60,19 @@ class TestResponses:
             assert res.json()["error"] == "AlertNotFound"
         assert answer(api, crowd[0][1], str(uuid.uuid4()), "accept").status_code == 404
 
-    def test_a_bad_answer_is_422(self, api, site, crowd, make_member):  # type: ignore[no-untyped-def]
+    def test_a_bad_answer_is_422(self, api, site, crowd, make_member):
         _, token = make_member(roles=())
         alert_id = raise_alert(api, token, site)
         assert answer(api, crowd[0][1], alert_id, "maybe").status_code == 422
 
 
 class TestClose:
-    def test_the_requester_closes_and_everyone_notified_is_told(  # type: ignore[no-untyped-def]
+    def test_the_requester_closes_and_everyone_notified_is_told(
         self, api, db, site, crowd, make_member, clock, session_factory, settings, graphs
     ):
         from api.alerts.escalation import EscalationWorker
 
-        requester, token = make_member(roles=())
+        _, token = make_member(roles=())
         alert_id = raise_alert(api, token, site, needed=1)
         answer(api, crowd[0][1], alert_id, "decline")
         res = api.post(f"/v1/alerts/{alert_id}/close", headers=auth(token))
@@ -92,7 +92,7 @@ class TestClose:
         assert answer(api, crowd[1][1], alert_id, "accept").status_code == 409
         assert answer(api, crowd[0][1], alert_id, "decline").status_code == 200
 
-    def test_a_coordinator_closes_and_the_requester_is_told_too(  # type: ignore[no-untyped-def]
+    def test_a_coordinator_closes_and_the_requester_is_told_too(
         self, api, db, site, crowd, place, coordinator
     ):
         requester, token = place(site, site.nodes_by_time()[300])
@@ -104,7 +104,7 @@ class TestClose:
         told = {d.member_id for d in deliveries(db, alert_id, message_kind="close")}
         assert told == {m.id for m, _ in crowd[:3]} | {requester.id}
 
-    def test_a_notified_member_may_not_close_and_others_do_not_see_it(  # type: ignore[no-untyped-def]
+    def test_a_notified_member_may_not_close_and_others_do_not_see_it(
         self, api, site, crowd, make_member
     ):
         _, token = make_member(roles=())
@@ -113,18 +113,20 @@ class TestClose:
         assert res.status_code == 403
         _, stranger = make_member(roles=())
         assert api.post(f"/v1/alerts/{alert_id}/close", headers=auth(stranger)).status_code == 404
-        assert api.post(f"/v1/alerts/{alert_id}/close", headers=auth(crowd[-1][1])).status_code == 404
+        assert (
+            api.post(f"/v1/alerts/{alert_id}/close", headers=auth(crowd[-1][1])).status_code == 404
+        )
 
 
 class TestVisibility:
-    def test_the_requester_sees_who_accepted_with_rounded_etas_and_nothing_else(  # type: ignore[no-untyped-def]
+    def test_the_requester_sees_who_accepted_with_rounded_etas_and_nothing_else(
         self, api, site, crowd, make_member, coordinator
     ):
         _, token = make_member(roles=())
         alert_id = raise_alert(api, token, site, needed=2)
         coord_view = AlertCoordinatorView.model_validate(get(api, coordinator[1], alert_id).json())
         tokens = {m.id: t for m, t in crowd}
-        first, second, third = coord_view.responders[:3]
+        _, second, third = coord_view.responders[:3]
         answer(api, tokens[second.member_id], alert_id, "accept")
         answer(api, tokens[third.member_id], alert_id, "decline")
         res = get(api, token, alert_id)
@@ -145,9 +147,7 @@ class TestVisibility:
         assert "responders" not in body
         assert body["location"] == site.point()
 
-    def test_a_notified_member_sees_where_what_and_who_asked(  # type: ignore[no-untyped-def]
-        self, api, site, crowd, place
-    ):
+    def test_a_notified_member_sees_where_what_and_who_asked(self, api, site, crowd, place):
         requester, token = place(site, site.nodes_by_time()[300])
         alert_id = raise_alert(api, token, site, needed=1)
         res = get(api, crowd[0][1], alert_id)
@@ -161,7 +161,7 @@ class TestVisibility:
         assert "accepted" not in res.json()
         assert "notified_count" not in res.json()
 
-    def test_anyone_else_gets_404(self, api, site, crowd, make_member):  # type: ignore[no-untyped-def]
+    def test_anyone_else_gets_404(self, api, site, crowd, make_member):
         _, token = make_member(roles=())
         alert_id = raise_alert(api, token, site, needed=1)
         _, stranger = make_member(roles=())
@@ -173,7 +173,7 @@ class TestVisibility:
         assert get(api, token, str(uuid.uuid4())).status_code == 404
         assert api.get(f"/v1/alerts/{alert_id}").status_code == 401
 
-    def test_a_coordinator_read_is_audited(self, api, db, site, crowd, make_member, coordinator):  # type: ignore[no-untyped-def]
+    def test_a_coordinator_read_is_audited(self, api, db, site, crowd, make_member, coordinator):
         requester, token = make_member(roles=())
         alert_id = raise_alert(api, token, site, needed=1)
         coord, coord_token = coordinator
@@ -183,7 +183,7 @@ class TestVisibility:
 
 
 class TestList:
-    def test_coordinators_list_and_filter(self, api, site, crowd, make_member, coordinator, clock):  # type: ignore[no-untyped-def]
+    def test_coordinators_list_and_filter(self, api, site, crowd, make_member, coordinator, clock):
         _, token = make_member(roles=())
         _, coord = coordinator
         first = raise_alert(api, token, site, needed=1)
@@ -206,8 +206,10 @@ class TestList:
         page = AlertPage.model_validate(api.get("/v1/alerts", headers=auth(coord)).json())
         assert page.items[1].notified_count == 3
         assert page.items[1].status == "closed"
-        assert api.get("/v1/alerts", params={"status": "lost"}, headers=auth(coord)).status_code == 422
+        assert (
+            api.get("/v1/alerts", params={"status": "lost"}, headers=auth(coord)).status_code == 422
+        )
 
-    def test_members_may_not_list(self, api, make_member):  # type: ignore[no-untyped-def]
+    def test_members_may_not_list(self, api, make_member):
         _, token = make_member(roles=("responder", "defense"))
         assert api.get("/v1/alerts", headers=auth(token)).status_code == 403

@@ -1,4 +1,4 @@
-"""Wave escalation on a manual clock: next waves, shrinking sizes, stand-down, restarts, SKIP LOCKED."""
+"""Wave escalation on a manual clock: next waves, sizes, stand-down, restarts, SKIP LOCKED."""
 
 from __future__ import annotations
 
@@ -14,7 +14,9 @@ from tests.alerts.helpers import deliveries, post_alert
 from tests.api.factories import auth
 
 
-def raise_alert(api: TestClient, token: str, site: Any, *, needed: int = 1, kind: str = "personal") -> str:
+def raise_alert(
+    api: TestClient, token: str, site: Any, *, needed: int = 1, kind: str = "personal"
+) -> str:
     body = {"location": site.point(), "kind": kind, "needed": needed}
     res = post_alert(api, token, body)
     assert res.status_code == 201, res.text
@@ -31,12 +33,12 @@ def answer(api: TestClient, token: str, alert_id: str, value: str) -> Any:
     return api.post(f"/v1/alerts/{alert_id}/responses", json={"answer": value}, headers=auth(token))
 
 
-def worker(session_factory, settings, graphs, clock) -> EscalationWorker:  # type: ignore[no-untyped-def]
+def worker(session_factory, settings, graphs, clock) -> EscalationWorker:
     return EscalationWorker(session_factory, settings, graphs, clock=clock)
 
 
 class TestEscalation:
-    def test_the_next_wave_goes_out_when_too_few_accepted_in_time(  # type: ignore[no-untyped-def]
+    def test_the_next_wave_goes_out_when_too_few_accepted_in_time(
         self, api, db, site, crowd, coordinator, clock, session_factory, settings, graphs
     ):
         _, token = coordinator
@@ -62,7 +64,7 @@ class TestEscalation:
         assert worker(session_factory, settings, graphs, clock).run_once() == 0
         assert len(deliveries(db, alert_id, message_kind="alert")) == 12
 
-    def test_a_wave_is_sized_by_how_many_are_still_missing(  # type: ignore[no-untyped-def]
+    def test_a_wave_is_sized_by_how_many_are_still_missing(
         self, api, site, place, coordinator, clock, session_factory, settings, graphs
     ):
         nodes = site.nodes_by_time()[5:400:12][:22]
@@ -81,9 +83,11 @@ class TestEscalation:
         second = [r for r in view.responders if r.wave == 2]
         assert len(second) == math.ceil(2 / settings.acceptance_rate) == 6
         # The next wave is the best of the reserve.
-        assert [r.member_id for r in view.responders[first : first + 6]] == [r.member_id for r in second]
+        assert [r.member_id for r in view.responders[first : first + 6]] == [
+            r.member_id for r in second
+        ]
 
-    def test_once_enough_accept_the_rest_stand_down_and_waves_stop(  # type: ignore[no-untyped-def]
+    def test_once_enough_accept_the_rest_stand_down_and_waves_stop(
         self, api, db, site, crowd, coordinator, clock, session_factory, settings, graphs
     ):
         _, token = coordinator
@@ -106,7 +110,7 @@ class TestEscalation:
         assert answer(api, tokens[first_wave[0]], alert_id, "accept").status_code == 409
         assert answer(api, tokens[first_wave[0]], alert_id, "decline").json()["state"] == "declined"
 
-    def test_a_withdrawal_after_fulfilment_escalates_at_once(  # type: ignore[no-untyped-def]
+    def test_a_withdrawal_after_fulfilment_escalates_at_once(
         self, api, db, site, crowd, coordinator, clock, session_factory, settings, graphs
     ):
         _, token = coordinator
@@ -122,7 +126,7 @@ class TestEscalation:
         assert worker(session_factory, settings, graphs, clock).run_once() == 1
         assert coordinator_view(api, token, alert_id).wave == 2
 
-    def test_mass_alerts_have_no_waves_and_no_stand_down(  # type: ignore[no-untyped-def]
+    def test_mass_alerts_have_no_waves_and_no_stand_down(
         self, api, db, site, crowd, coordinator, clock, session_factory, settings, graphs
     ):
         _, token = coordinator
@@ -140,7 +144,7 @@ class TestEscalation:
 
 
 class TestWorkerConcurrency:
-    def test_an_alert_locked_elsewhere_is_skipped_not_waited_for(  # type: ignore[no-untyped-def]
+    def test_an_alert_locked_elsewhere_is_skipped_not_waited_for(
         self, committed, site, engine, clock, settings, graphs
     ):
         client = TestClient(committed["app"], raise_server_exceptions=False)
@@ -154,7 +158,7 @@ class TestWorkerConcurrency:
         assert escalation.run_once() == 1
         assert escalation.run_once() == 0
 
-    def test_start_and_stop_run_the_worker_in_a_thread(  # type: ignore[no-untyped-def]
+    def test_start_and_stop_run_the_worker_in_a_thread(
         self, committed, site, clock, settings, graphs
     ):
         client = TestClient(committed["app"], raise_server_exceptions=False)
@@ -166,5 +170,7 @@ class TestWorkerConcurrency:
         escalation.start()
         escalation.stop()
         with committed["factory"]() as session:
-            wave = session.execute(text("SELECT wave FROM alert WHERE id = :id"), {"id": alert_id}).scalar()
+            wave = session.execute(
+                text("SELECT wave FROM alert WHERE id = :id"), {"id": alert_id}
+            ).scalar()
         assert wave == 2
