@@ -2,18 +2,26 @@
 
 from __future__ import annotations
 
+import logging
+import threading
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select, update
+import psycopg
+from sqlalchemy import Engine, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from api.members.models import Member
 from api.notify.models import DUE_STATES, Delivery
+
+log = logging.getLogger("ern.notify")
+
+# LISTEN/NOTIFY channel that wakes idle workers when an enqueue commits.
+WAKEUP_CHANNEL = "ern_outbox"
 
 
 @dataclass(frozen=True)
@@ -42,6 +50,62 @@ def insert_deliveries(session: Session, rows: Sequence[dict[str, Any]]) -> int:
         .returning(Delivery.id)
     )
     return len(session.execute(stmt).all())
+
+
+def signal_workers(session: Session) -> None:
+    """Wake listening workers when the caller's transaction commits (nothing if it rolls back)."""
+    session.execute(text("SELECT pg_notify(:channel, '')"), {"channel": WAKEUP_CHANNEL})
+
+
+class Wakeup:
+    """A LISTEN connection: wait() returns when an enqueue commits; polling covers the rest."""
+
+    def __init__(self, engine: Engine) -> None:
+        url = engine.url.set(drivername="postgresql")
+        self._dsn = url.render_as_string(hide_password=False)
+        self._conn: psycopg.Connection[tuple[object, ...]] | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def listening(self) -> bool:
+        """Whether a LISTEN connection is open."""
+        return self._conn is not None and not self._conn.closed
+
+    def connect(self) -> bool:
+        """Open the LISTEN connection if it is not; False if the database cannot be reached."""
+        with self._lock:
+            if self.listening:
+                return True
+            try:
+                conn = psycopg.connect(self._dsn, autocommit=True, connect_timeout=5)
+                conn.execute(f"LISTEN {WAKEUP_CHANNEL}")
+            except psycopg.Error as exc:
+                log.warning("outbox wake-ups unavailable, polling only (%s)", type(exc).__name__)
+                return False
+            self._conn = conn
+            return True
+
+    def wait(self, timeout_s: float) -> bool:
+        """Block up to ``timeout_s`` for a wake-up; True if one came."""
+        if not self.connect() or self._conn is None:
+            return False
+        try:
+            woken = any(True for _ in self._conn.notifies(timeout=timeout_s, stop_after=1))
+            # Several commits may have signalled: one round of claiming serves them all.
+            while any(True for _ in self._conn.notifies(timeout=0, stop_after=1)):
+                pass
+            return woken
+        except psycopg.Error as exc:
+            log.warning("outbox LISTEN connection lost (%s)", type(exc).__name__)
+            self.close()
+            return False
+
+    def close(self) -> None:
+        """Close the LISTEN connection."""
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
 
 
 def claim_due(

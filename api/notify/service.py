@@ -57,7 +57,10 @@ def enqueue(
         }
         for channel in channels_of(contact)
     ]
-    return repo.insert_deliveries(session, rows)
+    created = repo.insert_deliveries(session, rows)
+    if created:
+        repo.signal_workers(session)
+    return created
 
 
 def cancel(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import random
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -12,6 +13,7 @@ from types import TracebackType
 from typing import Literal
 
 import httpx
+from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -27,6 +29,7 @@ from api.settings import Settings
 log = logging.getLogger("ern.notify")
 
 Claim = repo.Claimed
+STOP_CHECK_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,7 @@ class OutboxWorker:
         lease_s: float | None = None,
         rng: random.Random | None = None,
         name: str = "ern-outbox",
+        listen: bool = True,
     ) -> None:
         self._factory = session_factory
         self._settings = settings
@@ -75,6 +79,14 @@ class OutboxWorker:
         self._pool: ThreadPoolExecutor | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        # LISTEN needs a real engine; sessions bound to one test connection just poll.
+        bind = session_factory.kw.get("bind")
+        self._wakeup = repo.Wakeup(bind) if listen and isinstance(bind, Engine) else None
+
+    @property
+    def listening(self) -> bool:
+        """Whether enqueues wake this worker at once (else it finds them by polling)."""
+        return self._wakeup is not None and self._wakeup.listening
 
     # --- the three steps of one attempt -------------------------------------------------------
 
@@ -178,7 +190,9 @@ class OutboxWorker:
         log.error("outcomes of %d deliveries not recorded; their leases will expire", len(claims))
 
     def run_forever(self) -> None:
-        """Drain until stop(); errors are logged and the loop goes on."""
+        """Drain until stop(); idle, wait for a wake-up or the poll interval; errors are logged."""
+        if self._wakeup is not None:
+            self._wakeup.connect()  # listen before the first claim, so no enqueue is missed
         while not self._stop.is_set():
             try:
                 attempted = self.run_once()
@@ -186,7 +200,22 @@ class OutboxWorker:
                 log.exception("outbox worker iteration failed")
                 attempted = 0
             if attempted < self.batch_size:
-                self._stop.wait(self._settings.worker_poll_s)
+                self._idle()
+
+    def _idle(self) -> None:
+        poll_s = self._settings.worker_poll_s
+        if self._wakeup is not None:
+            # Short slices, so that stop() is noticed within half a second whatever the poll.
+            deadline = time.monotonic() + poll_s
+            while not self._stop.is_set() and (left_s := deadline - time.monotonic()) > 0:
+                if self._wakeup.wait(min(left_s, STOP_CHECK_S)):
+                    return
+                if not self._wakeup.listening:
+                    break
+            else:
+                return
+        # No LISTEN connection: pause anyway, so a broken database is not hammered.
+        self._stop.wait(poll_s)
 
     def request_stop(self) -> None:
         """Ask the loop to end after the current batch (safe from a signal handler)."""
@@ -209,7 +238,9 @@ class OutboxWorker:
         self.close()
 
     def close(self) -> None:
-        """Release the HTTP client and the send threads."""
+        """Release the HTTP client, the send threads and the LISTEN connection."""
+        if self._wakeup is not None:
+            self._wakeup.close()
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None

@@ -312,3 +312,35 @@ def test_loop_survives_an_unreachable_database(
         worker.stop(timeout_s=5)
         dead.dispose()
     assert worker._thread is None
+
+
+class TestWakeup:
+    def test_a_committed_enqueue_wakes_an_idle_worker_before_its_next_poll(
+        self,
+        make_member,
+        enqueue_committed,
+        make_worker,
+        webhook: HttpReceiver,
+        notify_settings,
+    ) -> None:
+        member = make_member(webhook_url=webhook.url)
+        sleepy = notify_settings.model_copy(update={"worker_poll_s": 60.0})
+        worker = make_worker(sleepy)
+        worker.start()
+        assert wait_until(lambda: worker.listening)
+        time.sleep(0.2)  # the worker is now idle, waiting up to a minute
+        enqueue_committed(member)
+        assert wait_until(lambda: len(webhook.requests) == 1, timeout_s=20)
+        thread = worker._thread
+        assert thread is not None
+        worker.stop(timeout_s=5)  # a long poll interval does not delay stopping
+        assert not thread.is_alive()
+
+    def test_without_listen_the_worker_still_polls(
+        self, make_member, enqueue_committed, make_worker, webhook: HttpReceiver
+    ) -> None:
+        worker = make_worker(listen=False)
+        worker.start()
+        enqueue_committed(make_member(webhook_url=webhook.url))
+        assert wait_until(lambda: len(webhook.requests) == 1)
+        assert not worker.listening
