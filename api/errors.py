@@ -97,8 +97,10 @@ def error_response(status: int, error: str, detail: str, headers: dict[str, str]
 
 
 def _location(loc: tuple[Any, ...]) -> str:
-    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
-    return ".".join(parts) or "body"
+    # Only the leading source is dropped: "path" is also a field name (a route's path).
+    if loc and loc[0] in ("body", "query", "path", "header", "cookie"):
+        loc = loc[1:]
+    return ".".join(str(p) for p in loc) or "body"
 
 
 def describe_validation(errors: list[Any]) -> str:
