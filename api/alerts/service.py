@@ -39,7 +39,7 @@ from api.graphs import GraphStore
 from api.members.auth import is_coordinator
 from api.members.models import Member
 from api.members.service import audit
-from api.notify.service import enqueue
+from api.notify.service import cancel, enqueue_many
 from api.presence.service import Ranking, check_in_service_area, rank_members
 from api.settings import Settings
 from api.types import Point
@@ -243,20 +243,14 @@ def notify_alert(
 ) -> None:
     """Enqueue the alert message to members (their outbox rows join the caller's transaction)."""
     members = repo.members_by_id(session, etas)
-    for member_id, eta_s in etas.items():
-        member = members.get(member_id)
-        if member is None:
-            continue
-        payload = alert_payload(alert, requester_handle=requester_handle, eta_s=eta_s)
-        enqueue(
-            session,
-            settings,
-            member=member,
-            alert_id=alert.id,
-            message_kind="alert",
-            payload=payload,
-            now=now,
-        )
+    messages = [
+        (members[member_id], alert_payload(alert, requester_handle=requester_handle, eta_s=eta_s))
+        for member_id, eta_s in etas.items()
+        if member_id in members
+    ]
+    enqueue_many(
+        session, settings, messages=messages, alert_id=alert.id, message_kind="alert", now=now
+    )
 
 
 def alert_payload(alert: Alert, *, requester_handle: str | None, eta_s: float) -> dict[str, Any]:
@@ -317,18 +311,10 @@ def _enqueue_short(
 ) -> None:
     members = repo.members_by_id(session, member_ids)
     payload = _short_payload(alert, message_kind)
-    for member_id in member_ids:
-        member = members.get(member_id)
-        if member is not None:
-            enqueue(
-                session,
-                settings,
-                member=member,
-                alert_id=alert.id,
-                message_kind=message_kind,
-                payload=payload,
-                now=now,
-            )
+    messages = [(members[m], payload) for m in member_ids if m in members]
+    enqueue_many(
+        session, settings, messages=messages, alert_id=alert.id, message_kind=message_kind, now=now
+    )
 
 
 def fulfil(session: Session, settings: Settings, *, alert: Alert, now: datetime) -> None:
@@ -342,6 +328,8 @@ def fulfil(session: Session, settings: Settings, *, alert: Alert, now: datetime)
     pending = repo.rows_in_states(session, alert.id, ("notified",))
     ids = [row.member_id for row in pending]
     repo.set_state(session, alert.id, ids, "stood_down")
+    # An alert message still waiting in the outbox would only arrive to be countermanded.
+    cancel(session, alert_id=alert.id, member_ids=ids, message_kind="alert")
     _enqueue_short(
         session, settings, alert=alert, member_ids=ids, message_kind="stand_down", now=now
     )
@@ -403,6 +391,7 @@ def close(session: Session, settings: Settings, *, access: AlertAccess, now: dat
         alert.closed_at = now
         alert.next_wave_at = None
         if not alert.exercise:
+            cancel(session, alert_id=alert.id, member_ids=None, message_kind="alert")
             rows = repo.rows_in_states(session, alert.id, NOTIFIED_STATES)
             ids = [row.member_id for row in rows]
             # The requester hears of it too when a coordinator closes their alert.

@@ -9,7 +9,6 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select, text
 
 from api.alerts.models import Alert, AlertResponder
-from api.members.crypto import ContactCipher, derive_key
 from api.notify.models import Delivery
 from tests.alerts.helpers import count_rows, deliveries, post_alert
 
@@ -85,17 +84,30 @@ class TestRateLimit:
 
 class TestOneTransaction:
     def test_a_failure_after_ranking_stores_nothing(self, api, db, site, place, make_member):
-        # A real failure: contact details encrypted under another key cannot be read when
-        # the first wave is queued, after the alert row and the ranking were written.
+        # A real failure at the last step: the database refuses the outbox row of one member
+        # of the first wave (a trigger inside the test's own, rolled-back transaction), after
+        # the alert row and the ranking were written.
         nodes = site.nodes_by_time()
         victim, _ = place(site, nodes[10])
         place(site, nodes[20])
-        other_key = derive_key(b"another-secret-0123456789abcdefghijklmnop", info=b"x")
-        victim.contact_ciphertext = ContactCipher(other_key).encrypt({"webhook_url": "http://x/"})
+        db.execute(
+            text(
+                "CREATE FUNCTION pg_temp.refuse_outbox() RETURNS trigger LANGUAGE plpgsql AS $$ "
+                f"BEGIN IF NEW.member_id = '{victim.id}' THEN RAISE EXCEPTION 'disk full'; "
+                "END IF; RETURN NEW; END $$"
+            )
+        )
+        db.execute(
+            text(
+                "CREATE TRIGGER refuse_outbox BEFORE INSERT ON outbox "
+                "FOR EACH ROW EXECUTE FUNCTION pg_temp.refuse_outbox()"
+            )
+        )
         db.commit()
         _, token = make_member()
         res = post_alert(api, token, body(site, needed=1))
         assert res.status_code == 500
+        assert res.json()["error"] == "InternalError"
         assert count_rows(db, Alert) == 0
         assert count_rows(db, AlertResponder) == 0
         assert count_rows(db, Delivery) == 0

@@ -82,6 +82,8 @@ class TestClose:
         assert view.closed_at == clock.now()
         closes = deliveries(db, alert_id, message_kind="close")
         assert {d.member_id for d in closes} == {m.id for m, _ in crowd[:3]}
+        # Unsent alert messages of a closed alert are not delivered any more.
+        assert {d.state for d in deliveries(db, alert_id, message_kind="alert")} == {"cancelled"}
         # Closing again changes nothing and sends nothing.
         again = api.post(f"/v1/alerts/{alert_id}/close", headers=auth(token))
         assert again.status_code == 200

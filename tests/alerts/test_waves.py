@@ -103,6 +103,13 @@ class TestEscalation:
         assert [r.state for r in view.responders[:3]] == ["stood_down", "accepted", "stood_down"]
         stand_downs = deliveries(db, alert_id, message_kind="stand_down")
         assert {d.member_id for d in stand_downs} == {first_wave[0], first_wave[2]}
+        # Alert messages not yet sent to those stood down are cancelled; the accepter's stays.
+        states = {d.member_id: d.state for d in deliveries(db, alert_id, message_kind="alert")}
+        assert states == {
+            first_wave[0]: "cancelled",
+            first_wave[1]: "pending",
+            first_wave[2]: "cancelled",
+        }
         clock.advance(5 * settings.wave_timeout_s)
         assert worker(session_factory, settings, graphs, clock).run_once() == 0
         assert coordinator_view(api, token, alert_id).notified_count == 3
