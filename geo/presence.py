@@ -141,6 +141,9 @@ def week_boundaries(mask: ArrayLike, start_s: ArrayLike, end_s: ArrayLike) -> ND
     e = np.floor(np.asarray(end_s, dtype=np.float64)).astype(np.int64).ravel()
     if m.size == 0:
         return np.empty(0, dtype=np.int64)
+    # Many anchors share a window (all nodes of one route): work on distinct windows.
+    packed = np.unique((m << 40) | (s << 20) | e)  # seconds < 2**17, masks < 2**7
+    m, s, e = packed >> 40, (packed >> 20) & 0xFFFFF, packed & 0xFFFFF
     day = np.arange(7, dtype=np.int64)
     listed = ((m[:, None] >> day[None, :]) & 1) == 1  # (w, 7)
     opens = day[None, :] * DAY_S + s[:, None]

@@ -147,6 +147,11 @@ def presence_index(session: Session, graphs: GraphStore, settings: Settings) -> 
         cached = _cached(graphs, key)
         if cached is not None:
             return cached
+        with _CACHE_LOCK:
+            entry = _CACHE.get(id(graphs))
+        previous = None
+        if entry is not None and entry[0]() is graphs and entry[1].key[1:] == key[1:]:
+            previous = entry[1]
         index = PresenceIndex.build(
             graphs,
             settings,
@@ -154,6 +159,7 @@ def presence_index(session: Session, graphs: GraphStore, settings: Settings) -> 
             members=repo.member_rows(session),
             zones=repo.zone_rows(session),
             routes=repo.route_rows(session),
+            previous=previous,
         )
         if token is not None:
             with _CACHE_LOCK:
@@ -270,6 +276,7 @@ class PresenceIndex:
     walk_speed_mps: float
     max_snap_m: float
     speeds_mps: dict[str, float]
+    memos: dict[str, _SnapMemo] = field(default_factory=dict)
 
     @property
     def n_members(self) -> int:
@@ -286,8 +293,13 @@ class PresenceIndex:
         members: Sequence[Any],
         zones: Sequence[Any],
         routes: Sequence[Any],
+        previous: PresenceIndex | None = None,
     ) -> PresenceIndex:
-        """Snap every member's home zone, zones and routes to their mode's graph, once."""
+        """Snap every member's home zone, zones and routes to their mode's graph, once.
+
+        Geometries already snapped by ``previous`` (same graphs and max_snap_m) are reused.
+        """
+        memos: dict[str, _SnapMemo] = dict(previous.memos) if previous is not None else {}
         n = len(members)
         ids = [row[0] for row in members]
         number = {member_id: i for i, member_id in enumerate(ids)}
@@ -297,7 +309,7 @@ class PresenceIndex:
         for code, name in enumerate(MODES[:2]):
             sel = mode == code
             factor[sel] = speed_factor(mode_speed_mps(settings, name), speed[sel])
-        home = shapely.from_wkb([None if row[7] is None else bytes(row[7]) for row in members])
+        home = [None if row[7] is None else bytes(row[7]) for row in members]
         zone_rows = _Schedules.parse(zones, number)
         route_rows = _Schedules.parse(routes, number)
         quiet_start = np.array([_seconds(row[5]) for row in members])
@@ -306,9 +318,20 @@ class PresenceIndex:
         for code, name in enumerate(MODES):
             mode_graph = graphs.by_mode.get(name)
             in_mode = mode == code
+            memo = memos.get(name) or _SnapMemo()
             table = _mode_table(
-                in_mode, home, zone_rows, route_rows, mode_graph, max_snap_m=settings.max_snap_m
+                in_mode,
+                home,
+                zone_rows,
+                route_rows,
+                mode_graph,
+                max_snap_m=settings.max_snap_m,
+                memo=memo,
             )
+            memo.keep_only(
+                {w for w in home if w is not None} | set(zone_rows.wkb), set(route_rows.wkb)
+            )
+            memos[name] = memo
             bounds = np.union1d(
                 table.boundaries(),
                 gp.quiet_boundaries(quiet_start[in_mode], quiet_end[in_mode]),
@@ -337,6 +360,7 @@ class PresenceIndex:
             walk_speed_mps=settings.walk_speed_mps,
             max_snap_m=settings.max_snap_m,
             speeds_mps={m: mode_speed_mps(settings, m) for m in MODES},
+            memos=memos,
         )
 
     def rank(
@@ -499,10 +523,10 @@ class PresenceIndex:
 
 @dataclass(frozen=True)
 class _Schedules:
-    """Zones or routes of indexed members: owner number, geometry and weekly window."""
+    """Zones or routes of indexed members: owner number, geometry WKB and weekly window."""
 
     owner: NDArray[np.int64]
-    geom: NDArray[np.object_]
+    wkb: NDArray[np.object_]
     mask: NDArray[np.int64]
     start_s: NDArray[np.float64]
     end_s: NDArray[np.float64]
@@ -511,9 +535,11 @@ class _Schedules:
     def parse(cls, rows: Sequence[Any], number: dict[uuid.UUID, int]) -> _Schedules:
         """From (member_id, wkb, days, start, end) rows; rows of unindexed members dropped."""
         kept = [row for row in rows if row[0] in number]
+        wkb = np.empty(len(kept), dtype=object)
+        wkb[:] = [bytes(row[1]) for row in kept]
         return cls(
             owner=np.array([number[row[0]] for row in kept], dtype=np.int64),
-            geom=np.asarray(shapely.from_wkb([bytes(row[1]) for row in kept]), dtype=object),
+            wkb=wkb,
             mask=np.array([gp.days_mask(row[2]) for row in kept], dtype=np.int64),
             start_s=np.array([_seconds(row[3]) for row in kept], dtype=np.float64),
             end_s=np.array([_seconds(row[4]) for row in kept], dtype=np.float64),
@@ -523,28 +549,109 @@ class _Schedules:
         """The rows whose owner is selected."""
         sel = in_mode[self.owner] if self.owner.size else np.zeros(0, dtype=bool)
         return _Schedules(
-            self.owner[sel], self.geom[sel], self.mask[sel], self.start_s[sel], self.end_s[sel]
+            self.owner[sel], self.wkb[sel], self.mask[sel], self.start_s[sel], self.end_s[sel]
         )
+
+
+# Node of a zone outside the service area: the zone gives no anchor.
+_FAR = -2
+
+
+@dataclass(eq=False)
+class _SnapMemo:
+    """Snapped anchors of geometries (by WKB) on one graph, reused by the next rebuild.
+
+    A member edit changes the presence token and forces a rebuild; only geometries not seen
+    before are snapped again, so a rebuild costs the database read and concatenation, not
+    the snapping of every member's zones and routes.
+    """
+
+    zones: dict[bytes, tuple[int, float, float]] = field(default_factory=dict)
+    routes: dict[bytes, tuple[NDArray[np.int32], NDArray[np.float64], NDArray[np.float64]]] = field(
+        default_factory=dict
+    )
+
+    def zone_anchors(
+        self, wkbs: Sequence[bytes], mode_graph: ModeGraph | None, *, max_snap_m: float
+    ) -> tuple[NDArray[np.int32], NDArray[np.float64], NDArray[np.float64]]:
+        """Node (``_FAR``: none; -1: no graph) and lon/lat per zone."""
+        missing = list({w for w in wkbs if w not in self.zones})
+        if missing:
+            polys = shapely.from_wkb(missing)
+            if mode_graph is not None:
+                _, _, node, dist = gp.zone_nodes(polys, mode_graph.graph, mode_graph.snapper)
+                # A zone whose nearest node is beyond max_snap_m lies outside the service area.
+                node = np.where(dist <= max_snap_m, node, _FAR)
+                lon, lat = mode_graph.graph.lon[node], mode_graph.graph.lat[node]
+            else:
+                rep = shapely.point_on_surface(polys)
+                lon, lat = shapely.get_x(rep), shapely.get_y(rep)
+                node = np.full(len(missing), -1)
+            for w, n, x, y in zip(missing, node.tolist(), lon.tolist(), lat.tolist(), strict=True):
+                self.zones[w] = (n, x, y)
+        got = [self.zones[w] for w in wkbs]
+        return (
+            np.array([g[0] for g in got], dtype=np.int32),
+            np.array([g[1] for g in got], dtype=np.float64),
+            np.array([g[2] for g in got], dtype=np.float64),
+        )
+
+    def route_anchors(
+        self, wkbs: Sequence[bytes], mode_graph: ModeGraph | None, *, max_snap_m: float
+    ) -> tuple[NDArray[np.int64], NDArray[np.int32], NDArray[np.float64], NDArray[np.float64]]:
+        """Route index, node (-1: no graph) and lon/lat per anchor of the routes."""
+        missing = list({w for w in wkbs if w not in self.routes})
+        if missing:
+            which, lon, lat = gp.route_points(shapely.from_wkb(missing))
+            if mode_graph is not None:
+                which, node, lon, lat = gp.route_nodes(
+                    which, lon, lat, mode_graph.snapper, max_snap_m=max_snap_m
+                )
+            else:
+                node = np.full(which.size, -1, dtype=np.int32)
+            cuts = np.searchsorted(which, np.arange(1, len(missing)))
+            for w, n, x, y in zip(
+                missing, np.split(node, cuts), np.split(lon, cuts), np.split(lat, cuts), strict=True
+            ):
+                self.routes[w] = (n, x, y)
+        got = [self.routes[w] for w in wkbs]
+        if not got:
+            return np.empty(0, np.int64), np.empty(0, np.int32), np.empty(0), np.empty(0)
+        counts = np.array([g[0].size for g in got], dtype=np.int64)
+        return (
+            np.repeat(np.arange(len(got), dtype=np.int64), counts),
+            np.concatenate([g[0] for g in got]).astype(np.int32),
+            np.concatenate([g[1] for g in got]),
+            np.concatenate([g[2] for g in got]),
+        )
+
+    def keep_only(self, zones: set[bytes], routes: set[bytes]) -> None:
+        """Forget geometries no member uses any more."""
+        self.zones = {w: v for w, v in self.zones.items() if w in zones}
+        self.routes = {w: v for w, v in self.routes.items() if w in routes}
 
 
 def _mode_table(
     in_mode: NDArray[np.bool_],
-    home: NDArray[np.object_],
+    home: list[bytes | None],
     zones: _Schedules,
     routes: _Schedules,
     mode_graph: ModeGraph | None,
     *,
     max_snap_m: float,
+    memo: _SnapMemo,
 ) -> gp.AnchorTable:
     """Home, zone and route anchors of one mode's members, snapped to its graph if any."""
     parts: list[tuple[NDArray[Any], ...]] = []
 
     # Home zones and scheduled zones: one representative node each.
-    owners = np.flatnonzero(in_mode & ~shapely.is_missing(home))
+    owners = np.array(
+        [i for i in np.flatnonzero(in_mode).tolist() if home[i] is not None], np.int64
+    )
     mode_zones = zones.of(in_mode)
     n_home = owners.size
-    polys = np.concatenate([home[owners], mode_zones.geom]).astype(object)
-    if polys.size:
+    wkbs: list[bytes] = [home[i] for i in owners.tolist()] + list(mode_zones.wkb)
+    if wkbs:
         owner = np.concatenate([owners, mode_zones.owner])
         kind = np.concatenate(
             [
@@ -555,35 +662,23 @@ def _mode_table(
         mask = np.concatenate([np.full(n_home, gp.ALL_DAYS, np.int64), mode_zones.mask])
         start = np.concatenate([np.zeros(n_home), mode_zones.start_s])
         end = np.concatenate([np.zeros(n_home), mode_zones.end_s])
-        if mode_graph is not None:
-            _, _, node, dist = gp.zone_nodes(polys, mode_graph.graph, mode_graph.snapper)
-            # A zone whose nearest node is beyond max_snap_m lies outside the service area.
-            keep = dist <= max_snap_m
-            lon, lat = mode_graph.graph.lon[node], mode_graph.graph.lat[node]
-        else:
-            rep = shapely.point_on_surface(polys)
-            lon, lat = shapely.get_x(rep), shapely.get_y(rep)
-            node = np.full(polys.size, -1, dtype=np.int32)
-            keep = np.ones(polys.size, dtype=bool)
+        node, lon, lat = memo.zone_anchors(wkbs, mode_graph, max_snap_m=max_snap_m)
+        keep = node != _FAR
         parts.append(tuple(a[keep] for a in (owner, kind, node, lon, lat, mask, start, end)))
 
     # Routes: every node near the route.
     mode_routes = routes.of(in_mode)
     if mode_routes.owner.size:
-        which, p_lon, p_lat = gp.route_points(mode_routes.geom)
-        if mode_graph is not None:
-            which, node, p_lon, p_lat = gp.route_nodes(
-                which, p_lon, p_lat, mode_graph.snapper, max_snap_m=max_snap_m
-            )
-        else:
-            node = np.full(which.size, -1, dtype=np.int32)
+        which, node, lon, lat = memo.route_anchors(
+            list(mode_routes.wkb), mode_graph, max_snap_m=max_snap_m
+        )
         parts.append(
             (
                 mode_routes.owner[which],
                 np.full(which.size, gp.KIND_ROUTE, np.int8),
                 node,
-                p_lon,
-                p_lat,
+                lon,
+                lat,
                 mode_routes.mask[which],
                 mode_routes.start_s[which],
                 mode_routes.end_s[which],
@@ -617,3 +712,9 @@ def put_location(
 def delete_location(session: Session, *, member_id: uuid.UUID) -> bool:
     """Forget the member's live location; whether there was one."""
     return repo.delete_location(session, member_id)
+
+
+def warm_presence(session_factory: Any, graphs: GraphStore, settings: Settings) -> None:
+    """Build the presence index before the first alert needs it (start-up, in a thread)."""
+    with session_factory() as session:
+        presence_index(session, graphs, settings)
