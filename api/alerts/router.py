@@ -48,9 +48,27 @@ IdempotencyKey = Annotated[
         alias="Idempotency-Key",
         min_length=1,
         max_length=MAX_IDEMPOTENCY_KEY_CHARS,
-        description="required; a retry with the same key and body returns the same alert",
+        description="required; a retry with the same key and body within 24 h returns the "
+        "same alert (200, header Idempotent-Replayed) and notifies no one again",
     ),
 ]
+
+
+CREATE_DESCRIPTION = """
+Ranks the members who can be there soonest (presence at `at`, default now) and queues the
+first wave's notifications; the alert, its ranking and the outbox rows are committed before
+the 201.
+
+- `personal`: responders and defence volunteers; `defense`: defence volunteers only; both
+  in waves of `ceil(missing / acceptance_rate)`, the next after `ERN_WAVE_TIMEOUT_S` without
+  enough acceptances; once `needed` accepted, the others get a stand-down.
+- `mass`: every available member within `ERN_MASS_MAX_ETA_S`, all at once, no stand-down.
+- `at` and `exercise` are for coordinators (403 otherwise). An exercise is ranked and
+  recorded (states `exercise`), delivers nothing, and is exempt from the rate limit.
+- Rate limit: `ERN_ALERTS_PER_HOUR` live alerts per member and hour; 429 with `Retry-After`
+  (seconds until the oldest alert in the hour leaves it).
+- The answer is the requester's view; a coordinator gets the full view.
+"""
 
 
 @router.post(
@@ -58,6 +76,7 @@ IdempotencyKey = Annotated[
     response_model=AnyView,
     status_code=201,
     summary="Raise an alert",
+    description=CREATE_DESCRIPTION,
     responses={
         **COMMON_RESPONSES,
         200: {"model": AnyView, "description": "an idempotent retry: the alert this key made"},
@@ -151,6 +170,10 @@ def read_alert(access: AlertDep, session: SessionDep) -> Any:
     "/{alert_id}/responses",
     response_model=AlertResponderView,
     summary="Accept or decline an alert",
+    description="Notified members only (others: 404). Repeating an answer changes nothing. "
+    "An answer may change while the alert is not closed; a member who was stood down may "
+    "still decline but not accept (409). A withdrawal that leaves a fulfilled alert short "
+    "reopens it and the next wave goes out at once.",
     responses={
         **COMMON_RESPONSES,
         404: {"model": ErrorBody, "description": "no such alert, or the caller was not notified"},

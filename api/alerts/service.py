@@ -45,6 +45,10 @@ from api.settings import Settings
 from api.types import Point
 
 RATE_WINDOW = timedelta(hours=1)
+# Retries come within seconds or minutes. A key seen again days later is a client reusing
+# keys (e.g. a counter reset by a reinstall): answering with an old alert would silently
+# swallow a new emergency, so past this window the key makes a new alert.
+IDEMPOTENCY_WINDOW = timedelta(hours=24)
 # Waves' worth of candidates ranked up front: escalation then needs no new search.
 RESERVE_WAVES = 4
 # Who a kind of alert goes to. Buddy groups (issue 5) do not exist yet: once they do, a
@@ -104,7 +108,7 @@ def create_alert(
         raise CoordinatorOnly(msg)
     digest = request_hash(body)
     repo.lock_requester(session, requester.id)
-    existing = _replay(session, requester.id, idempotency_key, digest)
+    existing = _replay(session, requester.id, idempotency_key, digest, now=now)
     if existing is not None:
         return existing, False
     lon, lat = body.location.coordinates
@@ -133,7 +137,7 @@ def create_alert(
     )
     if alert_id is None:
         # A concurrent request with the same key committed first (the lock makes this rare).
-        existing = _replay(session, requester.id, idempotency_key, digest)
+        existing = _replay(session, requester.id, idempotency_key, digest, now=now)
         assert existing is not None
         return existing, False
     alert = repo.get_alert(session, alert_id)
@@ -145,9 +149,16 @@ def create_alert(
     return alert, True
 
 
-def _replay(session: Session, requester_id: uuid.UUID, key: str, digest: bytes) -> Alert | None:
+def _replay(
+    session: Session, requester_id: uuid.UUID, key: str, digest: bytes, *, now: datetime
+) -> Alert | None:
     existing = repo.find_by_key(session, requester_id, key)
     if existing is None:
+        return None
+    if existing.created_at <= now - IDEMPOTENCY_WINDOW:
+        # Free the key for a new alert; the old one keeps it under a name no client sends.
+        existing.idempotency_key = f"{key}#expired:{existing.id}"
+        session.flush()
         return None
     if bytes(existing.request_hash) != digest:
         msg = "this Idempotency-Key was already used with a different request body"

@@ -42,6 +42,20 @@ class TestIdempotency:
         assert res.json()["error"] == "IdempotencyKeyReused"
         assert count_rows(db, Alert) == 1
 
+    def test_a_key_reused_a_day_later_raises_a_new_alert(
+        self, api, db, site, crowd, make_member, clock
+    ):
+        _, token = make_member()
+        first = post_alert(api, token, body(site), key="1")
+        clock.advance(24 * 3600 - 1)
+        assert post_alert(api, token, body(site), key="1").json()["id"] == first.json()["id"]
+        clock.advance(1)
+        later = post_alert(api, token, body(site, needed=2), key="1")
+        assert later.status_code == 201
+        assert later.json()["id"] != first.json()["id"]
+        assert post_alert(api, token, body(site, needed=2), key="1").status_code == 200
+        assert count_rows(db, Alert) == 2
+
     def test_keys_belong_to_their_requester(self, api, db, site, crowd, make_member):
         _, one = make_member()
         _, two = make_member()
