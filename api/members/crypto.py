@@ -12,14 +12,11 @@ from cryptography.fernet import Fernet, InvalidToken
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from api.members.errors import ContactUnreadable
 from api.settings import Settings
 
 TOKEN_BYTES = 32
 _HKDF_INFO = b"ern contact encryption v1"
-
-
-class ContactUnreadable(RuntimeError):
-    """Stored contact ciphertext cannot be decrypted: the secret key changed or the row is bad."""
 
 
 def derive_key(secret: bytes, *, info: bytes) -> bytes:

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from api.errors import Conflict, Forbidden, NotFound, Unauthorized, Unprocessable
+from api.errors import (
+    Conflict,
+    Forbidden,
+    NotFound,
+    ServiceUnavailable,
+    Unauthorized,
+    Unprocessable,
+)
 
 
 class MemberNotFound(NotFound):
@@ -27,3 +34,7 @@ class FieldNotAllowed(Unprocessable):
 
 class InvalidMember(Unprocessable):
     """The member as a whole breaks a rule (e.g. a responder without a home zone)."""
+
+
+class ContactUnreadable(ServiceUnavailable):
+    """Stored contact details cannot be decrypted: ERN_SECRET_KEY changed, or the row is bad."""

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from api.members.models import ApiToken, AuditEvent, Member
 
 
-def members() -> Select[tuple[Member]]:
+def members() -> Select[Member]:
     """Every member, in handle order."""
     return select(Member).order_by(Member.handle, Member.id)
 

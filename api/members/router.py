@@ -30,14 +30,17 @@ def visible_member(member_id: uuid.UUID, caller: CurrentMember, session: Session
 
 MemberDep = Annotated[Member, Depends(visible_member)]
 
-E401: dict[int | str, dict[str, Any]] = {
-    401: {"model": ErrorBody, "description": "missing, bad or revoked token"}
+Responses = dict[int | str, dict[str, Any]]
+E401: Responses = {401: {"model": ErrorBody, "description": "missing, bad or revoked token"}}
+E403: Responses = {403: {"model": ErrorBody, "description": "the caller is not a coordinator"}}
+E404: Responses = {
+    404: {"model": ErrorBody, "description": "no such member, or not visible to the caller"}
 }
-E403 = {403: {"model": ErrorBody, "description": "the caller is not a coordinator"}}
-E404 = {404: {"model": ErrorBody, "description": "no such member, or not visible to the caller"}}
-E409 = {409: {"model": ErrorBody, "description": "the handle is taken"}}
-E413 = {413: {"model": ErrorBody, "description": "request body larger than the limit (1 MB)"}}
-E422 = {422: {"model": ErrorBody, "description": "invalid input; nothing was changed"}}
+E409: Responses = {409: {"model": ErrorBody, "description": "the handle is taken"}}
+E413: Responses = {
+    413: {"model": ErrorBody, "description": "request body larger than the limit (1 MB)"}
+}
+E422: Responses = {422: {"model": ErrorBody, "description": "invalid input; nothing was changed"}}
 
 
 def _current_token_id(request: Request) -> uuid.UUID:

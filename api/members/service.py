@@ -32,6 +32,7 @@ from api.members.schemas import (
 )
 from api.settings import Settings
 from api.types import LineString, Polygon
+from geo.errors import InvalidGeometry
 from geo.validate import check_area, check_length, count_vertices
 
 # Only coordinators may set these on a member (a member must not grant itself roles).
@@ -191,13 +192,29 @@ def _encrypt_contact(settings: Settings, contact: Contact | None) -> bytes | Non
     return contact_cipher(settings).encrypt(data) if data else None
 
 
+# CHECK constraints of migration 0001 -> the field they guard (a backstop: the API checks first).
+_CONSTRAINT_FIELDS = {
+    "ck_member_home_zone_valid": "home_zone",
+    "ck_member_zone_area_valid": "zones.area",
+    "ck_member_route_path_valid": "routes.path",
+}
+
+
 def _flush(session: Session, handle: str) -> None:
     try:
         session.flush()
     except IntegrityError as exc:
-        if "uq_member_handle" in str(exc.orig):
+        diag = getattr(exc.orig, "diag", None)
+        constraint = getattr(diag, "constraint_name", None) or ""
+        if constraint == "uq_member_handle":
             msg = f"handle: {handle!r} is taken"
             raise HandleTaken(msg) from None
+        if constraint in _CONSTRAINT_FIELDS:
+            msg = f"{_CONSTRAINT_FIELDS[constraint]}: PostGIS finds the geometry invalid"
+            raise InvalidGeometry(msg) from None
+        if constraint.startswith("ck_"):
+            msg = f"the member breaks the rule {constraint}"
+            raise InvalidMember(msg) from None
         raise
 
 

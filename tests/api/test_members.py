@@ -199,6 +199,18 @@ class TestReadMe:
         assert me.home_zone is not None
         assert audit_actions(db, member.id) == []
 
+    def test_contact_under_another_secret_key_is_503_not_500(
+        self, app: Any, make_member: MakeMember, settings: Settings
+    ) -> None:
+        from pydantic import SecretStr
+
+        _, token = make_member(contact={"email": "a@example.org"})
+        app.state.settings = settings.model_copy(update={"secret_key": SecretStr("k" * 40)})
+        r = TestClient(app).get("/v1/members/me", headers=auth(token))
+        assert r.status_code == 503
+        assert r.json()["error"] == "ContactUnreadable"
+        assert "ERN_SECRET_KEY" in r.json()["detail"]
+
 
 class TestReadMember:
     def test_member_reads_itself_without_audit(

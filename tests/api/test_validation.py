@@ -445,6 +445,45 @@ class TestDatabaseBackstop:
                 {"h": unique_handle(), "wkt": wkt},
             )
 
+    def test_a_geometry_only_postgis_rejects_is_422_not_500(
+        self, db: Session, settings: Any
+    ) -> None:
+        """If GEOS versions ever disagree, the CHECK constraint's refusal still becomes a 422."""
+        from api.members import service
+        from api.members.schemas import MemberCreate
+        from api.types import Polygon
+        from geo.errors import InvalidGeometry
+
+        d = 0.01
+        lopsided_bow_tie = Polygon.model_construct(
+            type="Polygon",
+            coordinates=[
+                [
+                    (HELSINKI_LON, HELSINKI_LAT),
+                    (HELSINKI_LON + 2 * d, HELSINKI_LAT + d),
+                    (HELSINKI_LON + 2 * d, HELSINKI_LAT),
+                    (HELSINKI_LON, HELSINKI_LAT + 0.3 * d),
+                    (HELSINKI_LON, HELSINKI_LAT),
+                ]
+            ],
+        )
+        data = MemberCreate.model_construct(
+            handle=unique_handle(),
+            roles=["responder"],
+            mode="walk",
+            speed_mps=None,
+            home_zone=lopsided_bow_tie,
+            zones=[],
+            routes=[],
+            available=True,
+            quiet_hours=None,
+            contact=None,
+        )
+        before = count(db)
+        with db.begin_nested(), pytest.raises(InvalidGeometry, match="home_zone: PostGIS"):
+            service.create_member(db, settings, data, actor=None)
+        assert count(db) == before
+
     def test_responder_without_home_zone_is_refused_by_the_database(self, db: Session) -> None:
         with pytest.raises(IntegrityError, match="home_zone_for_field_roles"), db.begin_nested():
             db.execute(

@@ -22,6 +22,9 @@ MODES = "'walk', 'bike', 'drive'"
 DAYS = "'mon', 'tue', 'wed', 'thu', 'fri', 'sat', 'sun'"
 
 
+# Names are final (op.f): the naming convention would otherwise prefix "ck_<table>_" twice.
+
+
 def _schedule_checks(geom: str) -> list[sa.CheckConstraint]:
     return [
         sa.CheckConstraint(f"ST_IsValid({geom})", name=f"{geom}_valid"),
@@ -42,9 +45,7 @@ def upgrade() -> None:
         ),
         sa.Column("mode", sa.Text(), nullable=False, server_default="walk"),
         sa.Column("speed_mps", sa.Float(), nullable=True),
-        sa.Column(
-            "home_zone", Geometry("POLYGON", srid=4326, spatial_index=False), nullable=True
-        ),
+        sa.Column("home_zone", Geometry("POLYGON", srid=4326, spatial_index=False), nullable=True),
         sa.Column("available", sa.Boolean(), nullable=False, server_default=sa.text("true")),
         sa.Column("quiet_start", sa.Time(), nullable=True),
         sa.Column("quiet_end", sa.Time(), nullable=True),
@@ -57,21 +58,23 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("id", name="pk_member"),
         sa.UniqueConstraint("handle", name="uq_member_handle"),
-        sa.CheckConstraint(f"roles <@ ARRAY[{ROLES}]::text[]", name="ck_member_roles_known"),
-        sa.CheckConstraint(f"mode IN ({MODES})", name="ck_member_mode_known"),
-        sa.CheckConstraint("speed_mps IS NULL OR speed_mps > 0", name="ck_member_speed_positive"),
+        sa.CheckConstraint(f"roles <@ ARRAY[{ROLES}]::text[]", name=op.f("ck_member_roles_known")),
+        sa.CheckConstraint(f"mode IN ({MODES})", name=op.f("ck_member_mode_known")),
+        sa.CheckConstraint(
+            "speed_mps IS NULL OR speed_mps > 0", name=op.f("ck_member_speed_positive")
+        ),
         sa.CheckConstraint(
             f"home_zone IS NOT NULL OR NOT (roles && ARRAY[{FIELD_ROLES}]::text[])",
-            name="ck_member_home_zone_for_field_roles",
+            name=op.f("ck_member_home_zone_for_field_roles"),
         ),
         sa.CheckConstraint(
-            "home_zone IS NULL OR ST_IsValid(home_zone)", name="ck_member_home_zone_valid"
+            "home_zone IS NULL OR ST_IsValid(home_zone)", name=op.f("ck_member_home_zone_valid")
         ),
         sa.CheckConstraint(
-            "(quiet_start IS NULL) = (quiet_end IS NULL)", name="ck_member_quiet_pair"
+            "(quiet_start IS NULL) = (quiet_end IS NULL)", name=op.f("ck_member_quiet_pair")
         ),
         sa.CheckConstraint(
-            "quiet_start IS NULL OR quiet_start <> quiet_end", name="ck_member_quiet_nonempty"
+            "quiet_start IS NULL OR quiet_start <> quiet_end", name=op.f("ck_member_quiet_nonempty")
         ),
     )
     op.create_index("ix_member_home_zone", "member", ["home_zone"], postgresql_using="gist")
@@ -87,11 +90,13 @@ def upgrade() -> None:
         sa.Column("end_time", sa.Time(), nullable=False),
         sa.PrimaryKeyConstraint("id", name="pk_member_zone"),
         sa.ForeignKeyConstraint(
-            ["member_id"], ["member.id"], ondelete="CASCADE",
+            ["member_id"],
+            ["member.id"],
+            ondelete="CASCADE",
             name="fk_member_zone_member_id_member",
         ),
         *[
-            sa.CheckConstraint(c.sqltext, name=f"ck_member_zone_{c.name}")
+            sa.CheckConstraint(c.sqltext, name=op.f(f"ck_member_zone_{c.name}"))
             for c in _schedule_checks("area")
         ],
     )
@@ -109,15 +114,17 @@ def upgrade() -> None:
         sa.Column("mode", sa.Text(), nullable=True),
         sa.PrimaryKeyConstraint("id", name="pk_member_route"),
         sa.ForeignKeyConstraint(
-            ["member_id"], ["member.id"], ondelete="CASCADE",
+            ["member_id"],
+            ["member.id"],
+            ondelete="CASCADE",
             name="fk_member_route_member_id_member",
         ),
         *[
-            sa.CheckConstraint(c.sqltext, name=f"ck_member_route_{c.name}")
+            sa.CheckConstraint(c.sqltext, name=op.f(f"ck_member_route_{c.name}"))
             for c in _schedule_checks("path")
         ],
         sa.CheckConstraint(
-            f"mode IS NULL OR mode IN ({MODES})", name="ck_member_route_mode_known"
+            f"mode IS NULL OR mode IN ({MODES})", name=op.f("ck_member_route_mode_known")
         ),
     )
     op.create_index("ix_member_route_member_id", "member_route", ["member_id"])
@@ -135,7 +142,9 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name="pk_api_token"),
         sa.UniqueConstraint("token_hash", name="uq_api_token_token_hash"),
         sa.ForeignKeyConstraint(
-            ["member_id"], ["member.id"], ondelete="CASCADE",
+            ["member_id"],
+            ["member.id"],
+            ondelete="CASCADE",
             name="fk_api_token_member_id_member",
         ),
     )
