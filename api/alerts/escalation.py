@@ -11,16 +11,25 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from api.alerts import repository as repo
 from api.alerts.models import Alert
-from api.alerts.service import notify_alert
+from api.alerts.service import notify_alert, top_up_reserve
 from api.clock import Clock, SystemClock
 from api.database import transaction
 from api.graphs import GraphStore
 from api.settings import Settings
 
 log = logging.getLogger("ern.escalation")
+# How long an unfulfilled alert keeps ranking again for people who came into reach.
+ESCALATION_HORIZON = timedelta(minutes=30)
 
 
-def escalate(session: Session, settings: Settings, *, alert: Alert, now: datetime) -> int:
+def escalate(
+    session: Session,
+    settings: Settings,
+    graphs: GraphStore | None,
+    *,
+    alert: Alert,
+    now: datetime,
+) -> int:
     """Send the next wave of a due alert (locked by the caller); returns how many were notified."""
     accepted = repo.count_in_states(session, alert.id, ("accepted",))
     missing = alert.needed - accepted
@@ -29,6 +38,9 @@ def escalate(session: Session, settings: Settings, *, alert: Alert, now: datetim
         alert.next_wave_at = None
         return 0
     size = math.ceil(missing / settings.acceptance_rate - 1e-9)
+    if graphs is not None and repo.count_in_states(session, alert.id, ("ranked",)) < size:
+        # The reserve ranked at the start runs short: people may have come into reach since.
+        top_up_reserve(session, graphs, settings, alert=alert, now=now)
     rows = repo.rows_in_states(session, alert.id, ("ranked",), limit=size)
     wave = alert.wave + 1
     ids = [row.member_id for row in rows]
@@ -36,7 +48,12 @@ def escalate(session: Session, settings: Settings, *, alert: Alert, now: datetim
     if ids:
         alert.wave = wave
     reserve_left = repo.count_in_states(session, alert.id, ("ranked",)) > 0
-    alert.next_wave_at = now + timedelta(seconds=settings.wave_timeout_s) if reserve_left else None
+    # With graphs, an empty reserve is looked at again (newcomers) until the horizon.
+    keep_looking = graphs is not None and now - alert.created_at < ESCALATION_HORIZON
+    if reserve_left or keep_looking:
+        alert.next_wave_at = now + timedelta(seconds=settings.wave_timeout_s)
+    else:
+        alert.next_wave_at = None
     notify_alert(
         session,
         settings,
@@ -63,7 +80,7 @@ class EscalationWorker:
     ) -> None:
         self.session_factory = session_factory
         self.settings = settings
-        # Kept for re-ranking once the reserve runs out (not done yet: the reserve holds 4 waves).
+        # For ranking again when an alert's reserve runs short (None: only the reserve is used).
         self.graphs = graphs
         self.clock = clock or SystemClock()
         self.max_per_run = max_per_run
@@ -79,7 +96,7 @@ class EscalationWorker:
                 alert = repo.lock_due_alert(session, now=now)
                 if alert is None:
                     break
-                notified = escalate(session, self.settings, alert=alert, now=now)
+                notified = escalate(session, self.settings, self.graphs, alert=alert, now=now)
                 log.info("alert %s: wave %d, %d notified", alert.id, alert.wave, notified)
             done += 1
         return done

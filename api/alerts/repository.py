@@ -83,12 +83,18 @@ def responders_with_handles(
         select(AlertResponder, Member.handle)
         .join(Member, Member.id == AlertResponder.member_id)
         .where(AlertResponder.alert_id == alert_id)
-        .order_by(AlertResponder.position)
+        .order_by(AlertResponder.eta_s, AlertResponder.position)
         .execution_options(populate_existing=True)
     )
     if states is not None:
         stmt = stmt.where(AlertResponder.state.in_(tuple(states)))
     return [(row, handle) for row, handle in session.execute(stmt).all()]
+
+
+def ranked_member_ids(session: Session, alert_id: uuid.UUID) -> list[uuid.UUID]:
+    """Everyone ranked for the alert so far."""
+    stmt = select(AlertResponder.member_id).where(AlertResponder.alert_id == alert_id)
+    return list(session.scalars(stmt))
 
 
 def count_in_states(session: Session, alert_id: uuid.UUID, states: Iterable[str]) -> int:
@@ -106,7 +112,7 @@ def rows_in_states(
     stmt = (
         select(AlertResponder)
         .where(AlertResponder.alert_id == alert_id, AlertResponder.state.in_(tuple(states)))
-        .order_by(AlertResponder.position)
+        .order_by(AlertResponder.eta_s, AlertResponder.position)
         .limit(limit)
         .with_for_update()
         .execution_options(populate_existing=True)

@@ -183,6 +183,7 @@ def _rank(
     *,
     alert: Alert,
     exclude: frozenset[uuid.UUID],
+    at: datetime | None = None,
 ) -> Ranking:
     lon, lat = lonlat(alert)
     if alert.kind == "mass":
@@ -195,7 +196,7 @@ def _rank(
         settings,
         lon=lon,
         lat=lat,
-        at=alert.presence_at,
+        at=at or alert.presence_at,
         roles=KIND_ROLES[alert.kind],
         exclude=exclude,
         limit=limit,
@@ -203,6 +204,35 @@ def _rank(
         # away than that is useful, and the waves take the nearest first anyway.
         max_eta_s=settings.mass_max_eta_s,
     )
+
+
+def top_up_reserve(
+    session: Session, graphs: GraphStore, settings: Settings, *, alert: Alert, now: datetime
+) -> int:
+    """Rank again, leaving out everyone already ranked, and add the newcomers to the reserve."""
+    known = repo.ranked_member_ids(session, alert.id)
+    exclude = frozenset(known) | ({alert.requester_id} if alert.requester_id else frozenset())
+    # Presence moves on with the clock, also for drills evaluated at a chosen time.
+    at = alert.presence_at + (now - alert.created_at)
+    ranking = _rank(session, graphs, settings, alert=alert, exclude=exclude, at=at)
+    start = len(known)
+    rows = [
+        {
+            "alert_id": alert.id,
+            "member_id": c.member_id,
+            "position": start + i,
+            "eta_s": float(c.eta_s),
+            "mode": c.mode,
+            "wave": None,
+            "state": "ranked",
+            "notified_at": None,
+        }
+        for i, c in enumerate(ranking.candidates)
+    ]
+    repo.insert_responders(session, rows)
+    if ranking.method == "straight_line":
+        alert.ranking = "straight_line"
+    return len(rows)
 
 
 def _store_ranking(
@@ -232,8 +262,8 @@ def _store_ranking(
     ]
     repo.insert_responders(session, rows)
     alert.wave = 1
-    reserve_left = len(candidates) > wave_size
-    if not alert.exercise and alert.kind != "mass" and reserve_left:
+    if not alert.exercise and alert.kind != "mass":
+        # Even with an empty reserve: the worker may find people who came into reach since.
         alert.next_wave_at = now + timedelta(seconds=settings.wave_timeout_s)
     if not alert.exercise:
         first = candidates[:wave_size]

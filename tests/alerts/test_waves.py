@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
+from datetime import timedelta
 from typing import Any
 
 from fastapi.testclient import TestClient
 from sqlalchemy import text
 
-from api.alerts.escalation import EscalationWorker
+from api.alerts.escalation import ESCALATION_HORIZON, EscalationWorker
 from api.alerts.schemas import AlertCoordinatorView
 from tests.alerts.helpers import deliveries, post_alert
 from tests.api.factories import auth
@@ -39,7 +40,7 @@ def worker(session_factory, settings, graphs, clock) -> EscalationWorker:
 
 class TestEscalation:
     def test_the_next_wave_goes_out_when_too_few_accepted_in_time(
-        self, api, db, site, crowd, coordinator, clock, session_factory, settings, graphs
+        self, api, db, site, crowd, place, coordinator, clock, session_factory, settings, graphs
     ):
         _, token = coordinator
         alert_id = raise_alert(api, token, site, needed=1)
@@ -59,10 +60,39 @@ class TestEscalation:
             clock.advance(settings.wave_timeout_s)
             assert worker(session_factory, settings, graphs, clock).run_once() == 1
             assert coordinator_view(api, token, alert_id).notified_count == expected
+        # The reserve is empty, but the alert keeps looking for people coming into reach.
+        view = coordinator_view(api, token, alert_id)
+        assert view.next_wave_at == clock.now() + timedelta(seconds=settings.wave_timeout_s)
+        newcomer, _ = place(site, site.nodes_by_time()[2])
+        clock.advance(settings.wave_timeout_s)
+        assert worker(session_factory, settings, graphs, clock).run_once() == 1
+        view = coordinator_view(api, token, alert_id)
+        assert view.notified_count == 13
+        assert view.responders[0].member_id == newcomer.id
+        assert (view.responders[0].wave, view.responders[0].state) == (5, "notified")
+        # Past the horizon it stops.
+        clock.set(view.created_at + ESCALATION_HORIZON)
+        assert worker(session_factory, settings, graphs, clock).run_once() == 1
         assert coordinator_view(api, token, alert_id).next_wave_at is None
         clock.advance(10 * settings.wave_timeout_s)
         assert worker(session_factory, settings, graphs, clock).run_once() == 0
-        assert len(deliveries(db, alert_id, message_kind="alert")) == 12
+        assert len(deliveries(db, alert_id, message_kind="alert")) == 13
+
+    def test_without_graphs_the_worker_only_uses_the_reserve(
+        self, api, site, crowd, place, coordinator, clock, session_factory, settings
+    ):
+        _, token = coordinator
+        alert_id = raise_alert(api, token, site, needed=4)
+        # needed 4: a first wave of 12 takes the whole crowd, nothing is left in reserve.
+        view = coordinator_view(api, token, alert_id)
+        assert view.notified_count == 12
+        place(site, site.nodes_by_time()[2])
+        clock.advance(settings.wave_timeout_s)
+        assert EscalationWorker(session_factory, settings, None, clock=clock).run_once() == 1
+        view = coordinator_view(api, token, alert_id)
+        assert view.notified_count == 12
+        assert view.wave == 1
+        assert view.next_wave_at is None
 
     def test_a_wave_is_sized_by_how_many_are_still_missing(
         self, api, site, place, coordinator, clock, session_factory, settings, graphs
