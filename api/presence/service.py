@@ -114,6 +114,8 @@ def rank_members(
     max_eta_s: float,
 ) -> Ranking:
     """Members soonest at (lon, lat) at ``at``, best first; ``limit`` None: all within max_eta_s."""
+    if limit is not None and limit < 1:
+        return Ranking(candidates=[], method=_method(graphs))
     index = presence_index(session, graphs, settings)
     live: Sequence[Any] = repo.live_locations(session, at=at)
     return index.rank(
@@ -139,7 +141,15 @@ def presence_index(session: Session, graphs: GraphStore, settings: Settings) -> 
     # The token is read before the rows: a change committed in between makes the next
     # alert rebuild again, never keeps stale rows under a new token.
     token = repo.presence_token(session)
-    key = (token, settings.max_snap_m, settings.walk_speed_mps, settings.bike_speed_mps)
+    # Everything the index bakes in; apps sharing graphs with other settings get their own.
+    key = (
+        token,
+        settings.max_snap_m,
+        settings.walk_speed_mps,
+        settings.bike_speed_mps,
+        settings.mobilization_s,
+        settings.timezone,
+    )
     cached = _cached(graphs, key)
     if cached is not None:
         return cached
@@ -178,6 +188,11 @@ def _cached(graphs: GraphStore, key: tuple[Any, ...]) -> PresenceIndex | None:
     if entry is None or entry[0]() is not graphs or entry[1].key != key:
         return None
     return entry[1]
+
+
+def _method(graphs: GraphStore) -> Literal["street_network", "straight_line"]:
+    missing = any(mode not in graphs.by_mode for mode in MODES)
+    return "straight_line" if missing else "street_network"
 
 
 def _service_area_graph(graphs: GraphStore) -> ModeGraph | None:
