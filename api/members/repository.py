@@ -49,6 +49,11 @@ def add_member(session: Session, member: Member) -> Member:
     return member
 
 
+def touch(member: Member) -> None:
+    """Set updated_at to now on the next flush (zones and routes live in other tables)."""
+    member.updated_at = func.now()
+
+
 def delete_member(session: Session, member: Member) -> None:
     """Delete a member; zones, routes and tokens go with it (ON DELETE CASCADE)."""
     session.delete(member)

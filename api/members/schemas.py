@@ -31,6 +31,11 @@ Phone = Annotated[
     StringConstraints(pattern=r"^\+[1-9]\d{6,14}$"),
     Field(description="E.164, e.g. +4962210000000"),
 ]
+HOME_ZONE_RULES = (
+    "an area, never an address: at least ERN_MIN_ZONE_M2 (default 40,000 m²), at most 25 km², "
+    "at most 2,000 vertices, no self-intersection; holes are allowed. Required for the responder "
+    "and defense roles; null removes it (PATCH)"
+)
 MAX_ZONES = 20
 MAX_ROUTES = 20
 # Faster than any car in a city: anything above is a typo, not a speed.
@@ -68,7 +73,7 @@ class ZoneIn(TimeWindow):
     """A scheduled zone: an area where the member is on ``days`` between ``start`` and ``end``."""
 
     name: Annotated[str, StringConstraints(min_length=1, max_length=64)]
-    area: Polygon
+    area: Polygon = Field(description="same size rules as the home zone")
     days: Days
 
 
@@ -81,7 +86,7 @@ class ZoneRead(ZoneIn):
 class RouteIn(TimeWindow):
     """A regular journey along ``path`` on ``days`` between ``start`` and ``end``."""
 
-    path: LineString
+    path: LineString = Field(description="at most 100 km and 2,000 vertices")
     days: Days
     mode: Mode | None = Field(default=None, description="travel mode; default: the member's")
 
@@ -99,7 +104,7 @@ class MemberCreate(_Body):
     roles: Roles = Field(default_factory=list)
     mode: Mode = "walk"
     speed_mps: Annotated[float, Field(gt=0, le=MAX_SPEED_MPS, allow_inf_nan=False)] | None = None
-    home_zone: Polygon | None = None
+    home_zone: Polygon | None = Field(default=None, description=HOME_ZONE_RULES)
     zones: Annotated[list[ZoneIn], Field(max_length=MAX_ZONES)] = Field(default_factory=list)
     routes: Annotated[list[RouteIn], Field(max_length=MAX_ROUTES)] = Field(default_factory=list)
     available: bool = True
@@ -118,7 +123,7 @@ class MemberUpdate(_Body):
     roles: Roles | None = Field(default=None, description="coordinators only")
     mode: Mode | None = None
     speed_mps: Annotated[float, Field(gt=0, le=MAX_SPEED_MPS, allow_inf_nan=False)] | None = None
-    home_zone: Polygon | None = None
+    home_zone: Polygon | None = Field(default=None, description=HOME_ZONE_RULES)
     zones: Annotated[list[ZoneIn], Field(max_length=MAX_ZONES)] | None = None
     routes: Annotated[list[RouteIn], Field(max_length=MAX_ROUTES)] | None = None
     available: bool | None = None

@@ -8,7 +8,6 @@ from datetime import datetime
 from typing import Any
 
 from geoalchemy2.shape import from_shape, to_shape
-from sqlalchemy import func
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -300,8 +299,7 @@ def update_member(
     if "routes" in sent and patch.routes is not None:
         member.routes = [_route_row(r) for r in patch.routes]
     _check_home_zone_rule(member)
-    # Zones and routes live in other tables: bump the timestamp whatever changed.
-    member.updated_at = func.now()
+    repository.touch(member)
     _flush(session, member.handle)
     audit(session, actor, member.id, "member.update")
     session.refresh(member)

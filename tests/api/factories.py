@@ -99,3 +99,81 @@ def full_member_body(handle: str | None = None, **fields: Any) -> dict[str, Any]
         },
         **fields,
     )
+
+
+# /work/shared/examples/member.json, the documented POST body (Heidelberg), kept here so that
+# a fresh clone needs nothing outside the repo.
+EXAMPLE_MEMBER: dict[str, Any] = {
+    "handle": "rosa",
+    "roles": ["responder"],
+    "mode": "walk",
+    "home_zone": {
+        "type": "Polygon",
+        "coordinates": [
+            [
+                [8.6920, 49.4093],
+                [8.6950, 49.4093],
+                [8.6950, 49.4113],
+                [8.6920, 49.4113],
+                [8.6920, 49.4093],
+            ]
+        ],
+    },
+    "zones": [
+        {
+            "name": "work",
+            "area": {
+                "type": "Polygon",
+                "coordinates": [
+                    [
+                        [8.6740, 49.4030],
+                        [8.6770, 49.4030],
+                        [8.6770, 49.4050],
+                        [8.6740, 49.4050],
+                        [8.6740, 49.4030],
+                    ]
+                ],
+            },
+            "days": ["mon", "tue", "wed", "thu", "fri"],
+            "start": "09:00",
+            "end": "17:00",
+        }
+    ],
+    "routes": [
+        {
+            "path": {
+                "type": "LineString",
+                "coordinates": [
+                    [8.6935, 49.4103],
+                    [8.6880, 49.4090],
+                    [8.6810, 49.4060],
+                    [8.6755, 49.4040],
+                ],
+            },
+            "days": ["mon", "tue", "wed", "thu", "fri"],
+            "start": "08:15",
+            "end": "08:50",
+        },
+        {
+            "path": {
+                "type": "LineString",
+                "coordinates": [
+                    [8.6755, 49.4040],
+                    [8.6810, 49.4060],
+                    [8.6880, 49.4090],
+                    [8.6935, 49.4103],
+                ],
+            },
+            "days": ["mon", "tue", "wed", "thu", "fri"],
+            "start": "17:05",
+            "end": "17:40",
+        },
+    ],
+    "available": True,
+    "quiet_hours": {"start": "23:00", "end": "06:30"},
+    "contact": {
+        "email": "rosa@example.org",
+        "phone": "+4962210000000",
+        "webhook_url": "https://app.example.org/hooks/rosa",
+    },
+}

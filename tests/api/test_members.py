@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import uuid
 from typing import Any
 
@@ -17,6 +18,7 @@ from api.members.schemas import MemberCreated, MemberPage, MemberRead
 from api.settings import Settings
 from tests.api.conftest import MakeMember
 from tests.api.factories import (
+    EXAMPLE_MEMBER,
     HELSINKI_LAT,
     HELSINKI_LON,
     auth,
@@ -72,6 +74,20 @@ class TestCreateMember:
         assert data["quiet_hours"] == {"start": "23:00", "end": "06:30"}
         assert member.contact.email == "rosa@example.org"
         assert str(member.contact.webhook_url) == "https://app.example.org/hooks/rosa"
+
+    def test_the_documented_example_is_accepted_and_returned_as_sent(
+        self, client: TestClient, coordinator: Caller
+    ) -> None:
+        body = copy.deepcopy(EXAMPLE_MEMBER)
+        body["handle"] = unique_handle("rosa")
+        r = client.post("/v1/members", json=body, headers=auth(coordinator[1]))
+        assert r.status_code == 201, r.text
+        data = r.json()["member"]
+        MemberRead.model_validate(data)
+        for key in ("handle", "roles", "mode", "home_zone", "available", "quiet_hours", "contact"):
+            assert data[key] == body[key], key
+        assert [{k: z[k] for k in body["zones"][0]} for z in data["zones"]] == body["zones"]
+        assert [{k: x[k] for k in body["routes"][0]} for x in data["routes"]] == body["routes"]
 
     def test_returned_token_authenticates_the_new_member(
         self, client: TestClient, coordinator: Caller
