@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import threading
+import uuid
 from datetime import datetime, timedelta
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -90,16 +91,33 @@ class EscalationWorker:
     def run_once(self) -> int:
         """Escalate every alert due now, one transaction each; returns how many alerts escalated."""
         done = 0
-        while done < self.max_per_run:
-            with transaction(self.session_factory) as session:
-                now = self.clock.now()
-                alert = repo.lock_due_alert(session, now=now)
-                if alert is None:
-                    break
-                notified = escalate(session, self.settings, self.graphs, alert=alert, now=now)
-                log.info("alert %s: wave %d, %d notified", alert.id, alert.wave, notified)
+        for _ in range(self.max_per_run):
+            current: uuid.UUID | None = None
+            try:
+                with transaction(self.session_factory) as session:
+                    now = self.clock.now()
+                    alert = repo.lock_due_alert(session, now=now)
+                    if alert is None:
+                        break
+                    current = alert.id
+                    notified = escalate(session, self.settings, self.graphs, alert=alert, now=now)
+                    log.info("alert %s: wave %d, %d notified", alert.id, alert.wave, notified)
+            except Exception:
+                if current is None:
+                    raise
+                # One alert that cannot escalate must not hold up the others behind it.
+                log.exception("alert %s: escalation failed; retrying after a wave timeout", current)
+                self._postpone(current)
+                continue
             done += 1
         return done
+
+    def _postpone(self, alert_id: uuid.UUID) -> None:
+        with transaction(self.session_factory) as session:
+            now = self.clock.now()
+            repo.postpone_wave(
+                session, alert_id, until=now + timedelta(seconds=self.settings.wave_timeout_s)
+            )
 
     def start(self) -> None:
         """Run in a daemon thread: one pass at once, then one every worker_poll_s."""
@@ -109,7 +127,7 @@ class EscalationWorker:
         self._thread = threading.Thread(target=self._loop, name="ern-escalation", daemon=True)
         self._thread.start()
 
-    def stop(self, timeout_s: float = 5.0) -> None:
+    def stop(self, *, timeout_s: float = 5.0) -> None:
         """Stop the thread and wait for it."""
         self._stop.set()
         if self._thread is not None:

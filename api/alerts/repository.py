@@ -185,6 +185,16 @@ def lock_due_alert(session: Session, *, now: datetime) -> Alert | None:
     return session.scalars(stmt).one_or_none()
 
 
+def postpone_wave(session: Session, alert_id: uuid.UUID, *, until: datetime) -> None:
+    """Move an open alert's next wave to ``until`` (after a failed escalation)."""
+    session.execute(
+        update(Alert)
+        .where(Alert.id == alert_id, Alert.status == "open", Alert.next_wave_at.is_not(None))
+        .values(next_wave_at=until)
+        .execution_options(synchronize_session=False)
+    )
+
+
 @dataclass(frozen=True)
 class AlertFilter:
     """Coordinator list filters."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import uuid
 from datetime import timedelta
 from typing import Any
 
@@ -19,7 +20,7 @@ def raise_alert(
     api: TestClient, token: str, site: Any, *, needed: int = 1, kind: str = "personal"
 ) -> str:
     body = {"location": site.point(), "kind": kind, "needed": needed}
-    res = post_alert(api, token, body)
+    res = post_alert(api, token, body, key=str(uuid.uuid4()))
     assert res.status_code == 201, res.text
     return str(res.json()["id"])
 
@@ -211,3 +212,42 @@ class TestWorkerConcurrency:
                 text("SELECT wave FROM alert WHERE id = :id"), {"id": alert_id}
             ).scalar()
         assert wave == 2
+
+
+class TestWorkerFailures:
+    def test_an_alert_that_fails_to_escalate_is_postponed_and_others_go_on(
+        self, api, db, site, crowd, place, coordinator, clock, session_factory, settings, graphs
+    ):
+        nodes = site.nodes_by_time()
+        for node in nodes[300:304]:
+            place(site, node, roles=("defense",))
+        _, token = coordinator
+        personal = raise_alert(api, token, site, needed=1)
+        clock.advance(1)
+        defense = raise_alert(api, token, site, needed=1, kind="defense")
+        view = coordinator_view(api, token, personal)
+        victim = view.responders[3].member_id
+        assert victim in {m.id for m, _ in crowd}
+        # The database refuses the outbox row of the personal alert's second wave.
+        db.execute(
+            text(
+                "CREATE FUNCTION pg_temp.refuse_outbox() RETURNS trigger LANGUAGE plpgsql AS $$ "
+                f"BEGIN IF NEW.member_id = '{victim}' THEN RAISE EXCEPTION 'disk full'; "
+                "END IF; RETURN NEW; END $$"
+            )
+        )
+        db.execute(
+            text(
+                "CREATE TRIGGER refuse_outbox BEFORE INSERT ON outbox "
+                "FOR EACH ROW EXECUTE FUNCTION pg_temp.refuse_outbox()"
+            )
+        )
+        db.commit()
+        clock.advance(settings.wave_timeout_s)
+        assert worker(session_factory, settings, graphs, clock).run_once() == 1
+        failed = coordinator_view(api, token, personal)
+        assert failed.wave == 1
+        assert failed.notified_count == 3
+        assert failed.next_wave_at == clock.now() + timedelta(seconds=settings.wave_timeout_s)
+        assert coordinator_view(api, token, defense).wave == 2
+        assert len(deliveries(db, personal, message_kind="alert")) == 3
