@@ -41,7 +41,7 @@ import threading
 import uuid
 import weakref
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
 from typing import Any, Literal
@@ -248,7 +248,7 @@ class ModePresence:
         weekday: int,
         second: float,
         roles_mask: int,
-        member_ok: NDArray[np.bool_],
+        member_ok: Callable[[], NDArray[np.bool_]],
         factor: NDArray[np.float64],
     ) -> AnchorIndex:
         """The AnchorIndex of the active anchors, cached per week segment and roles."""
@@ -259,7 +259,7 @@ class ModePresence:
             if found is not None:
                 self._indexes.move_to_end(key)
                 return found
-        idx = self.active(weekday=weekday, second=second, member_ok=member_ok)
+        idx = self.active(weekday=weekday, second=second, member_ok=member_ok())
         members = self.table.member[idx]
         built = AnchorIndex.build(
             self.graph.graph.n_nodes, members, self.table.node[idx], None, factor[members]
@@ -398,20 +398,36 @@ class PresenceIndex:
         second = float(local.hour * 3600 + local.minute * 60 + local.second)
         # -1: no role filter (a key of its own: members without any role are ranked too)
         want = -1 if roles is None else _roles_mask(roles)
-        role_ok = np.ones(self.n_members, bool) if roles is None else (self.roles_mask & want) != 0
-        quiet = gp.quiet_members(
-            self.quiet_start_s, self.quiet_end_s, weekday=weekday, second=second
-        )
-        base_ok = role_ok & ~quiet
         excluded = np.array([self.number[m] for m in exclude if m in self.number], dtype=np.int64)
         live_num = np.array([self.number.get(m, -1) for m, _, _ in live], dtype=np.int64)
         live_lon = np.array([x for _, x, _ in live], dtype=float)
         live_lat = np.array([y for _, _, y in live], dtype=float)
         known = live_num >= 0
         live_num, live_lon, live_lat = live_num[known], live_lon[known], live_lat[known]
-        eligible = np.ones(self.n_members, dtype=bool)
-        eligible[excluded] = False
-        eligible &= base_ok
+        masks: dict[str, NDArray[np.bool_]] = {}
+
+        # Per-member filters cost O(members): computed only when a cached index is missing,
+        # live locations are present or a mode ranks by straight line.
+        def base_ok() -> NDArray[np.bool_]:
+            if "base" not in masks:
+                role_ok = (
+                    np.ones(self.n_members, bool)
+                    if roles is None
+                    else (self.roles_mask & want) != 0
+                )
+                quiet = gp.quiet_members(
+                    self.quiet_start_s, self.quiet_end_s, weekday=weekday, second=second
+                )
+                masks["base"] = role_ok & ~quiet
+            return masks["base"]
+
+        def eligible() -> NDArray[np.bool_]:
+            if "eligible" not in masks:
+                ok = base_ok().copy()
+                ok[excluded] = False
+                masks["eligible"] = ok
+            return masks["eligible"]
+
         parts: list[tuple[NDArray[np.int64], NDArray[np.float64]]] = []
         method: Literal["street_network", "straight_line"] = "street_network"
         for code, name in enumerate(MODES):
@@ -419,9 +435,9 @@ class PresenceIndex:
             in_mode_live = self.mode[live_num] == code
             l_num = live_num[in_mode_live]
             l_lon, l_lat = live_lon[in_mode_live], live_lat[in_mode_live]
-            l_keep = eligible[l_num]
             if mp.n_members == 0:
                 continue
+            l_keep = eligible()[l_num] if l_num.size else np.zeros(0, dtype=bool)
             if mp.graph is None:
                 method = "straight_line"
                 parts.extend(
@@ -429,7 +445,7 @@ class PresenceIndex:
                         mp,
                         weekday,
                         second,
-                        eligible,
+                        eligible(),
                         l_num,
                         l_lon,
                         l_lat,
@@ -441,8 +457,6 @@ class PresenceIndex:
                     )
                 )
                 continue
-            target, target_m = mp.graph.snapper.snap(lon, lat)
-            offset_s = self.mobilization_s + float(target_m[0]) / self.walk_speed_mps
             anchors = mp.anchor_index(
                 weekday=weekday,
                 second=second,
@@ -450,6 +464,10 @@ class PresenceIndex:
                 member_ok=base_ok,
                 factor=self.factor,
             )
+            if anchors.n_anchors == 0 and not l_keep.any():
+                continue
+            target, target_m = mp.graph.snapper.snap(lon, lat)
+            offset_s = self.mobilization_s + float(target_m[0]) / self.walk_speed_mps
             skip = np.union1d(excluded, l_num)
             parts.append(
                 rank_on_graph(
