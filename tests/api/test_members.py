@@ -385,6 +385,26 @@ class TestUpdateMember:
         stored = fresh(db, member.id)
         assert stored is not None and stored.home_zone is not None
 
+    def test_granting_a_field_role_to_an_account_without_home_zone_is_422(
+        self, client: TestClient, coordinator: Caller, make_member: MakeMember, db: Session
+    ) -> None:
+        bare, _ = make_member(roles=("coordinator",), home_zone=None)
+        r = client.patch(
+            f"/v1/members/{bare.id}",
+            json={"roles": ["coordinator", "responder"]},
+            headers=auth(coordinator[1]),
+        )
+        assert r.status_code == 422
+        assert r.json()["detail"] == "home_zone: a member with the responder role needs a home zone"
+        stored = fresh(db, bare.id)
+        assert stored is not None and stored.roles == ["coordinator"]
+        with_zone = client.patch(
+            f"/v1/members/{bare.id}",
+            json={"roles": ["responder"], "home_zone": square(HELSINKI_LON, HELSINKI_LAT, 300.0)},
+            headers=auth(coordinator[1]),
+        )
+        assert MemberRead.model_validate(with_zone.json()).roles == ["responder"]
+
     def test_taken_handle_is_409(
         self, client: TestClient, responder: Caller, other_member: Caller
     ) -> None:
@@ -534,3 +554,44 @@ class TestAuditTrail:
             text("SELECT action FROM audit_event WHERE id = :id"), {"id": event_id}
         ).scalar_one()
         assert action == "member.read"
+
+
+class TestConcurrentCreate:
+    def test_racing_creates_of_one_handle_give_one_member_and_one_409(
+        self, engine: Any, settings: Settings
+    ) -> None:
+        """Both pass the 'is the handle free' check; the unique index decides, as a 409."""
+        import threading
+
+        from api.members import service
+        from api.members.errors import HandleTaken
+        from api.members.schemas import MemberCreate
+
+        handle = unique_handle("race")
+        data = MemberCreate.model_validate(member_body(handle))
+        first, second = Session(engine), Session(engine)
+        outcome: list[BaseException | None] = []
+        try:
+            service.create_member(first, settings, data, actor=None)  # row locked, not committed
+
+            def racer() -> None:
+                try:
+                    service.create_member(second, settings, data, actor=None)
+                    second.commit()
+                    outcome.append(None)
+                except BaseException as exc:
+                    second.rollback()
+                    outcome.append(exc)
+
+            thread = threading.Thread(target=racer)
+            thread.start()
+            thread.join(timeout=1.0)
+            assert thread.is_alive(), "the second insert should wait for the first transaction"
+            first.commit()
+            thread.join(timeout=30)
+            assert len(outcome) == 1 and isinstance(outcome[0], HandleTaken)
+        finally:
+            first.close()
+            second.close()
+            with engine.begin() as conn:
+                conn.execute(text("DELETE FROM member WHERE handle = :h"), {"h": handle})
