@@ -647,3 +647,37 @@ class TestHostileGeometry:
             ErrorBody.model_validate(r.json())
             after = client.get("/v1/members/me", headers=auth(token)).json()
             assert after == before
+
+
+class TestSharedTypes:
+    """api.types, used by every domain: times of day, windows, days, points."""
+
+    def test_time_window_contains_across_midnight(self) -> None:
+        from datetime import time
+
+        from api.types import TimeWindow
+
+        night = TimeWindow.model_validate({"start": "22:00", "end": "06:30"})
+        assert night.contains(time(23, 59)) and night.contains(time(0, 0))
+        assert night.contains(time(22, 0)) and not night.contains(time(6, 30))
+        assert not night.contains(time(12, 0))
+        day = TimeWindow.model_validate({"start": "09:00", "end": "17:00"})
+        assert day.contains(time(9, 0)) and not day.contains(time(17, 0))
+
+    def test_time_of_day_serialises_as_hh_mm(self) -> None:
+        from api.types import TimeWindow
+
+        window = TimeWindow.model_validate({"start": "00:00", "end": "23:59"})
+        assert window.model_dump(mode="json") == {"start": "00:00", "end": "23:59"}
+        schema = TimeWindow.model_json_schema()["properties"]["start"]
+        assert schema["type"] == "string" and "pattern" in schema
+
+    def test_point_refuses_out_of_range_and_strings(self) -> None:
+        from pydantic import ValidationError
+
+        from api.types import Point
+
+        assert Point.model_validate({"type": "Point", "coordinates": [24.9, 60.1]}).lat == 60.1
+        for bad in ([190, 0], [0, -91], ["24.9", 60.1], [24.9], [True, 60.0]):
+            with pytest.raises(ValidationError):
+                Point.model_validate({"type": "Point", "coordinates": bad})
