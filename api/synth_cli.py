@@ -186,6 +186,7 @@ def synth(
         responder_share=responder_share,
         defense_share=defense_share,
         available_share=available_share,
+        progress=progress,
     )
     doc: Any = members_to_geojson(members) if out.suffix == ".geojson" else members
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
@@ -67,6 +67,7 @@ def synth_members(
     handle_prefix: str | None = None,
     webhook_base: str = "http://127.0.0.1:8099/hooks",
     email_domain: str = "example.org",
+    progress: Callable[[str], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Synthetic members by degree-weighted node sampling and bounded shortest-path trees.
 
@@ -115,6 +116,8 @@ def synth_members(
         Prefix of the handles (default ``f"s{seed}-"``); handles are unique in the output.
     webhook_base, email_domain
         Where contact details point (local receivers and a reserved domain).
+    progress
+        Called with one line of text per travel mode.
 
     Returns
     -------
@@ -156,6 +159,8 @@ def synth_members(
             continue
         graph = by_mode[mode]
         lo_s, hi_s = commute[mode]
+        if progress is not None:
+            progress(f"{mode}: {idx.size:,} members on {graph.n_nodes:,} nodes")
         homes, commutes = _homes_and_commutes(
             graph,
             rng,
