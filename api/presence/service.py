@@ -29,6 +29,14 @@ Design (keeps PostGIS and geometry work off the alert path):
   home and route anchors have no offset: a zone says "somewhere around here", not a point.
 - ``factor`` = mode speed / member ``speed_mps`` for walk and bike (clipped to 0.25-4);
   drive ignores member speeds (the graph's speeds follow speed limits).
+- Routes are snapped to the graph of the member's own mode (how they would come to an
+  alert), whatever ``member_route.mode`` says about how the route itself is travelled.
+- A live location farther than ``max_snap_m`` from the member's mode graph places the
+  member out of reach (not back at home: the live location is the freshest knowledge);
+  likewise a zone whose representative node is farther than that gives no anchor.
+- Rebuilds reuse the snapped anchors of unchanged geometries (keyed by WKB), so an edit
+  costs one read of the members' rows plus concatenation (about 0.3 s for 10,000
+  synthetic members on Porto), not a re-snap of everything (about 10 s).
 - A mode without a graph ranks its members by straight line (haversine distance at the
   mode's speed; drive at 30 km/h) from the same anchors' coordinates, and the whole
   ranking then says ``"straight_line"``.
@@ -747,7 +755,7 @@ def delete_location(session: Session, *, member_id: uuid.UUID) -> bool:
     return repo.delete_location(session, member_id)
 
 
-def warm_presence(session_factory: Any, graphs: GraphStore, settings: Settings) -> None:
+def warm_presence(session_factory: Any, graphs: GraphStore, settings: Settings) -> PresenceIndex:
     """Build the presence index before the first alert needs it (start-up, in a thread)."""
     with session_factory() as session:
-        presence_index(session, graphs, settings)
+        return presence_index(session, graphs, settings)

@@ -257,6 +257,14 @@ class TestCache:
         second = _rank(db, graphs, settings, target).candidates[0].eta_s
         assert second < first - 600
 
+    def test_warm_presence_builds_the_index_ahead(
+        self, session_factory, db, graphs, settings
+    ) -> None:  # type: ignore[no-untyped-def]
+        from api.presence.service import warm_presence
+
+        warmed = warm_presence(session_factory, graphs, settings)
+        assert presence_index(db, graphs, settings) is warmed
+
     def test_token_changes_on_zone_and_route_writes(self, db, add_member) -> None:  # type: ignore[no-untyped-def]
         m = add_member(shapely.box(24.93, 60.16, 24.94, 60.17))
         before = repo.presence_token(db)
