@@ -132,8 +132,12 @@ def create_app(
     from api import health
     from api.alerts.router import router as alerts_router
     from api.members.router import router as members_router
+    from api.notify.router import router as deliveries_router
+    from api.presence.router import router as location_router
 
     app.include_router(health.router)
+    app.include_router(location_router)
     app.include_router(members_router)
     app.include_router(alerts_router)
+    app.include_router(deliveries_router)
     return app
