@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, func, select, text, update
+from sqlalchemy import Select, delete, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session, lazyload
 
@@ -193,6 +193,17 @@ def postpone_wave(session: Session, alert_id: uuid.UUID, *, until: datetime) -> 
         .values(next_wave_at=until)
         .execution_options(synchronize_session=False)
     )
+
+
+def delete_alerts_before(session: Session, *, before: datetime) -> list[uuid.UUID]:
+    """Delete alerts closed (or, never closed, raised) before ``before``; their ids."""
+    stmt = (
+        delete(Alert)
+        .where(func.coalesce(Alert.closed_at, Alert.created_at) < before)
+        .returning(Alert.id)
+        .execution_options(synchronize_session=False)
+    )
+    return list(session.scalars(stmt))
 
 
 @dataclass(frozen=True)

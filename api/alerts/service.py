@@ -39,7 +39,7 @@ from api.graphs import GraphStore
 from api.members.auth import is_coordinator
 from api.members.models import Member
 from api.members.service import audit
-from api.notify.service import cancel, enqueue_many
+from api.notify.service import cancel, enqueue_many, purge
 from api.presence.service import Ranking, check_in_service_area, rank_members
 from api.settings import Settings
 from api.types import Point
@@ -554,3 +554,10 @@ def view_as_creator(session: Session, alert: Alert, requester: Member) -> AlertV
     if is_coordinator(requester):
         return coordinator_view(session, alert)
     return requester_view(session, alert)
+
+
+def purge_alerts(session: Session, *, before: datetime) -> int:
+    """Forget alerts closed (never closed: raised) before ``before``, and their outbox rows."""
+    ids = repo.delete_alerts_before(session, before=before)
+    purge(session, alert_ids=ids)
+    return len(ids)

@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 from typing import Any
 
 from fastapi.testclient import TestClient
+from sqlalchemy import func, select
 
+from api.alerts.escalation import EscalationWorker
+from api.alerts.models import Alert, AlertResponder
 from api.alerts.schemas import (
     AlertCoordinatorView,
     AlertPage,
     AlertRequesterView,
     AlertResponderView,
 )
+from api.alerts.service import purge_alerts
 from api.members.repository import audit_events
+from api.notify.models import Delivery
 from tests.alerts.helpers import deliveries, post_alert
 from tests.api.factories import auth
 
@@ -70,8 +76,6 @@ class TestClose:
     def test_the_requester_closes_and_everyone_notified_is_told(
         self, api, db, site, crowd, make_member, clock, session_factory, settings, graphs
     ):
-        from api.alerts.escalation import EscalationWorker
-
         _, token = make_member(roles=())
         alert_id = raise_alert(api, token, site, needed=1)
         answer(api, crowd[0][1], alert_id, "decline")
@@ -215,3 +219,23 @@ class TestList:
     def test_members_may_not_list(self, api, make_member):
         _, token = make_member(roles=("responder", "defense"))
         assert api.get("/v1/alerts", headers=auth(token)).status_code == 403
+
+
+class TestPurge:
+    def test_alerts_past_retention_go_with_their_ranking_and_outbox(
+        self, api, db, site, crowd, make_member, clock
+    ):
+        _, token = make_member(roles=())
+        old = raise_alert(api, token, site)
+        api.post(f"/v1/alerts/{old}/close", headers=auth(token))
+        never_closed = raise_alert(api, token, site)
+        clock.advance(3600)
+        recent = raise_alert(api, token, site)
+        assert purge_alerts(db, before=clock.now() - timedelta(seconds=1)) == 2
+        db.commit()
+        left = db.scalars(select(Alert.id)).all()
+        assert [str(a) for a in left] == [recent]
+        for model in (AlertResponder, Delivery):
+            ids = db.scalars(select(func.distinct(model.alert_id))).all()
+            assert [str(a) for a in ids] == [recent]
+        assert never_closed not in {str(a) for a in left}
