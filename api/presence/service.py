@@ -75,7 +75,9 @@ ROLE_BITS = {"responder": 1, "defense": 2, "coordinator": 4}
 # Straight-line fallback speed for drivers: an urban average including stops (30 km/h).
 STRAIGHT_LINE_DRIVE_MPS = 30.0 / 3.6
 # Cached anchor indexes per mode: (segment, roles) pairs kept, least recently used dropped.
-SEGMENTS_KEPT = 64
+# An index holds every active anchor (~25 MB for Porto's drive commuters at 08:30), so a
+# few: the current and recent segments for the three role sets alerts use.
+SEGMENTS_KEPT = 12
 
 
 @dataclass(frozen=True)
