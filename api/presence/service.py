@@ -44,6 +44,7 @@ Design (keeps PostGIS and geometry work off the alert path):
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 import uuid
@@ -70,6 +71,10 @@ from geo.errors import GraphUnavailable
 from geo.rank import merge_rankings, rank_on_graph, rank_straight_line, speed_factor
 from geo.route import AnchorIndex
 
+log = logging.getLogger("ern.presence")
+
+# (weekday, seconds after midnight) -> members passing roles and quiet hours then.
+MemberFilter = Callable[[int, float], NDArray[np.bool_]]
 MODES = ("walk", "bike", "drive")
 ROLE_BITS = {"responder": 1, "defense": 2, "coordinator": 4}
 # Straight-line fallback speed for drivers: an urban average including stops (30 km/h).
@@ -245,6 +250,7 @@ class ModePresence:
     n_members: int
     _indexes: OrderedDict[tuple[int, int], AnchorIndex] = field(default_factory=OrderedDict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _pending: set[tuple[int, int]] = field(default_factory=set)
 
     def active(
         self, *, weekday: int, second: float, member_ok: NDArray[np.bool_]
@@ -258,27 +264,70 @@ class ModePresence:
         weekday: int,
         second: float,
         roles_mask: int,
-        member_ok: Callable[[], NDArray[np.bool_]],
+        member_ok: MemberFilter,
         factor: NDArray[np.float64],
+        prefetch: bool = True,
     ) -> AnchorIndex:
-        """The AnchorIndex of the active anchors, cached per week segment and roles."""
-        assert self.graph is not None
-        key = (gp.week_segment(self.boundaries, weekday, second), roles_mask)
+        """The AnchorIndex of the active anchors, cached per week segment and roles.
+
+        With ``prefetch``, the next segment's index is built in a background thread, so
+        that the alert arriving after the next window boundary finds it ready.
+        """
+        segment = gp.week_segment(self.boundaries, weekday, second)
+        key = (segment, roles_mask)
         with self._lock:
             found = self._indexes.get(key)
             if found is not None:
                 self._indexes.move_to_end(key)
-                return found
-        idx = self.active(weekday=weekday, second=second, member_ok=member_ok())
+        if found is None:
+            found = self._build(key, weekday, second, member_ok, factor)
+        if prefetch and self.boundaries.size:
+            self._prefetch_next(segment, roles_mask, member_ok, factor)
+        return found
+
+    def _build(
+        self,
+        key: tuple[int, int],
+        weekday: int,
+        second: float,
+        member_ok: MemberFilter,
+        factor: NDArray[np.float64],
+    ) -> AnchorIndex:
+        assert self.graph is not None
+        idx = self.active(weekday=weekday, second=second, member_ok=member_ok(weekday, second))
         members = self.table.member[idx]
         built = AnchorIndex.build(
             self.graph.graph.n_nodes, members, self.table.node[idx], None, factor[members]
         )
         with self._lock:
             self._indexes[key] = built
+            self._indexes.move_to_end(key)
             while len(self._indexes) > SEGMENTS_KEPT:
                 self._indexes.popitem(last=False)
         return built
+
+    def _prefetch_next(
+        self, segment: int, roles_mask: int, member_ok: MemberFilter, factor: NDArray[np.float64]
+    ) -> None:
+        bounds = self.boundaries
+        start = int(bounds[segment] if segment < bounds.size else bounds[0])
+        weekday, second = start // gp.DAY_S, float(start % gp.DAY_S)
+        key = (gp.week_segment(bounds, weekday, second), roles_mask)
+        with self._lock:
+            if key in self._indexes or key in self._pending:
+                return
+            self._pending.add(key)
+
+        def run() -> None:
+            try:
+                self._build(key, weekday, second, member_ok, factor)
+            except Exception:  # a failed prefetch only means the next alert builds it
+                log.exception("prefetching the presence of segment %s failed", key)
+            finally:
+                with self._lock:
+                    self._pending.discard(key)
+
+        threading.Thread(target=run, name=f"presence-prefetch-{self.mode}", daemon=True).start()
 
 
 @dataclass(eq=False)
@@ -307,6 +356,18 @@ class PresenceIndex:
     def n_members(self) -> int:
         """Number of members indexed."""
         return len(self.ids)
+
+    def member_filter(self, roles_mask: int, weekday: int, second: float) -> NDArray[np.bool_]:
+        """Members holding a wanted role (-1: any) and not in quiet hours at a local time."""
+        if roles_mask == -1:
+            role_ok = np.ones(self.n_members, dtype=bool)
+        else:
+            role_ok = (self.roles_mask & roles_mask) != 0
+        quiet = gp.quiet_members(
+            self.quiet_start_s, self.quiet_end_s, weekday=weekday, second=second
+        )
+        out: NDArray[np.bool_] = role_ok & ~quiet
+        return out
 
     @classmethod
     def build(
@@ -420,16 +481,13 @@ class PresenceIndex:
         # live locations are present or a mode ranks by straight line.
         def base_ok() -> NDArray[np.bool_]:
             if "base" not in masks:
-                role_ok = (
-                    np.ones(self.n_members, bool)
-                    if roles is None
-                    else (self.roles_mask & want) != 0
-                )
-                quiet = gp.quiet_members(
-                    self.quiet_start_s, self.quiet_end_s, weekday=weekday, second=second
-                )
-                masks["base"] = role_ok & ~quiet
+                masks["base"] = self.member_filter(want, weekday, second)
             return masks["base"]
+
+        def member_ok(day: int, sec: float) -> NDArray[np.bool_]:
+            if (day, sec) == (weekday, second):
+                return base_ok()
+            return self.member_filter(want, day, sec)
 
         def eligible() -> NDArray[np.bool_]:
             if "eligible" not in masks:
@@ -471,7 +529,7 @@ class PresenceIndex:
                 weekday=weekday,
                 second=second,
                 roles_mask=want,
-                member_ok=base_ok,
+                member_ok=member_ok,
                 factor=self.factor,
             )
             if anchors.n_anchors == 0 and not l_keep.any():

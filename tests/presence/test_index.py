@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import uuid
 from datetime import UTC, datetime, time, timedelta
 
@@ -13,6 +14,7 @@ import shapely
 from api.graphs import GraphStore, ModeGraph
 from api.presence.service import PresenceIndex
 from api.settings import Settings
+from geo import presence as gp
 from geo.snap import Snapper
 from tests.geo.test_presence import _grid
 from tests.presence.conftest import node_box
@@ -104,3 +106,39 @@ def test_rank_equals_brute_force_over_a_week(settings: Settings) -> None:
         assert set(got) == set(expected), local
         for mid, eta in got.items():
             assert eta == pytest.approx(expected[mid], abs=1e-3), local
+
+
+def test_next_segment_is_prefetched_and_right(settings: Settings) -> None:
+    g = _grid(5)
+    store = GraphStore(by_mode={"walk": ModeGraph(graph=g, snapper=Snapper(g))})
+    local_settings = settings.model_copy(update={"timezone": "Europe/Helsinki"})
+    mid = uuid.uuid4()
+    members = [(mid, "a", ["responder"], "walk", None, None, None, shapely.to_wkb(node_box(g, 0)))]
+    zones = [(mid, shapely.to_wkb(node_box(g, 24)), ["tue"], time(9), time(10))]
+    index = PresenceIndex.build(
+        store, local_settings, key=("p",), members=members, zones=zones, routes=[]
+    )
+    mp = index.modes["walk"]
+    tue_0830 = datetime(2026, 11, 24, 6, 30, tzinfo=UTC)  # 08:30 in Helsinki
+    tue_0915 = tue_0830 + timedelta(minutes=45)
+
+    def eta(at: datetime) -> float:
+        ranking = index.rank(
+            lon=float(g.lon[24]),
+            lat=float(g.lat[24]),
+            at=at,
+            roles=None,
+            exclude=frozenset(),
+            limit=None,
+            max_eta_s=1e9,
+        )
+        return ranking.candidates[0].eta_s
+
+    assert eta(tue_0830) == pytest.approx(settings.mobilization_s + 8 * 10.0)
+    deadline = datetime.now(UTC) + timedelta(seconds=10)
+    while mp._pending and datetime.now(UTC) < deadline:
+        threading.Event().wait(0.01)
+    local = tue_0915.astimezone(index.timezone)
+    segment = gp.week_segment(mp.boundaries, local.weekday(), local.hour * 3600 + local.minute * 60)
+    assert (segment, -1) in mp._indexes
+    assert eta(tue_0915) == pytest.approx(settings.mobilization_s)
