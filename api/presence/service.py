@@ -17,7 +17,7 @@ Design (keeps PostGIS and geometry work off the alert path):
   route > zone > home, quiet members and members without the wanted roles left out) are
   turned into an :class:`geo.route.AnchorIndex` once and cached per
   ``(mode, segment, roles)``, so a steady stream of alerts does no per-alert NumPy work
-  over all anchors.
+  over all anchors; the next segment's index is prefetched in a background thread.
 - Live locations change too often for the cache; they are read per alert (an indexed
   query returning the few fresh ones), snapped, and ranked with a second small anchor
   index; their members are skipped in the cached index (``k + skipped`` asked for).
