@@ -724,6 +724,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
     result["snap"], result["synth"], result["rank"] = {}, {}, {}
     result["graph"]["process_memory"] = measure_process_memory(d)
+    measured, cpu_started = time.perf_counter(), time.process_time()
     graphs = {}
     for mode in MODES:
         graphs[mode], result["graph"]["modes"][mode] = measure_load(d, mode, plan["load_reps"])
@@ -748,6 +749,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     result["e2e"] = run_e2e() if args.e2e else {"status": "skipped", "reason": "run with --e2e"}
     result["targets"] = check_targets(result)
     result["total_s"] = time.perf_counter() - started
+    # how much of the run this process had a core for: well below 1 means other load
+    result["cpu_s"] = time.process_time() - cpu_started
+    result["cpu_over_wall"] = result["cpu_s"] / (time.perf_counter() - measured)
+    try:
+        result["machine"]["loadavg_at_end"] = list(os.getloadavg())
+    except OSError:
+        result["machine"]["loadavg_at_end"] = []
     return result
 
 
@@ -757,7 +765,8 @@ def render(result: dict[str, Any]) -> str:
     lines = [
         f"ern benchmark: {result['graph']['name']} ({'quick' if result['quick'] else 'full'}), "
         f"{result['total_s']:.0f} s",
-        f"machine: {m['cpu']}, {m['cores']} cores, load {m['loadavg_at_start']}, "
+        f"machine: {m['cpu']}, {m['cores']} cores, load {m['loadavg_at_start'][:1]} at start, "
+        f"{m['loadavg_at_end'][:1]} at end, cpu/wall {result['cpu_over_wall']:.2f}, "
         f"Python {m['python']}, numpy {m['numpy']}, scipy {m['scipy']}, numba {m['numba']}",
         "",
         f"{'mode':6} {'nodes':>8} {'edges':>8} {'load ms':>8} {'arrays MB':>9} "
