@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -82,6 +83,15 @@ def _start_database(app: FastAPI, settings: Settings) -> None:
     app.state.session_factory = database.make_session_factory(engine)
 
 
+def _warm_presence(app: FastAPI) -> None:
+    from api.presence.service import warm_presence
+
+    try:
+        warm_presence(app.state.session_factory, app.state.graphs, app.state.settings)
+    except Exception:
+        log.exception("presence index warm-up failed; the first alert will build it")
+
+
 def create_app(
     settings: Settings | None = None,
     *,
@@ -102,6 +112,9 @@ def create_app(
         if app.state.graphs is None:
             build = settings.embedded or settings.graph_source is not None
             app.state.graphs = load_store(settings, build_missing=build)
+        if owns_db:
+            # The first alert after a start must not pay for building the presence index.
+            threading.Thread(target=_warm_presence, args=(app,), name="ern-warm", daemon=True).start()
         stop: Callable[[], None] | None = None
         if settings.run_workers:
             from api.workers import start_workers

@@ -40,8 +40,28 @@ def _transformer(epsg: int) -> pyproj.Transformer:
     return pyproj.Transformer.from_crs(WGS84, _crs(epsg), always_xy=True)
 
 
+def transformer(crs: pyproj.CRS) -> pyproj.Transformer:
+    """The lon/lat -> ``crs`` transformer, shared; hold on to it on hot paths.
+
+    Parameters
+    ----------
+    crs
+        A metric CRS with an EPSG code, usually from :func:`metric_crs`.
+
+    Returns
+    -------
+    An always-xy transformer from WGS84.
+    """
+    # CRS.to_epsg() costs tens of microseconds: callers on a hot path keep the result.
+    epsg = crs.to_epsg()
+    if epsg is None:
+        msg = f"CRS {crs.name!r} has no EPSG code"
+        raise ValueError(msg)
+    return _transformer(epsg)
+
+
 def lonlat_to_xy(
-    lon: ArrayLike, lat: ArrayLike, crs: pyproj.CRS
+    lon: ArrayLike, lat: ArrayLike, crs: pyproj.CRS | pyproj.Transformer
 ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     """Project lon/lat arrays to metres in ``crs``.
 
@@ -50,19 +70,14 @@ def lonlat_to_xy(
     lon, lat
         WGS84 degrees, any array shape (broadcast together).
     crs
-        A metric CRS, usually from :func:`metric_crs`.
+        A metric CRS, usually from :func:`metric_crs`, or its :func:`transformer`.
 
     Returns
     -------
     x, y in metres, float64 arrays.
     """
-    epsg = crs.to_epsg()
-    if epsg is None:
-        msg = f"CRS {crs.name!r} has no EPSG code"
-        raise ValueError(msg)
-    x, y = _transformer(epsg).transform(
-        np.asarray(lon, dtype=np.float64), np.asarray(lat, dtype=np.float64)
-    )
+    to_xy = crs if isinstance(crs, pyproj.Transformer) else transformer(crs)
+    x, y = to_xy.transform(np.asarray(lon, dtype=np.float64), np.asarray(lat, dtype=np.float64))
     return np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
 
 

@@ -6,7 +6,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy.spatial import cKDTree
 
-from geo.crs import lonlat_to_xy, metric_crs
+from geo.crs import lonlat_to_xy, metric_crs, transformer
 from geo.errors import InvalidGeometry, OutsideServiceArea
 from geo.graph import StreetGraph
 
@@ -26,7 +26,8 @@ class Snapper:
         self.graph = graph
         west, south, east, north = graph.bbox
         self.crs = metric_crs((west + east) / 2, (south + north) / 2)
-        x, y = lonlat_to_xy(graph.lon, graph.lat, self.crs)
+        self._to_xy = transformer(self.crs)
+        x, y = lonlat_to_xy(graph.lon, graph.lat, self._to_xy)
         self._tree = cKDTree(np.column_stack([x, y]))
 
     def snap(
@@ -74,7 +75,7 @@ class Snapper:
             raise InvalidGeometry(msg)
         if lon_a.size == 0:
             return np.empty(0, dtype=np.int32), np.empty(0, dtype=np.float64)
-        x, y = lonlat_to_xy(lon_a, lat_a, self.crs)
+        x, y = lonlat_to_xy(lon_a, lat_a, self._to_xy)
         distance, node = self._tree.query(np.column_stack([x, y]), k=1)
         distance = np.asarray(distance, dtype=np.float64)
         if max_snap_m is not None:
