@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Any
 
 import psycopg
-from sqlalchemy import Engine, func, select, text, update
+from sqlalchemy import Engine, delete, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
@@ -220,6 +220,18 @@ def list_deliveries(
         query.order_by(Delivery.created_at.desc(), Delivery.id.desc()).limit(limit).offset(offset)
     ).all()
     return rows, int(total)
+
+
+def delete_for_alerts(session: Session, alert_ids: Sequence[uuid.UUID]) -> int:
+    """Delete every outbox row of these alerts; the number deleted."""
+    if not alert_ids:
+        return 0
+    stmt = (
+        delete(Delivery)
+        .where(Delivery.alert_id.in_(list(alert_ids)))
+        .execution_options(synchronize_session=False)
+    )
+    return int(session.execute(stmt).rowcount or 0)  # type: ignore[attr-defined]
 
 
 def deliveries_of(session: Session, alert_id: uuid.UUID) -> Sequence[Delivery]:

@@ -31,5 +31,5 @@ def list_deliveries(
 ) -> DeliveryPage:
     """Deliveries newest first, by alert and state; last errors, never contact details."""
     return service.list_deliveries(
-        session, alert_id=alert_id, state=state, limit=limit, offset=offset
+        session, actor=caller, alert_id=alert_id, state=state, limit=limit, offset=offset
     )

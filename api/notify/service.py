@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+import logging
 import random
 import uuid
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy.orm import Session
 
-from api.members.crypto import contact_cipher
+from api.members.crypto import ContactUnreadable, contact_cipher
 from api.members.models import Member
+from api.members.service import audit
 from api.notify import repository as repo
 from api.notify.models import CHANNELS
 from api.notify.schemas import DeliveryPage, DeliveryRead
 from api.settings import Settings
+
+log = logging.getLogger("ern.notify")
+_SIGNALLED = "ern.notify.signalled"
 
 # The contact field each channel sends to.
 CONTACT_FIELD = {"webhook": "webhook_url", "email": "email", "sms": "phone"}
@@ -41,26 +47,68 @@ def enqueue(
     now: datetime,
 ) -> int:
     """Queue ``payload`` to each channel of ``member`` in the caller's transaction; rows made."""
-    contact = contact_cipher(settings).decrypt(member.contact_ciphertext)
-    rows = [
-        {
-            "delivery_id": delivery_id(alert_id, member.id, channel, message_kind),
-            "alert_id": alert_id,
-            "member_id": member.id,
-            "channel": channel,
-            "message_kind": message_kind,
-            "payload": payload,
-            "state": "pending",
-            "attempts": 0,
-            "next_attempt_at": now,
-            "created_at": now,
-        }
-        for channel in channels_of(contact)
-    ]
+    return enqueue_many(
+        session,
+        settings,
+        messages=[(member, payload)],
+        alert_id=alert_id,
+        message_kind=message_kind,
+        now=now,
+    )
+
+
+def enqueue_many(
+    session: Session,
+    settings: Settings,
+    *,
+    messages: Sequence[tuple[Member, dict[str, Any]]],
+    alert_id: uuid.UUID,
+    message_kind: str,
+    now: datetime,
+) -> int:
+    """enqueue() for many (member, payload) pairs in one INSERT; rows made."""
+    cipher = contact_cipher(settings)
+    rows: list[dict[str, Any]] = []
+    for member, payload in messages:
+        try:
+            contact = cipher.decrypt(member.contact_ciphertext)
+        except ContactUnreadable:
+            # One unreadable record must not stop an alert from reaching everyone else.
+            log.error("member %s: contact details unreadable, not notified", member.id)
+            continue
+        rows.extend(
+            {
+                "delivery_id": delivery_id(alert_id, member.id, channel, message_kind),
+                "alert_id": alert_id,
+                "member_id": member.id,
+                "channel": channel,
+                "message_kind": message_kind,
+                "payload": payload,
+                "state": "pending",
+                "attempts": 0,
+                "next_attempt_at": now,
+                "created_at": now,
+            }
+            for channel in channels_of(contact)
+        )
     created = repo.insert_deliveries(session, rows)
     if created:
-        repo.signal_workers(session)
+        _signal_once(session)
     return created
+
+
+def _signal_once(session: Session) -> None:
+    # One NOTIFY per transaction is enough (and PostgreSQL would fold repeats anyway).
+    transaction = session.get_transaction()
+    if transaction is None or session.info.get(_SIGNALLED) is transaction:
+        return
+    repo.signal_workers(session)
+    session.info[_SIGNALLED] = transaction
+
+
+def purge(session: Session, *, alert_ids: Sequence[uuid.UUID]) -> int:
+    """Delete the outbox rows of alerts being purged (payloads hold alert locations); rows gone."""
+    return repo.delete_for_alerts(session, alert_ids)
 
 
 def cancel(
@@ -97,12 +145,14 @@ def backoff_s(
 def list_deliveries(
     session: Session,
     *,
+    actor: Member,
     alert_id: uuid.UUID | None,
     state: str | None,
     limit: int,
     offset: int,
 ) -> DeliveryPage:
-    """One page of deliveries for coordinators: states and errors, no contact details."""
+    """One page of deliveries for coordinators: states and errors, no contact details (audited)."""
+    audit(session, actor, None, "delivery.list")
     rows, total = repo.list_deliveries(
         session, alert_id=alert_id, state=state, limit=limit, offset=offset
     )

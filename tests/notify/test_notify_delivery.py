@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from api.clock import ManualClock
 from api.database import transaction
 from api.members.crypto import contact_cipher
-from api.members.models import Member
+from api.members.models import AuditEvent, Member
 from api.notify.channels import (
     message_id,
     parse_retry_after,
@@ -24,7 +24,15 @@ from api.notify.channels import (
     webhook_signing_key,
 )
 from api.notify.models import Delivery
-from api.notify.service import backoff_s, cancel, channels_of, delivery_id, enqueue
+from api.notify.service import (
+    backoff_s,
+    cancel,
+    channels_of,
+    delivery_id,
+    enqueue,
+    enqueue_many,
+    purge,
+)
 from api.settings import Settings
 from tests.notify.conftest import SMS_SID, START, HttpReceiver, SmtpInbox, deliveries
 
@@ -82,6 +90,58 @@ class TestEnqueue:
             )
             == 0
         )
+
+    def test_many_members_in_one_call_and_unreadable_contacts_are_skipped(
+        self, db: Session, settings: Settings
+    ) -> None:
+        cipher = contact_cipher(settings)
+        good = [
+            Member(
+                handle=f"enq-{uuid.uuid4().hex[:8]}",
+                roles=[],
+                contact_ciphertext=cipher.encrypt({"email": f"m{i}@example.org"}),
+            )
+            for i in range(3)
+        ]
+        broken = Member(
+            handle=f"enq-{uuid.uuid4().hex[:8]}", roles=[], contact_ciphertext=b"not fernet"
+        )
+        db.add_all([*good, broken])
+        db.flush()
+        alert_id = uuid.uuid4()
+        messages = [(m, {"text": f"for {m.handle}"}) for m in [*good, broken]]
+        created = enqueue_many(
+            db, settings, messages=messages, alert_id=alert_id, message_kind="alert", now=START
+        )
+        assert created == 3
+        rows = db.scalars(select(Delivery).where(Delivery.alert_id == alert_id)).all()
+        assert {r.member_id: r.payload["text"] for r in rows} == {
+            m.id: f"for {m.handle}" for m in good
+        }
+
+    def test_purge_removes_an_alerts_rows_only(self, db: Session, settings: Settings) -> None:
+        cipher = contact_cipher(settings)
+        member = Member(
+            handle=f"enq-{uuid.uuid4().hex[:8]}",
+            roles=[],
+            contact_ciphertext=cipher.encrypt({"phone": "+358401234567"}),
+        )
+        db.add(member)
+        db.flush()
+        old, kept = uuid.uuid4(), uuid.uuid4()
+        for alert_id in (old, kept):
+            enqueue(
+                db,
+                settings,
+                member=member,
+                alert_id=alert_id,
+                message_kind="alert",
+                payload={},
+                now=START,
+            )
+        assert purge(db, alert_ids=[old]) == 1
+        remaining = db.scalars(select(Delivery.alert_id).where(Delivery.member_id == member.id))
+        assert list(remaining) == [kept]
 
     def test_channels_follow_contact_fields(self) -> None:
         assert channels_of({"phone": "+1", "email": ""}) == ["sms"]
@@ -505,6 +565,7 @@ class TestDeliveriesRoute:
         make_worker,
         webhook: HttpReceiver,
         sms_gateway: HttpReceiver,
+        committed: sessionmaker[Session],
     ) -> None:
         member = make_member(webhook_url=f"{webhook.url}/private-hook", phone="+358409999999")
         alert_id = enqueue_committed(member)
@@ -529,6 +590,11 @@ class TestDeliveriesRoute:
         assert all(d.member_id == member.id and d.alert_id == alert_id for d in page.items)
         assert "private-hook" not in answer.text and "9999999" not in answer.text
         assert "Help needed" not in answer.text  # the payload stays out too
+        with committed() as session:
+            actions = session.scalars(
+                select(AuditEvent.action).where(AuditEvent.actor_id == coordinator.id)
+            ).all()
+        assert actions == ["delivery.list"]
 
         sent = api.get(
             "/v1/deliveries",
