@@ -108,16 +108,46 @@ class Wakeup:
                 self._conn = None
 
 
+def fail_abandoned(session: Session, *, now: datetime, max_attempts: int) -> int:
+    """Fail rows whose last allowed attempt lost its worker (lease expired); rows changed."""
+    abandoned = (
+        select(Delivery.id)
+        .where(
+            Delivery.state == "sending",
+            Delivery.next_attempt_at <= now,
+            Delivery.attempts >= max_attempts,
+        )
+        .with_for_update(skip_locked=True)
+        .cte("abandoned")
+    )
+    message = (
+        f"the worker was lost during attempt {max_attempts} (it may have been delivered); "
+        f"gave up after {max_attempts} attempts"
+    )
+    stmt = (
+        update(Delivery)
+        .where(Delivery.id == abandoned.c.id)
+        .values(state="failed", last_error=message, next_attempt_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return int(session.execute(stmt).rowcount or 0)  # type: ignore[attr-defined]
+
+
 def claim_due(
-    session: Session, *, now: datetime, lease_until: datetime, limit: int
+    session: Session, *, now: datetime, lease_until: datetime, limit: int, max_attempts: int
 ) -> list[Claimed]:
     """Lease up to ``limit`` due rows (pending, or sending with an expired lease) for one attempt.
 
-    Rows locked by another worker's claim are skipped, so no two workers lease the same row.
+    Rows locked by another worker's claim are skipped, so no two workers lease the same row;
+    a lease that expired on the last allowed attempt is not renewed (see fail_abandoned).
     """
     picked = (
         select(Delivery.id)
-        .where(Delivery.state.in_(DUE_STATES), Delivery.next_attempt_at <= now)
+        .where(
+            Delivery.state.in_(DUE_STATES),
+            Delivery.next_attempt_at <= now,
+            (Delivery.state == "pending") | (Delivery.attempts < max_attempts),
+        )
         .order_by(Delivery.next_attempt_at, Delivery.id)
         .limit(limit)
         .with_for_update(skip_locked=True)

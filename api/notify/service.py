@@ -11,7 +11,8 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from api.members.crypto import ContactUnreadable, contact_cipher
+from api.members.crypto import contact_cipher
+from api.members.errors import ContactUnreadable
 from api.members.models import Member
 from api.members.service import audit
 from api.notify import repository as repo

@@ -19,7 +19,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from api.clock import Clock, SystemClock
 from api.database import transaction
-from api.members.crypto import ContactUnreadable, contact_cipher
+from api.members.crypto import contact_cipher
+from api.members.errors import ContactUnreadable
 from api.notify import repository as repo
 from api.notify.channels import Channel, Message, make_channels, scrub
 from api.notify.errors import DeliveryError
@@ -93,12 +94,16 @@ class OutboxWorker:
     def claim(self) -> list[Claim]:
         """Lease up to batch_size due rows in one short transaction (attempts + 1, sending)."""
         now = self._clock.now()
+        max_attempts = self._settings.delivery_max_attempts
         with transaction(self._factory) as session:
+            if repo.fail_abandoned(session, now=now, max_attempts=max_attempts):
+                log.warning("deliveries abandoned on their last attempt marked failed")
             return repo.claim_due(
                 session,
                 now=now,
                 lease_until=now + timedelta(seconds=self.lease_s),
                 limit=self.batch_size,
+                max_attempts=max_attempts,
             )
 
     def send(self, claim: Claim) -> Outcome:

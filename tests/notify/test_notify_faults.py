@@ -85,7 +85,9 @@ class TestConcurrentWorkers:
         members = [make_member(webhook_url=webhook.url) for _ in range(4)]
         alert_id = enqueue_committed(*members)
         with committed() as slow:  # a worker stuck inside its pick transaction
-            held = repo.claim_due(slow, now=clock.now(), lease_until=clock.now(), limit=2)
+            held = repo.claim_due(
+                slow, now=clock.now(), lease_until=clock.now(), limit=2, max_attempts=4
+            )
             assert len(held) == 2
             assert make_worker().run_once() == 2
             sent_ids = set(webhook.ids())
@@ -127,6 +129,29 @@ class TestWorkerKilled:
         # A zombie waking up later cannot overwrite the newer attempt's outcome.
         assert doomed.record(claims, outcomes) == 0
         assert deliveries(committed, alert_id)[0].attempts == 2
+
+    def test_a_worker_lost_on_the_last_attempt_leaves_the_row_failed(
+        self,
+        make_member,
+        enqueue_committed,
+        make_worker,
+        webhook: HttpReceiver,
+        committed: sessionmaker[Session],
+        notify_settings,
+        clock: ManualClock,
+    ) -> None:
+        member = make_member(webhook_url=webhook.url)
+        alert_id = enqueue_committed(member)
+        last_try = notify_settings.model_copy(update={"delivery_max_attempts": 1})
+        doomed = make_worker(last_try)
+        [claim] = doomed.claim()
+        doomed.send(claim)  # ...and dies: a poison row must not be re-sent forever
+        clock.advance(doomed.lease_s)
+        assert make_worker(last_try).run_once() == 0
+        [row] = deliveries(committed, alert_id)
+        assert (row.state, row.attempts) == ("failed", 1)
+        assert "may have been delivered" in (row.last_error or "")
+        assert len(webhook.requests) == 1
 
     def test_killed_after_claiming_before_sending_sends_after_the_lease(
         self,
