@@ -1,4 +1,4 @@
-"""`ern worker`: drain the notification outbox until SIGINT or SIGTERM."""
+"""`ern worker`: drain the notification outbox and escalate alert waves until SIGINT or SIGTERM."""
 
 from __future__ import annotations
 
@@ -17,8 +17,10 @@ def worker(
         int, typer.Option(min=1, max=100, help="deliveries leased per round")
     ] = 10,
 ) -> None:
-    """Deliver queued notifications (embedded PostGIS unless ERN_DATABASE_URL is set)."""
+    """Deliver queued notifications and escalate waves (embedded PostGIS unless ERN_DATABASE_URL is set)."""
     from api import database
+    from api.alerts.escalation import EscalationWorker
+    from api.graphs import load_store
     from api.notify.worker import OutboxWorker
 
     logging.basicConfig(
@@ -36,17 +38,22 @@ def worker(
         log.warning(
             "schema is at %s, head is %s: run `ern db upgrade`", status["current"], status["head"]
         )
-    outbox = OutboxWorker(database.make_session_factory(engine), settings, batch_size=batch_size)
+    factory = database.make_session_factory(engine)
+    outbox = OutboxWorker(factory, settings, batch_size=batch_size)
+    # Graphs let escalation rank again when an alert's stored reserve runs short.
+    escalation = EscalationWorker(factory, settings, load_store(settings, build_missing=False))
 
     def _stop(signum: int, _frame: FrameType | None) -> None:
         log.info("%s: stopping after the current batch", signal.Signals(signum).name)
         outbox.request_stop()
 
     previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGINT, signal.SIGTERM)}
-    typer.echo("ern worker: delivering notifications (Ctrl-C to stop)")
+    typer.echo("ern worker: delivering notifications and escalating waves (Ctrl-C to stop)")
+    escalation.start()
     try:
         outbox.run_forever()
     finally:
+        escalation.stop()
         outbox.close()
         engine.dispose()
         for sig, handler in previous.items():
