@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-import importlib
 import logging
 
 import typer
 
+from api.admin_cli import admin_app
+from api.graph_cli import graph_app
 from api.settings import Settings
+from api.synth_cli import synth
+from api.worker_cli import worker
 
 app = typer.Typer(help="ern: routing for community emergency response networks", no_args_is_help=True)
 db_app = typer.Typer(help="The database: migrations and the embedded cluster", no_args_is_help=True)
@@ -63,21 +66,7 @@ def db_stop() -> None:
 
 
 # Sub-commands owned by each domain, mounted here so `ern --help` lists them all.
-for module, attr, name in (
-    ("api.admin_cli", "admin_app", "admin"),
-    ("api.graph_cli", "graph_app", "graph"),
-):
-    try:
-        app.add_typer(getattr(importlib.import_module(module), attr), name=name)
-    except ModuleNotFoundError as exc:  # pragma: no cover - during bring-up only
-        if exc.name != module:
-            raise
-for module, attr, name in (
-    ("api.synth_cli", "synth", "synth"),
-    ("api.worker_cli", "worker", "worker"),
-):
-    try:
-        app.command(name)(getattr(importlib.import_module(module), attr))
-    except ModuleNotFoundError as exc:  # pragma: no cover - during bring-up only
-        if exc.name != module:
-            raise
+app.add_typer(admin_app, name="admin")
+app.add_typer(graph_app, name="graph")
+app.command("synth")(synth)
+app.command("worker")(worker)
