@@ -45,8 +45,20 @@ def test_db_commands_create_migrate_and_stop_a_private_postgis_cluster(var_dir: 
     assert str(var_dir.resolve() / "run") in url
     # Only a Unix socket in var/: nothing listens on TCP.
     conf = subprocess.run(
-        ["psql", "-At", "-h", str(var_dir.resolve() / "run"), "-U", "postgres", "-d", "ern",
-         "-c", "SHOW listen_addresses"], capture_output=True, text=True,
+        [
+            "psql",
+            "-At",
+            "-h",
+            str(var_dir.resolve() / "run"),
+            "-U",
+            "postgres",
+            "-d",
+            "ern",
+            "-c",
+            "SHOW listen_addresses",
+        ],
+        capture_output=True,
+        text=True,
     )
     assert conf.stdout.strip() == ""
 
