@@ -98,28 +98,16 @@ class ResponderRow(BaseModel):
     state: State
 
 
-class AlertCoordinatorView(BaseModel):
+class AlertCoordinatorView(AlertRequesterView):
     """Everything about an alert, including the ranked list best first (coordinators only)."""
 
-    view: Literal["coordinator"] = "coordinator"
-    id: uuid.UUID
-    status: Status
-    kind: Kind
-    ranking: RankingMethod
-    needed: int
-    note: str | None
-    location: Point
-    exercise: bool
-    notified_count: int
-    accepted: list[AcceptedResponder]
+    view: Literal["coordinator"] = "coordinator"  # type: ignore[assignment]
     requester_id: uuid.UUID | None
     requester_handle: str | None
     presence_at: datetime
     wave: int
     next_wave_at: datetime | None
-    created_at: datetime
     fulfilled_at: datetime | None
-    closed_at: datetime | None
     responders: list[ResponderRow]
 
 

@@ -483,23 +483,30 @@ def _accepted(rows: list[tuple[AlertResponder, str]]) -> list[AcceptedResponder]
     return [AcceptedResponder(handle=h, eta_s=rounded_eta_s(eta)) for eta, _, h in accepted]
 
 
+def _common_fields(alert: Alert) -> dict[str, Any]:
+    """What the requester's and the coordinators' views both show."""
+    lon, lat = lonlat(alert)
+    return {
+        "id": alert.id,
+        "status": alert.status,
+        "kind": alert.kind,
+        "ranking": alert.ranking,
+        "needed": alert.needed,
+        "note": alert.note,
+        "location": Point(type="Point", coordinates=(lon, lat)),
+        "exercise": alert.exercise,
+        "created_at": alert.created_at,
+        "closed_at": alert.closed_at,
+    }
+
+
 def requester_view(session: Session, alert: Alert) -> AlertRequesterView:
     """Status, how many were notified, who accepted (rounded ETAs); nothing about anyone else."""
     rows = repo.responders_with_handles(session, alert.id, states=("accepted",))
-    lon, lat = lonlat(alert)
     return AlertRequesterView(
-        id=alert.id,
-        status=alert.status,  # type: ignore[arg-type]
-        kind=alert.kind,  # type: ignore[arg-type]
-        ranking=alert.ranking,  # type: ignore[arg-type]
-        needed=alert.needed,
-        note=alert.note,
-        location=Point(type="Point", coordinates=(lon, lat)),
-        exercise=alert.exercise,
+        **_common_fields(alert),
         notified_count=repo.count_in_states(session, alert.id, NOTIFIED_STATES),
         accepted=_accepted(rows),
-        created_at=alert.created_at,
-        closed_at=alert.closed_at,
     )
 
 
@@ -522,16 +529,8 @@ def responder_view(session: Session, alert: Alert, row: AlertResponder) -> Alert
 def coordinator_view(session: Session, alert: Alert) -> AlertCoordinatorView:
     """Everything, with the ranked list best first and exact ETAs."""
     rows = repo.responders_with_handles(session, alert.id)
-    lon, lat = lonlat(alert)
     return AlertCoordinatorView(
-        id=alert.id,
-        status=alert.status,  # type: ignore[arg-type]
-        kind=alert.kind,  # type: ignore[arg-type]
-        ranking=alert.ranking,  # type: ignore[arg-type]
-        needed=alert.needed,
-        note=alert.note,
-        location=Point(type="Point", coordinates=(lon, lat)),
-        exercise=alert.exercise,
+        **_common_fields(alert),
         notified_count=sum(1 for r, _ in rows if r.state in NOTIFIED_STATES),
         accepted=_accepted(rows),
         requester_id=alert.requester_id,
@@ -539,9 +538,7 @@ def coordinator_view(session: Session, alert: Alert) -> AlertCoordinatorView:
         presence_at=alert.presence_at,
         wave=alert.wave,
         next_wave_at=alert.next_wave_at,
-        created_at=alert.created_at,
         fulfilled_at=alert.fulfilled_at,
-        closed_at=alert.closed_at,
         responders=[
             ResponderRow(member_id=r.member_id, handle=h, eta_s=r.eta_s, wave=r.wave, state=r.state)  # type: ignore[arg-type]
             for r, h in rows
