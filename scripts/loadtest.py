@@ -147,6 +147,15 @@ def fresh_database(say: Callable[[str], None]) -> Iterator[tuple[str, str]]:
         say(f"database {name} dropped")
 
 
+def _log_slow_statements(db_name: str, ms: int) -> None:
+    """Make the PostgreSQL server log this database's statements slower than ``ms`` (diagnosis)."""
+    import psycopg
+
+    admin = _admin_url().render_as_string(hide_password=False)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'ALTER DATABASE "{db_name}" SET log_min_duration_statement = {int(ms)}')
+
+
 def server_env(database_url: str, graph_dir: Path, var_dir: Path, modes: str) -> dict[str, str]:
     """The environment of `ern db upgrade` and `ern serve`."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("ERN_")}
@@ -437,6 +446,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         with fresh_database(say) as (database_url, db_name), tempfile.TemporaryDirectory() as tmp:
             result["setup"]["database"] = db_name
             env = server_env(database_url, graph_dir, Path(tmp) / "var", modes)
+            env.update(dict(kv.split("=", 1) for kv in args.server_env))
+            result["setup"]["server_env_extra"] = args.server_env
             t0 = time.perf_counter()
             done = subprocess.run(
                 [ERN, "db", "upgrade"], env=env, capture_output=True, text=True, timeout=300
@@ -445,6 +456,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 msg = f"ern db upgrade failed:\n{done.stdout}\n{done.stderr}"
                 raise RuntimeError(msg)
             result["setup"]["db_upgrade_s"] = time.perf_counter() - t0
+            if args.log_min_duration_ms is not None:
+                _log_slow_statements(db_name, args.log_min_duration_ms)
             # requesters first, then one member for the warm-up alerts
             tokens, load_s = load_members(
                 database_url, bodies, webhook_url=sink.url, want_tokens=n_requesters + 1, say=say
@@ -541,6 +554,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--quick", action="store_true", help="Monaco, 1,000 members, 200 alerts, 8 clients"
     )
     p.add_argument("--drain-s", type=float, default=120.0, help="max wait for the outbox to empty")
+    p.add_argument(
+        "--log-min-duration-ms",
+        type=int,
+        help="diagnosis: the PostgreSQL server logs this database's statements slower than this",
+    )
+    p.add_argument(
+        "--server-env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="diagnosis: extra environment of ern serve, e.g. ERN_RUN_WORKERS=false (repeatable)",
+    )
     p.add_argument("--json", action="store_true", help="one JSON object on stdout")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr (with --json)")
     args = p.parse_args(argv)
