@@ -318,8 +318,15 @@ async def fire(
     base: str,
     jobs: list[tuple[str, tuple[float, float]]],
     clients: int,
+    *,
+    rate_per_s: float | None = None,
 ) -> tuple[list[float], list[int], list[int | None], float]:
-    """Send the alerts from ``clients`` concurrent workers; latency (s), status, notified_count."""
+    """Send the alerts from ``clients`` concurrent workers; latency (s), status, notified_count.
+
+    Closed loop by default (each worker sends its next alert when the last is answered).
+    With ``rate_per_s``, alert i is due at start + i / rate (open loop) and its latency
+    counts from when it was due, so time spent waiting for a free client is included.
+    """
     queue: asyncio.Queue[int] = asyncio.Queue()
     for i in range(len(jobs)):
         queue.put_nowait(i)
@@ -329,6 +336,7 @@ async def fire(
     run_id = uuid.uuid4().hex[:8]
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
 
+    started = time.perf_counter()
     async with httpx.AsyncClient(base_url=base, timeout=REQUEST_TIMEOUT_S, limits=limits) as http:
 
         async def worker() -> None:
@@ -343,6 +351,11 @@ async def fire(
                     "Idempotency-Key": f"load-{run_id}-{i}",
                 }
                 t0 = time.perf_counter()
+                if rate_per_s is not None:
+                    due = started + i / rate_per_s
+                    if due > t0:
+                        await asyncio.sleep(due - t0)
+                    t0 = due
                 try:
                     r = await http.post("/v1/alerts", json=_alert_body(lon, lat), headers=headers)
                 except httpx.HTTPError:
@@ -354,7 +367,6 @@ async def fire(
                 if r.status_code == 201:
                     notified[i] = r.json().get("notified_count")
 
-        started = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(clients)))
         wall = time.perf_counter() - started
     return latency, status, notified, wall
@@ -483,11 +495,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 say(f"warm-up: {dict(warm_status)}, first {warm[0][0] * 1e3:.1f} ms")
                 sink_before = sink.count
                 say(f"firing {n_alerts:,} alerts from {clients} clients")
-                latency, status, notified, wall = asyncio.run(fire(base, jobs, clients))
+                latency, status, notified, wall = asyncio.run(
+                    fire(base, jobs, clients, rate_per_s=args.rate)
+                )
                 ok = [n for n, s in zip(notified, status, strict=True) if s == 201]
                 result["requests"] = len(latency)
                 result["alerts"] = n_alerts
                 result["clients"] = clients
+                result["rate_per_s"] = args.rate
                 result.update(_pcts(latency))
                 result["errors"] = sum(1 for s in status if s != 201)
                 result["status"] = {str(k): v for k, v in sorted(Counter(status).items())}
@@ -530,8 +545,9 @@ def render(r: dict[str, Any]) -> str:
             f"{s['member_modes']}, {s['requesters']} requesters",
             f"machine: {m['cpu']}, {m['cores']} cores, load at start {m['loadavg_at_start']}",
             f"members inserted in {s['member_insert_s']:.1f} s ({s['member_insert_per_s']:.0f}/s)",
-            f"POST /v1/alerts x {r['requests']:,}, {r['clients']} clients: "
-            f"p50 {r['p50_ms']:.1f} ms, p90 {r['p90_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms, "
+            f"POST /v1/alerts x {r['requests']:,}, {r['clients']} clients"
+            + (f" at {r['rate_per_s']:g}/s: " if r["rate_per_s"] else ": ")
+            + f"p50 {r['p50_ms']:.1f} ms, p90 {r['p90_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms, "
             f"max {r['max_ms']:.1f} ms, errors {r['errors']} {r['status']}",
             f"throughput {r['throughput_per_s']:.1f} alerts/s over {r['wall_s']:.1f} s",
             f"notified_count {r['notified_count']['histogram']} "
@@ -558,6 +574,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--log-min-duration-ms",
         type=int,
         help="diagnosis: the PostgreSQL server logs this database's statements slower than this",
+    )
+    p.add_argument(
+        "--rate",
+        type=float,
+        help="open loop: alerts per second (latency counted from when each was due); "
+        "default closed loop",
     )
     p.add_argument(
         "--server-env",
