@@ -60,10 +60,15 @@ def get_alert(session: Session, alert_id: uuid.UUID, *, for_update: bool = False
     return session.get(Alert, alert_id, with_for_update=for_update, populate_existing=True)
 
 
+_INSERT_RESPONDERS = AlertResponder.__table__.insert()
+
+
 def insert_responders(session: Session, rows: Sequence[dict[str, Any]]) -> None:
     """Store the ranked candidates of an alert."""
     if rows:
-        session.execute(insert(AlertResponder), list(rows))
+        # A Core INSERT on the table, cached once, the rows as executemany parameters: the ORM
+        # bulk path (insert(AlertResponder)) cost ~15 % of POST /v1/alerts' CPU (py-spy --gil).
+        session.execute(_INSERT_RESPONDERS, list(rows))
 
 
 def responder(
