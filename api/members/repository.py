@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from sqlalchemy import Select, func, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, lazyload
 
 from api.members.models import ApiToken, AuditEvent, Member
 
@@ -79,6 +79,9 @@ def active_token(session: Session, token_hash: bytes) -> tuple[ApiToken, Member]
         select(ApiToken, Member)
         .join(Member, Member.id == ApiToken.member_id)
         .where(ApiToken.token_hash == token_hash, ApiToken.revoked_at.is_(None))
+        # Every request authenticates; few need the caller's zones and routes. They load on
+        # access instead of by two selectin queries each time (~8 % of POST /v1/alerts' CPU).
+        .options(lazyload(Member.zones), lazyload(Member.routes))
     ).first()
     return (row[0], row[1]) if row is not None else None
 
