@@ -10,7 +10,7 @@ from typing import Any
 
 from sqlalchemy import Select, delete, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.orm import Session, lazyload
+from sqlalchemy.orm import Session, lazyload, load_only
 
 from api.alerts.models import NOTIFIED_STATES, Alert, AlertResponder
 from api.members.models import Member
@@ -161,11 +161,16 @@ def members_by_id(session: Session, member_ids: Iterable[uuid.UUID]) -> dict[uui
     ids = list(member_ids)
     if not ids:
         return {}
-    # Zones and routes are not needed to notify anyone: don't load them.
+    # Only the contact is needed to notify anyone: no zones, routes or geometry (still
+    # loadable on access, so callers see whole members).
     stmt = (
         select(Member)
         .where(Member.id.in_(ids))
-        .options(lazyload(Member.zones), lazyload(Member.routes))
+        .options(
+            load_only(Member.id, Member.contact_ciphertext),
+            lazyload(Member.zones),
+            lazyload(Member.routes),
+        )
     )
     return {m.id: m for m in session.scalars(stmt)}
 
