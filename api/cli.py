@@ -12,7 +12,9 @@ from api.settings import Settings
 from api.synth_cli import synth
 from api.worker_cli import worker
 
-app = typer.Typer(help="ern: routing for community emergency response networks", no_args_is_help=True)
+app = typer.Typer(
+    help="ern: routing for community emergency response networks", no_args_is_help=True
+)
 db_app = typer.Typer(help="The database: migrations and the embedded cluster", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 
@@ -27,7 +29,9 @@ def serve(
 
     from api.main import create_app
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     settings = Settings()
     application = create_app(settings)
     typer.echo(f"ern serving on http://{host}:{port}  (API docs: http://{host}:{port}/docs)")

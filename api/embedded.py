@@ -136,7 +136,12 @@ class EmbeddedCluster:
         bin_dir = pg_bin_dir()
         if not self.initialised():
             return False
-        return self._run(str(bin_dir / "pg_ctl"), "status", "-D", str(self.data_dir), check=False).returncode == 0
+        return (
+            self._run(
+                str(bin_dir / "pg_ctl"), "status", "-D", str(self.data_dir), check=False
+            ).returncode
+            == 0
+        )
 
     def start(self, *, install: bool = True) -> str:
         """Initialise (once) and start the cluster, create the ern database; returns its URL."""
@@ -146,8 +151,16 @@ class EmbeddedCluster:
         if not self.initialised():
             print(f"initialising the embedded PostgreSQL cluster in {self.data_dir}", flush=True)
             done = self._run(
-                str(bin_dir / "initdb"), "-D", str(self.data_dir), "-U", self.superuser,
-                "--auth=trust", "-E", "UTF8", "--locale=C.UTF-8", check=False,
+                str(bin_dir / "initdb"),
+                "-D",
+                str(self.data_dir),
+                "-U",
+                self.superuser,
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--locale=C.UTF-8",
+                check=False,
             )
             if done.returncode != 0:
                 msg = f"initdb failed: {done.stderr.strip() or done.stdout.strip()}"
@@ -155,8 +168,18 @@ class EmbeddedCluster:
         if not self.running():
             opts = f"-c listen_addresses='' -c unix_socket_directories='{self.socket_dir}'"
             done = self._run(
-                str(bin_dir / "pg_ctl"), "start", "-w", "-t", "60", "-D", str(self.data_dir),
-                "-l", str(self.log_file), "-o", opts, check=False,
+                str(bin_dir / "pg_ctl"),
+                "start",
+                "-w",
+                "-t",
+                "60",
+                "-D",
+                str(self.data_dir),
+                "-l",
+                str(self.log_file),
+                "-o",
+                opts,
+                check=False,
             )
             if done.returncode != 0:
                 tail = self.log_file.read_text()[-2000:] if self.log_file.exists() else ""
@@ -184,15 +207,21 @@ class EmbeddedCluster:
 
         admin = f"host={self.socket_dir} user={self.superuser} dbname=postgres"
         with psycopg.connect(admin, autocommit=True) as conn:
-            exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
+            exists = conn.execute(
+                "SELECT 1 FROM pg_database WHERE datname = %s", (name,)
+            ).fetchone()
             if not exists:
                 conn.execute(f'CREATE DATABASE "{name}"')
-        with psycopg.connect(f"host={self.socket_dir} user={self.superuser} dbname={name}", autocommit=True) as conn:
+        with psycopg.connect(
+            f"host={self.socket_dir} user={self.superuser} dbname={name}", autocommit=True
+        ) as conn:
             conn.execute("CREATE EXTENSION IF NOT EXISTS postgis")
 
     def stop(self) -> bool:
         """Stop the cluster if it runs; returns whether it was running."""
         if not self.running():
             return False
-        self._run(str(pg_bin_dir() / "pg_ctl"), "stop", "-w", "-m", "fast", "-D", str(self.data_dir))
+        self._run(
+            str(pg_bin_dir() / "pg_ctl"), "stop", "-w", "-m", "fast", "-D", str(self.data_dir)
+        )
         return True

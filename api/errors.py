@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -28,7 +30,7 @@ class ErnError(Exception):
     """Base of the service's domain errors; subclasses set ``status_code``."""
 
     status_code = 400
-    headers: dict[str, str] | None = None
+    headers: Mapping[str, str] | None = None
 
 
 class NotFound(ErnError):
@@ -37,7 +39,7 @@ class NotFound(ErnError):
 
 class Unauthorized(ErnError):
     status_code = 401
-    headers = {"WWW-Authenticate": "Bearer"}
+    headers: Mapping[str, str] | None = MappingProxyType({"WWW-Authenticate": "Bearer"})
 
 
 class Forbidden(ErnError):
@@ -89,7 +91,9 @@ COMMON_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-def error_response(status: int, error: str, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
+def error_response(
+    status: int, error: str, detail: str, headers: Mapping[str, str] | None = None
+) -> JSONResponse:
     """The one error body."""
     return JSONResponse(
         status_code=status, content={"error": error, "detail": detail}, headers=headers

@@ -1,4 +1,4 @@
-"""The loaded street graphs, one per travel mode, with their snappers; built once, shared by all requests."""
+"""The loaded street graphs, one per travel mode, with their snappers; built once, shared."""
 
 from __future__ import annotations
 
@@ -6,11 +6,10 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from geo.errors import GeoError, GraphUnavailable
-from geo.graph import StreetGraph, Speeds, ensure_graphs, helsinki_extract, load_graph
-from geo.snap import Snapper
-
 from api.settings import Settings
+from geo.errors import GeoError, GraphUnavailable
+from geo.graph import Speeds, StreetGraph, ensure_graphs, helsinki_extract, load_graph
+from geo.snap import Snapper
 
 log = logging.getLogger("ern.graphs")
 
@@ -52,7 +51,7 @@ def speeds_from(settings: Settings) -> Speeds:
 
 
 def load_store(settings: Settings, *, build_missing: bool) -> GraphStore:
-    """Load the compiled graphs; with ``build_missing`` build them from the configured source first."""
+    """Load the compiled graphs; with ``build_missing`` build them from the source first."""
     graph_dir = settings.resolved_graph_dir
     store = GraphStore()
     loaded: dict[str, StreetGraph] = {}
@@ -60,7 +59,10 @@ def load_store(settings: Settings, *, build_missing: bool) -> GraphStore:
         source: str | Path = settings.graph_source or helsinki_extract()
         try:
             loaded = ensure_graphs(
-                source, graph_dir, settings.modes, speeds=speeds_from(settings),
+                source,
+                graph_dir,
+                settings.modes,
+                speeds=speeds_from(settings),
                 progress=lambda line: log.info("graph build: %s", line),
             )
         except GeoError as exc:

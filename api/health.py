@@ -32,7 +32,7 @@ class Health(BaseModel):
     responses={503: {"model": Health, "description": "database down or schema behind"}},
 )
 def healthz(request: Request) -> Any:
-    """Database reachability, schema revision and loaded graphs; 503 unless the database is ready."""
+    """Database reachability, schema revision and loaded graphs; 503 unless the DB is ready."""
     graphs = request.app.state.graphs.status()
     try:
         schema = schema_status(request.app.state.engine)

@@ -1,7 +1,8 @@
-"""create_app(settings): the FastAPI app, its lifespan (database, graphs, workers) and error handlers."""
+"""create_app(settings): the FastAPI app, its lifespan (database, graphs, workers), errors."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections.abc import AsyncIterator, Callable
@@ -54,10 +55,8 @@ class BodyLimit:
             if not too_large:
                 await send(message)
 
-        try:
+        with contextlib.suppress(_BodyTooLarge):
             await self.app(scope, limited, guarded)
-        except _BodyTooLarge:
-            pass
         if too_large:
             await self._too_large(scope, receive, send)
 
@@ -78,7 +77,9 @@ def _start_database(app: FastAPI, settings: Settings) -> None:
     engine = database.make_engine(url, pool_size=settings.db_pool_size)
     status = database.schema_status(engine)
     if not status["up_to_date"]:
-        log.warning("schema is at %s, head is %s: run `ern db upgrade`", status["current"], status["head"])
+        log.warning(
+            "schema is at %s, head is %s: run `ern db upgrade`", status["current"], status["head"]
+        )
     app.state.engine = engine
     app.state.session_factory = database.make_session_factory(engine)
 
@@ -100,7 +101,7 @@ def create_app(
     graphs: GraphStore | None = None,
     clock: Clock | None = None,
 ) -> FastAPI:
-    """The ern app. Tests may inject the engine, a session factory and graphs; else the lifespan makes them."""
+    """The ern app; tests may inject engine, session factory, graphs, clock (else: lifespan)."""
     settings = settings or Settings()
     settings.secret_bytes()  # refuse placeholder secrets before serving anything
 
@@ -114,7 +115,9 @@ def create_app(
             app.state.graphs = load_store(settings, build_missing=build)
         if owns_db:
             # The first alert after a start must not pay for building the presence index.
-            threading.Thread(target=_warm_presence, args=(app,), name="ern-warm", daemon=True).start()
+            threading.Thread(
+                target=_warm_presence, args=(app,), name="ern-warm", daemon=True
+            ).start()
         stop: Callable[[], None] | None = None
         if settings.run_workers:
             from api.workers import start_workers

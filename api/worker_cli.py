@@ -17,7 +17,7 @@ def worker(
         int, typer.Option(min=1, max=100, help="deliveries leased per round")
     ] = 10,
 ) -> None:
-    """Deliver queued notifications and escalate waves (embedded PostGIS unless ERN_DATABASE_URL is set)."""
+    """Deliver queued notifications and escalate waves (embedded PostGIS unless a URL is set)."""
     from api import database
     from api.alerts.escalation import EscalationWorker
     from api.graphs import load_store

@@ -94,7 +94,9 @@ def graph_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def settings(graph_dir: Path, database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+def settings(
+    graph_dir: Path, database_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Settings:
     return Settings(
         database_url=database_url,
         secret_key=TEST_SECRET,
@@ -131,7 +133,7 @@ def connection(engine: Engine) -> Iterator[Connection]:
 
 @pytest.fixture
 def session_factory(connection: Connection) -> sessionmaker[Session]:
-    """Sessions on the test's connection; their commits become savepoints of the outer transaction."""
+    """Sessions on the test's connection; their commits are savepoints of the outer transaction."""
     return sessionmaker(
         bind=connection, expire_on_commit=False, join_transaction_mode="create_savepoint"
     )

@@ -6,9 +6,9 @@ import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Select, delete, func, select, text, update
+from sqlalchemy import Select, Table, delete, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session, lazyload, load_only
 
@@ -60,7 +60,7 @@ def get_alert(session: Session, alert_id: uuid.UUID, *, for_update: bool = False
     return session.get(Alert, alert_id, with_for_update=for_update, populate_existing=True)
 
 
-_INSERT_RESPONDERS = AlertResponder.__table__.insert()
+_INSERT_RESPONDERS = insert(cast(Table, AlertResponder.__table__))
 
 
 def insert_responders(session: Session, rows: Sequence[dict[str, Any]]) -> None:

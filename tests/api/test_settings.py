@@ -18,10 +18,14 @@ class TestSecretKey:
         path = tmp_path / "secret_key"
         assert path.stat().st_mode & 0o077 == 0
         assert len(first) >= 32
-        assert Settings(database_url=None, secret_key=None, var_dir=tmp_path).secret_bytes() == first
+        assert (
+            Settings(database_url=None, secret_key=None, var_dir=tmp_path).secret_bytes() == first
+        )
 
     def test_a_server_without_a_key_refuses_to_start(self, tmp_path: Path) -> None:
-        settings = Settings(database_url="postgresql+psycopg://x@/y", secret_key=None, var_dir=tmp_path)
+        settings = Settings(
+            database_url="postgresql+psycopg://x@/y", secret_key=None, var_dir=tmp_path
+        )
         with pytest.raises(InsecureSettings, match="ERN_SECRET_KEY is required"):
             create_app(settings)
 
@@ -51,7 +55,10 @@ def test_environment_names_are_the_contract(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setenv("ERN_BIKE_SPEED_MPS", "5")
     s = Settings()
     assert (s.database_url, s.timezone, s.min_zone_m2, s.max_snap_m) == (
-        "postgresql+psycopg://u@h/d", "Europe/Berlin", 50000, 120,
+        "postgresql+psycopg://u@h/d",
+        "Europe/Berlin",
+        50000,
+        120,
     )
     assert (s.mobilization_s, s.wave_timeout_s, s.mass_max_eta_s) == (30, 45, 900)
     assert (s.walk_speed_mps, s.bike_speed_mps) == (1.2, 5)
