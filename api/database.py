@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import lru_cache
 from pathlib import Path
 
 from alembic import command
@@ -80,9 +81,17 @@ def upgrade(url: str, revision: str = "head") -> None:
     command.upgrade(alembic_config(url), revision)
 
 
+@lru_cache(maxsize=1)
+def head_revision() -> str | None:
+    """The newest migration shipped with this code (read from disk once: /healthz asks often)."""
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    return ScriptDirectory.from_config(cfg).get_current_head()
+
+
 def schema_status(engine: Engine) -> dict[str, str | bool | None]:
     """Current and head revisions, and whether the schema is up to date."""
-    head = ScriptDirectory.from_config(alembic_config(str(engine.url))).get_current_head()
+    head = head_revision()
     with engine.connect() as conn:
         conn.execute(text("SELECT 1"))
         current = MigrationContext.configure(conn).get_current_revision()

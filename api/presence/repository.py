@@ -40,34 +40,30 @@ def member_rows(session: Session) -> Sequence[Row[Any]]:
     ).all()
 
 
-def zone_rows(session: Session) -> Sequence[Row[Any]]:
-    """Scheduled zones of available members: member id, area WKB, days, start, end."""
+def _windowed_rows(
+    session: Session, model: type[MemberZone] | type[MemberRoute], geometry: Any
+) -> Sequence[Row[Any]]:
     return session.execute(
         select(
-            MemberZone.member_id,
-            func.ST_AsBinary(MemberZone.area),
-            MemberZone.days,
-            MemberZone.start_time,
-            MemberZone.end_time,
+            model.member_id,
+            func.ST_AsBinary(geometry),
+            model.days,
+            model.start_time,
+            model.end_time,
         )
-        .join(Member, Member.id == MemberZone.member_id)
+        .join(Member, Member.id == model.member_id)
         .where(Member.available.is_(True))
     ).all()
+
+
+def zone_rows(session: Session) -> Sequence[Row[Any]]:
+    """Scheduled zones of available members: member id, area WKB, days, start, end."""
+    return _windowed_rows(session, MemberZone, MemberZone.area)
 
 
 def route_rows(session: Session) -> Sequence[Row[Any]]:
     """Routes of available members: member id, path WKB, days, start, end."""
-    return session.execute(
-        select(
-            MemberRoute.member_id,
-            func.ST_AsBinary(MemberRoute.path),
-            MemberRoute.days,
-            MemberRoute.start_time,
-            MemberRoute.end_time,
-        )
-        .join(Member, Member.id == MemberRoute.member_id)
-        .where(Member.available.is_(True))
-    ).all()
+    return _windowed_rows(session, MemberRoute, MemberRoute.path)
 
 
 def live_locations(session: Session, *, at: datetime) -> Sequence[Row[Any]]:
