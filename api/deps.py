@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from api.clock import Clock
 from api.database import transaction
 from api.graphs import GraphStore
-from api.members.auth import authenticate, check_role, is_coordinator
+from api.members.auth import Caller, authenticate, authenticate_caller, check_role, is_coordinator
 from api.members.models import Member
 from api.settings import Settings
 
@@ -68,6 +68,20 @@ def current_member(
 CurrentMember = Annotated[Member, Depends(current_member)]
 
 
+def current_caller(
+    request: Request,
+    session: SessionDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Caller:
+    """current_member() without loading the member's record: id, handle and roles only."""
+    caller = authenticate_caller(session, credentials.credentials if credentials else None)
+    request.state.api_token_id = caller.token_id
+    return caller
+
+
+CurrentCaller = Annotated[Caller, Depends(current_caller)]
+
+
 def require_role(role: str) -> Callable[[Member], Member]:
     """A dependency: the caller, if it holds ``role``; 403 otherwise."""
 
@@ -83,6 +97,7 @@ Coordinator = Annotated[Member, Depends(require_role("coordinator"))]
 __all__ = [
     "ClockDep",
     "Coordinator",
+    "CurrentCaller",
     "CurrentMember",
     "GraphDep",
     "SessionDep",

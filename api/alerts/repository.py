@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any, cast
 
@@ -16,43 +16,82 @@ from api.alerts.models import NOTIFIED_STATES, Alert, AlertResponder
 from api.members.models import Member
 
 
-def lock_requester(session: Session, requester_id: uuid.UUID) -> None:
-    """Serialise a member's alert creations until the transaction ends (rate limit, idempotency)."""
+@dataclass(frozen=True)
+class RaiseRequest:
+    """Everything ern_raise_alert (migration 0005) needs to store a new alert in one call."""
+
+    id: uuid.UUID
+    requester_id: uuid.UUID
+    idempotency_key: str
+    request_hash: bytes
+    kind: str
+    needed: int
+    note: str | None
+    lon: float
+    lat: float
+    presence_at: datetime
+    exercise: bool
+    ranking: str
+    now: datetime
+    next_wave_at: datetime | None
+    key_since: datetime
+    rate_limit: int | None
+    rate_since: datetime
+    members: list[uuid.UUID]
+    etas: list[float]
+    modes: list[str]
+    wave_size: int
+    first_state: str
+    notified_at: datetime | None
+    delivery_ids: list[str]
+    delivery_members: list[uuid.UUID]
+    channels: list[str]
+    payloads: list[str]
+
+
+@dataclass(frozen=True)
+class RaiseOutcome:
+    """created, replay or key_reused (with that alert's id), or rate_limited (count, oldest)."""
+
+    outcome: str
+    alert_id: uuid.UUID | None
+    live_count: int | None
+    oldest: datetime | None
+
+
+_RAISE = text(
+    """
+    SELECT outcome, alert_id, live_count, oldest FROM ern_raise_alert(
+        :lock_key, :id, :requester_id, :idempotency_key, :request_hash,
+        :kind, :needed, :note, :lon, :lat,
+        :presence_at, :exercise, :ranking, :now,
+        :next_wave_at, :key_since,
+        :rate_limit, :rate_since,
+        CAST(:members AS uuid[]), CAST(:etas AS double precision[]), CAST(:modes AS text[]),
+        :wave_size, :first_state, :notified_at,
+        CAST(:delivery_ids AS text[]), CAST(:delivery_members AS uuid[]),
+        CAST(:channels AS text[]), CAST(CAST(:payloads AS text[]) AS jsonb[])
+    )
+    """
+)
+
+
+def _lock_key(requester_id: uuid.UUID) -> int:
     # The top 63 bits of the id: collisions between members only cost a short wait.
-    key = int.from_bytes(requester_id.bytes[:8], "big", signed=True)
-    session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+    return int.from_bytes(requester_id.bytes[:8], "big", signed=True)
 
 
-def find_by_key(session: Session, requester_id: uuid.UUID, idempotency_key: str) -> Alert | None:
-    """The requester's alert made with this Idempotency-Key, if any."""
-    stmt = select(Alert).where(
-        Alert.requester_id == requester_id, Alert.idempotency_key == idempotency_key
+def raise_alert(session: Session, request: RaiseRequest) -> RaiseOutcome:
+    """Store a new alert, its ranking and outbox rows in one round trip (see migration 0005)."""
+    params = {f.name: getattr(request, f.name) for f in fields(request)}
+    params["lock_key"] = _lock_key(request.requester_id)
+    row = session.execute(_RAISE, params).one()
+    return RaiseOutcome(
+        outcome=row[0],
+        alert_id=row[1],
+        live_count=None if row[2] is None else int(row[2]),
+        oldest=row[3],
     )
-    return session.scalars(stmt.execution_options(populate_existing=True)).one_or_none()
-
-
-def recent_alerts(
-    session: Session, requester_id: uuid.UUID, *, since: datetime
-) -> tuple[int, datetime | None]:
-    """Live (non-exercise) alerts the member raised since ``since``: count and oldest time."""
-    stmt = select(func.count(), func.min(Alert.created_at)).where(
-        Alert.requester_id == requester_id,
-        Alert.created_at > since,
-        Alert.exercise.is_(False),
-    )
-    count, oldest = session.execute(stmt).one()
-    return int(count), oldest
-
-
-def insert_alert(session: Session, values: dict[str, Any]) -> uuid.UUID | None:
-    """Insert an alert; None when this (requester, Idempotency-Key) already exists."""
-    stmt = (
-        insert(Alert)
-        .values(**values)
-        .on_conflict_do_nothing(constraint="uq_alert_requester_key")
-        .returning(Alert.id)
-    )
-    return session.execute(stmt).scalar_one_or_none()
 
 
 def get_alert(session: Session, alert_id: uuid.UUID, *, for_update: bool = False) -> Alert | None:

@@ -22,7 +22,15 @@ from api.alerts.schemas import (
     ResponseCreate,
     Status,
 )
-from api.deps import ClockDep, CurrentMember, GraphDep, SessionDep, SettingsDep, require_role
+from api.deps import (
+    ClockDep,
+    CurrentCaller,
+    CurrentMember,
+    GraphDep,
+    SessionDep,
+    SettingsDep,
+    require_role,
+)
 from api.errors import COMMON_RESPONSES, ErrorBody
 from api.types import Point
 
@@ -97,10 +105,10 @@ def create_alert(
     graphs: GraphDep,
     settings: SettingsDep,
     clock: ClockDep,
-    requester: CurrentMember,
+    requester: CurrentCaller,
 ) -> Any:
     """Rank who can be there soonest and notify the first wave; committed before the answer."""
-    alert, created = service.create_alert(
+    view, created = service.create_alert(
         session,
         graphs,
         settings,
@@ -112,7 +120,7 @@ def create_alert(
     if not created:
         response.status_code = 200
         response.headers["Idempotent-Replayed"] = "true"
-    return service.view_as_creator(session, alert, requester)
+    return view
 
 
 @router.get(

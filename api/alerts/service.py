@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from geoalchemy2.shape import from_shape, to_shape
-from shapely.geometry import Point as ShapelyPoint
+from geoalchemy2.shape import to_shape
 from sqlalchemy.orm import Session
 
 from api.alerts import repository as repo
@@ -36,13 +37,17 @@ from api.alerts.schemas import (
     rounded_eta_s,
 )
 from api.graphs import GraphStore
-from api.members.auth import is_coordinator
+from api.members.auth import Caller, HasRoles, is_coordinator
+from api.members.crypto import contact_cipher
+from api.members.errors import ContactUnreadable
 from api.members.models import Member
 from api.members.service import audit
-from api.notify.service import cancel, enqueue_many, purge
-from api.presence.service import Ranking, check_in_service_area, rank_members
+from api.notify.service import cancel, channels_of, delivery_id, enqueue_many, purge
+from api.presence.service import Candidate, Ranking, check_in_service_area, rank_members
 from api.settings import Settings
 from api.types import Point
+
+log = logging.getLogger("ern.alerts")
 
 RATE_WINDOW = timedelta(hours=1)
 # Retries come within seconds or minutes. A key seen again days later is a client reusing
@@ -71,6 +76,26 @@ class AlertAccess:
     caller: Member
 
 
+@dataclass(frozen=True)
+class AlertFacts:
+    """What an alert message says about the alert (known before the alert is stored)."""
+
+    id: uuid.UUID
+    kind: str
+    needed: int
+    note: str | None
+    lon: float
+    lat: float
+
+    @classmethod
+    def of(cls, alert: Alert) -> AlertFacts:
+        """The facts of a stored alert."""
+        lon, lat = lonlat(alert)
+        return cls(
+            id=alert.id, kind=alert.kind, needed=alert.needed, note=alert.note, lon=lon, lat=lat
+        )
+
+
 def request_hash(body: AlertCreate) -> bytes:
     """SHA-256 of the canonical request body (what an idempotent retry must repeat)."""
     data = body.model_dump(mode="json")
@@ -96,84 +121,155 @@ def create_alert(
     graphs: GraphStore,
     settings: Settings,
     *,
-    requester: Member,
+    requester: Caller,
     body: AlertCreate,
     idempotency_key: str,
     now: datetime,
-) -> tuple[Alert, bool]:
-    """Raise an alert, or return the one this key already made; True when it was created now."""
+) -> tuple[AlertView, bool]:
+    """Raise an alert, or answer with the one this key already made; True when created now.
+
+    Ranking and the first wave's messages are prepared first (memory only); then one call of
+    ``ern_raise_alert`` (migration 0005) checks idempotency and the rate limit under the
+    requester's lock and stores the alert, its ranking and its outbox rows, or nothing.
+    """
     coordinator = is_coordinator(requester)
     if (body.at is not None or body.exercise) and not coordinator:
         msg = "only coordinators may set `at` or `exercise`"
         raise CoordinatorOnly(msg)
-    digest = request_hash(body)
-    repo.lock_requester(session, requester.id)
-    existing = _replay(session, requester.id, idempotency_key, digest, now=now)
-    if existing is not None:
-        return existing, False
     lon, lat = body.location.coordinates
     check_in_service_area(graphs, settings, lon=lon, lat=lat)
-    if not (body.exercise and coordinator):
-        _check_rate(session, settings, requester_id=requester.id, now=now)
-    presence_at = (body.at or now).astimezone(UTC)
-    alert_id = repo.insert_alert(
-        session,
-        {
-            "id": uuid.uuid4(),
-            "requester_id": requester.id,
-            "idempotency_key": idempotency_key,
-            "request_hash": digest,
-            "kind": body.kind,
-            "needed": body.needed,
-            "note": body.note,
-            "location": from_shape(ShapelyPoint(lon, lat), srid=4326),
-            "presence_at": presence_at,
-            "exercise": body.exercise,
-            "status": "open",
-            "ranking": "street_network",
-            "wave": 0,
-            "created_at": now,
-        },
+    facts = AlertFacts(
+        id=uuid.uuid4(), kind=body.kind, needed=body.needed, note=body.note, lon=lon, lat=lat
     )
-    if alert_id is None:
-        # A concurrent request with the same key committed first (the lock makes this rare).
-        existing = _replay(session, requester.id, idempotency_key, digest, now=now)
-        assert existing is not None
-        return existing, False
-    alert = repo.get_alert(session, alert_id)
-    assert alert is not None
-    ranking = _rank(session, graphs, settings, alert=alert, exclude=frozenset({requester.id}))
-    alert.ranking = ranking.method
-    _store_ranking(session, settings, alert=alert, ranking=ranking, requester=requester, now=now)
-    session.flush()
-    return alert, True
-
-
-def _replay(
-    session: Session, requester_id: uuid.UUID, key: str, digest: bytes, *, now: datetime
-) -> Alert | None:
-    existing = repo.find_by_key(session, requester_id, key)
-    if existing is None:
-        return None
-    if existing.created_at <= now - IDEMPOTENCY_WINDOW:
-        # Free the key for a new alert; the old one keeps it under a name no client sends.
-        existing.idempotency_key = f"{key}#expired:{existing.id}"
-        session.flush()
-        return None
-    if bytes(existing.request_hash) != digest:
+    presence_at = (body.at or now).astimezone(UTC)
+    ranking = _rank(
+        session,
+        graphs,
+        settings,
+        facts=facts,
+        at=presence_at,
+        exclude=frozenset({requester.id}),
+    )
+    candidates = ranking.candidates
+    if body.kind == "mass":
+        wave_size = len(candidates)
+    else:
+        wave_size = min(len(candidates), first_wave_size(body.needed, settings))
+    first = candidates[:wave_size]
+    deliveries = (
+        [] if body.exercise else _first_wave(session, settings, facts, first, requester.handle)
+    )
+    live = not (body.exercise and coordinator)
+    outcome = repo.raise_alert(
+        session,
+        repo.RaiseRequest(
+            id=facts.id,
+            requester_id=requester.id,
+            idempotency_key=idempotency_key,
+            request_hash=request_hash(body),
+            kind=body.kind,
+            needed=body.needed,
+            note=body.note,
+            lon=lon,
+            lat=lat,
+            presence_at=presence_at,
+            exercise=body.exercise,
+            ranking=ranking.method,
+            now=now,
+            # Even with an empty reserve: the worker may find people who came into reach since.
+            next_wave_at=(
+                None
+                if body.exercise or body.kind == "mass"
+                else now + timedelta(seconds=settings.wave_timeout_s)
+            ),
+            key_since=now - IDEMPOTENCY_WINDOW,
+            rate_limit=settings.alerts_per_hour if live else None,
+            rate_since=now - RATE_WINDOW,
+            members=[c.member_id for c in candidates],
+            etas=[float(c.eta_s) for c in candidates],
+            modes=[c.mode for c in candidates],
+            wave_size=wave_size,
+            first_state="exercise" if body.exercise else "notified",
+            notified_at=None if body.exercise else now,
+            delivery_ids=[d.delivery_id for d in deliveries],
+            delivery_members=[d.member_id for d in deliveries],
+            channels=[d.channel for d in deliveries],
+            payloads=[d.payload for d in deliveries],
+        ),
+    )
+    if outcome.outcome == "key_reused":
         msg = "this Idempotency-Key was already used with a different request body"
         raise IdempotencyKeyReused(msg)
-    return existing
-
-
-def _check_rate(
-    session: Session, settings: Settings, *, requester_id: uuid.UUID, now: datetime
-) -> None:
-    count, oldest = repo.recent_alerts(session, requester_id, since=now - RATE_WINDOW)
-    if count >= settings.alerts_per_hour and oldest is not None:
-        retry_after_s = max(1, math.ceil((oldest + RATE_WINDOW - now).total_seconds()))
+    if outcome.outcome == "rate_limited":
+        assert outcome.oldest is not None
+        retry_after_s = max(1, math.ceil((outcome.oldest + RATE_WINDOW - now).total_seconds()))
         msg = f"at most {settings.alerts_per_hour} alerts an hour; retry in {retry_after_s} s"
         raise RateLimited(msg, retry_after_s=retry_after_s)
+    assert outcome.alert_id is not None
+    if outcome.outcome == "replay" or coordinator:
+        alert = repo.get_alert(session, outcome.alert_id)
+        assert alert is not None
+        return view_as_creator(session, alert, requester), outcome.outcome == "created"
+    # Created for a member: everything the requester may see is known without reading back.
+    view = AlertRequesterView(
+        id=facts.id,
+        status="open",
+        kind=body.kind,
+        ranking=ranking.method,
+        needed=body.needed,
+        note=body.note,
+        location=Point(type="Point", coordinates=(lon, lat)),
+        exercise=body.exercise,
+        created_at=now,
+        closed_at=None,
+        notified_count=0 if body.exercise else wave_size,
+        accepted=[],
+    )
+    return view, True
+
+
+@dataclass(frozen=True)
+class _Delivery:
+    delivery_id: str
+    member_id: uuid.UUID
+    channel: str
+    payload: str
+
+
+def _first_wave(
+    session: Session,
+    settings: Settings,
+    facts: AlertFacts,
+    first: Sequence[Candidate],
+    requester_handle: str,
+) -> list[_Delivery]:
+    """The first wave's outbox rows: one per channel each member's contact has."""
+    channels = {c.member_id: c.channels for c in first}
+    unknown = [m for m, ch in channels.items() if ch is None]
+    if unknown:
+        # Only when the presence index holds no contacts for these members (e.g. unreadable).
+        cipher = contact_cipher(settings)
+        for member_id, member in repo.members_by_id(session, unknown).items():
+            try:
+                channels[member_id] = tuple(channels_of(cipher.decrypt(member.contact_ciphertext)))
+            except ContactUnreadable:
+                # One unreadable record must not stop an alert from reaching everyone else.
+                log.error("member %s: contact details unreadable, not notified", member_id)
+    out: list[_Delivery] = []
+    for candidate in first:
+        payload = json.dumps(
+            alert_payload(facts, requester_handle=requester_handle, eta_s=candidate.eta_s)
+        )
+        out.extend(
+            _Delivery(
+                delivery_id=delivery_id(facts.id, candidate.member_id, channel, "alert"),
+                member_id=candidate.member_id,
+                channel=channel,
+                payload=payload,
+            )
+            for channel in channels.get(candidate.member_id) or ()
+        )
+    return out
 
 
 def _rank(
@@ -181,23 +277,22 @@ def _rank(
     graphs: GraphStore,
     settings: Settings,
     *,
-    alert: Alert,
+    facts: AlertFacts,
+    at: datetime,
     exclude: frozenset[uuid.UUID],
-    at: datetime | None = None,
 ) -> Ranking:
-    lon, lat = lonlat(alert)
-    if alert.kind == "mass":
+    if facts.kind == "mass":
         limit = None
     else:
-        limit = RESERVE_WAVES * first_wave_size(alert.needed, settings)
+        limit = RESERVE_WAVES * first_wave_size(facts.needed, settings)
     return rank_members(
         session,
         graphs,
         settings,
-        lon=lon,
-        lat=lat,
-        at=at or alert.presence_at,
-        roles=KIND_ROLES[alert.kind],
+        lon=facts.lon,
+        lat=facts.lat,
+        at=at,
+        roles=KIND_ROLES[facts.kind],
         exclude=exclude,
         limit=limit,
         # Personal and defence alerts use the same outer bound as mass ones: nobody further
@@ -214,7 +309,7 @@ def top_up_reserve(
     exclude = frozenset(known) | ({alert.requester_id} if alert.requester_id else frozenset())
     # Presence moves on with the clock, also for drills evaluated at a chosen time.
     at = alert.presence_at + (now - alert.created_at)
-    ranking = _rank(session, graphs, settings, alert=alert, exclude=exclude, at=at)
+    ranking = _rank(session, graphs, settings, facts=AlertFacts.of(alert), exclude=exclude, at=at)
     start = len(known)
     rows = [
         {
@@ -235,44 +330,6 @@ def top_up_reserve(
     return len(rows)
 
 
-def _store_ranking(
-    session: Session,
-    settings: Settings,
-    *,
-    alert: Alert,
-    ranking: Ranking,
-    requester: Member,
-    now: datetime,
-) -> None:
-    candidates = ranking.candidates
-    wave_size = len(candidates) if alert.kind == "mass" else first_wave_size(alert.needed, settings)
-    first_state = "exercise" if alert.exercise else "notified"
-    rows = [
-        {
-            "alert_id": alert.id,
-            "member_id": c.member_id,
-            "position": i,
-            "eta_s": float(c.eta_s),
-            "mode": c.mode,
-            "wave": 1 if i < wave_size else None,
-            "state": first_state if i < wave_size else "ranked",
-            "notified_at": now if i < wave_size and not alert.exercise else None,
-        }
-        for i, c in enumerate(candidates)
-    ]
-    repo.insert_responders(session, rows)
-    alert.wave = 1
-    if not alert.exercise and alert.kind != "mass":
-        # Even with an empty reserve: the worker may find people who came into reach since.
-        alert.next_wave_at = now + timedelta(seconds=settings.wave_timeout_s)
-    if not alert.exercise:
-        first = candidates[:wave_size]
-        etas = {c.member_id: float(c.eta_s) for c in first}
-        notify_alert(
-            session, settings, alert=alert, requester_handle=requester.handle, etas=etas, now=now
-        )
-
-
 def notify_alert(
     session: Session,
     settings: Settings,
@@ -284,8 +341,9 @@ def notify_alert(
 ) -> None:
     """Enqueue the alert message to members (their outbox rows join the caller's transaction)."""
     members = repo.members_by_id(session, etas)
+    facts = AlertFacts.of(alert)
     messages = [
-        (members[member_id], alert_payload(alert, requester_handle=requester_handle, eta_s=eta_s))
+        (members[member_id], alert_payload(facts, requester_handle=requester_handle, eta_s=eta_s))
         for member_id, eta_s in etas.items()
         if member_id in members
     ]
@@ -294,9 +352,11 @@ def notify_alert(
     )
 
 
-def alert_payload(alert: Alert, *, requester_handle: str | None, eta_s: float) -> dict[str, Any]:
+def alert_payload(
+    alert: AlertFacts, *, requester_handle: str | None, eta_s: float
+) -> dict[str, Any]:
     """The message a notified member receives: where, what, who asked, and how to answer."""
-    lon, lat = lonlat(alert)
+    lon, lat = alert.lon, alert.lat
     who = f"@{requester_handle}" if requester_handle else "a member"
     minutes = max(1, round(eta_s / 60))
     text_lines = [
@@ -546,7 +606,7 @@ def coordinator_view(session: Session, alert: Alert) -> AlertCoordinatorView:
     )
 
 
-def view_as_creator(session: Session, alert: Alert, requester: Member) -> AlertView:
+def view_as_creator(session: Session, alert: Alert, requester: HasRoles) -> AlertView:
     """The answer to POST /v1/alerts: the requester's view, or the full one for a coordinator."""
     if is_coordinator(requester):
         return coordinator_view(session, alert)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import uuid
+from dataclasses import dataclass
+from typing import Protocol
+
 from sqlalchemy.orm import Session
 
 from api.members import repository
@@ -13,23 +17,59 @@ from api.members.models import ApiToken, Member
 MAX_TOKEN_CHARS = 256
 
 
-def authenticate(session: Session, token: str | None) -> tuple[Member, ApiToken]:
-    """The member owning an active token, and the token; InvalidToken otherwise."""
+class HasRoles(Protocol):
+    """A member or a caller: anything that answers role questions."""
+
+    def has_role(self, role: str) -> bool: ...
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who a request comes from, without loading the member's record (hot paths)."""
+
+    id: uuid.UUID
+    handle: str
+    roles: tuple[str, ...]
+    token_id: uuid.UUID
+
+    def has_role(self, role: str) -> bool:
+        """Whether the caller holds ``role``."""
+        return role in self.roles
+
+
+def _token_hash(token: str | None) -> bytes:
     if not token:
         msg = "a bearer token is required (Authorization: Bearer <token>)"
         raise InvalidToken(msg)
     if len(token) > MAX_TOKEN_CHARS:
         msg = "the bearer token is not valid"
         raise InvalidToken(msg)
-    found = repository.active_token(session, hash_token(token))
+    return hash_token(token)
+
+
+def _unknown() -> InvalidToken:
+    return InvalidToken("the bearer token is unknown or revoked")
+
+
+def authenticate(session: Session, token: str | None) -> tuple[Member, ApiToken]:
+    """The member owning an active token, and the token; InvalidToken otherwise."""
+    found = repository.active_token(session, _token_hash(token))
     if found is None:
-        msg = "the bearer token is unknown or revoked"
-        raise InvalidToken(msg)
+        raise _unknown()
     token_row, member = found
     return member, token_row
 
 
-def is_coordinator(member: Member) -> bool:
+def authenticate_caller(session: Session, token: str | None) -> Caller:
+    """authenticate() reading only the caller's id, handle and roles (one Core query)."""
+    found = repository.active_caller(session, _token_hash(token))
+    if found is None:
+        raise _unknown()
+    token_id, member_id, handle, roles = found
+    return Caller(id=member_id, handle=handle, roles=tuple(roles), token_id=token_id)
+
+
+def is_coordinator(member: HasRoles) -> bool:
     """Whether the member holds the coordinator role."""
     return member.has_role("coordinator")
 

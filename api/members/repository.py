@@ -86,6 +86,18 @@ def active_token(session: Session, token_hash: bytes) -> tuple[ApiToken, Member]
     return (row[0], row[1]) if row is not None else None
 
 
+def active_caller(
+    session: Session, token_hash: bytes
+) -> tuple[uuid.UUID, uuid.UUID, str, list[str]] | None:
+    """(token id, member id, handle, roles) of the unrevoked token with this hash, or None."""
+    row = session.execute(
+        select(ApiToken.id, Member.id, Member.handle, Member.roles)
+        .join(Member, Member.id == ApiToken.member_id)
+        .where(ApiToken.token_hash == token_hash, ApiToken.revoked_at.is_(None))
+    ).first()
+    return (row[0], row[1], row[2], list(row[3] or ())) if row is not None else None
+
+
 def revoke_tokens(
     session: Session, member_id: uuid.UUID, *, at: datetime, token_id: uuid.UUID | None = None
 ) -> int:

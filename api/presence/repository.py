@@ -23,7 +23,10 @@ def presence_token(session: Session) -> uuid.UUID | None:
 
 
 def member_rows(session: Session) -> Sequence[Row[Any]]:
-    """Every available member with what ranking needs; home zone as WKB (None if absent)."""
+    """Every available member with what ranking needs; home zone as WKB (None if absent).
+
+    The encrypted contact comes last: the index keeps only which channels it has.
+    """
     return session.execute(
         select(
             Member.id,
@@ -34,6 +37,7 @@ def member_rows(session: Session) -> Sequence[Row[Any]]:
             Member.quiet_start,
             Member.quiet_end,
             func.ST_AsBinary(Member.home_zone),
+            Member.contact_ciphertext,
         )
         .where(Member.available.is_(True))
         .order_by(Member.id)

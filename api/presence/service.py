@@ -62,6 +62,9 @@ from numpy.typing import NDArray
 from sqlalchemy.orm import Session
 
 from api.graphs import GraphStore, ModeGraph
+from api.members.crypto import contact_cipher
+from api.members.errors import ContactUnreadable
+from api.notify.service import channels_of
 from api.presence import repository as repo
 from api.presence.schemas import LocationRead
 from api.settings import Settings
@@ -94,6 +97,9 @@ class Candidate:
     roles: frozenset[str]
     mode: str
     eta_s: float
+    # The notification channels the member's contact has; None when the index was built
+    # without contacts (the caller reads them from the member's record).
+    channels: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -350,6 +356,8 @@ class PresenceIndex:
     walk_speed_mps: float
     max_snap_m: float
     speeds_mps: dict[str, float]
+    channels: list[tuple[str, ...] | None] = field(default_factory=list)
+    channel_memo: dict[bytes, tuple[str, ...]] = field(default_factory=dict)
     memos: dict[str, _SnapMemo] = field(default_factory=dict)
 
     @property
@@ -400,6 +408,8 @@ class PresenceIndex:
         route_rows = _Schedules.parse(routes, number)
         quiet_start = np.array([_seconds(row[5]) for row in members])
         quiet_end = np.array([_seconds(row[6]) for row in members])
+        channel_memo = dict(previous.channel_memo) if previous is not None else {}
+        channels = _member_channels(settings, members, channel_memo)
         modes: dict[str, ModePresence] = {}
         for code, name in enumerate(MODES):
             mode_graph = graphs.by_mode.get(name)
@@ -446,6 +456,8 @@ class PresenceIndex:
             walk_speed_mps=settings.walk_speed_mps,
             max_snap_m=settings.max_snap_m,
             speeds_mps={m: mode_speed_mps(settings, m) for m in MODES},
+            channels=channels,
+            channel_memo=channel_memo,
             memos=memos,
         )
 
@@ -579,6 +591,7 @@ class PresenceIndex:
                 roles=self.roles[i],
                 mode=MODES[int(self.mode[i])],
                 eta_s=float(e),
+                channels=self.channels[i] if self.channels else None,
             )
             for i, e in zip(members.tolist(), etas.tolist(), strict=True)
         ]
@@ -620,6 +633,37 @@ class PresenceIndex:
                 offset_s=self.mobilization_s,
             )
         ]
+
+
+def _member_channels(
+    settings: Settings, members: Sequence[Any], memo: dict[bytes, tuple[str, ...]]
+) -> list[tuple[str, ...] | None]:
+    """Each member's notification channels, decrypting each distinct contact once.
+
+    Rows without the contact column (older callers) give None; so does an unreadable
+    contact, which the notifying code then reports for that member alone. ``memo`` maps
+    ciphertexts to channels and is carried over to the next build (only kept ones stay).
+    """
+    cipher = contact_cipher(settings)
+    out: list[tuple[str, ...] | None] = []
+    seen: dict[bytes, tuple[str, ...]] = {}
+    for row in members:
+        if len(row) < 9:
+            out.append(None)
+            continue
+        ciphertext = bytes(row[8]) if row[8] is not None else b""
+        found = seen.get(ciphertext) or memo.get(ciphertext)
+        if found is None:
+            try:
+                found = tuple(channels_of(cipher.decrypt(ciphertext)))
+            except ContactUnreadable:
+                out.append(None)
+                continue
+        seen[ciphertext] = found
+        out.append(found)
+    memo.clear()
+    memo.update(seen)
+    return out
 
 
 @dataclass(frozen=True)
