@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import logging
+from typing import Any
 
 import typer
 
@@ -19,23 +21,77 @@ db_app = typer.Typer(help="The database: migrations and the embedded cluster", n
 app.add_typer(db_app, name="db")
 
 
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+WORKER_STARTUP_S = 120
+
+
 @app.command()
 def serve(
     host: str = typer.Option("127.0.0.1", help="interface to listen on"),
     port: int = typer.Option(8000, help="TCP port"),
+    workers: int = typer.Option(
+        1,
+        min=1,
+        help="uvicorn processes, each with outbox/escalation workers unless ERN_RUN_WORKERS=false",
+    ),
+    access_log: bool = typer.Option(True, help="log one line per request"),
 ) -> None:
     """Run the HTTP service (embedded PostGIS unless ERN_DATABASE_URL is set)."""
     import uvicorn
 
-    from api.main import create_app
-
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     settings = Settings()
-    application = create_app(settings)
-    typer.echo(f"ern serving on http://{host}:{port}  (API docs: http://{host}:{port}/docs)")
-    uvicorn.run(application, host=host, port=port, log_level="info")
+    banner = f"ern serving on http://{host}:{port}  (API docs: http://{host}:{port}/docs)"
+    if workers == 1:
+        from api.main import create_app
+
+        application = create_app(settings)
+        typer.echo(banner)
+        uvicorn.run(application, host=host, port=port, log_level="info", access_log=access_log)
+        return
+    _prepare_shared_state(settings)
+    typer.echo(f"{banner}, {workers} worker processes")
+    # Worker processes are spawned: each imports the factory and reads the environment.
+    uvicorn.run(
+        "api.main:app_from_env",
+        factory=True,
+        workers=workers,
+        host=host,
+        port=port,
+        log_level="info",
+        access_log=access_log,
+        log_config=_worker_log_config(),
+        # A worker loads the graphs at start-up; uvicorn's default 5 s would kill it mid-way.
+        timeout_worker_healthcheck=WORKER_STARTUP_S,
+    )
+
+
+def _prepare_shared_state(settings: Settings) -> None:
+    """Secret, embedded cluster, schema and graphs made once, before worker processes race."""
+    settings.secret_bytes()  # refuse placeholder secrets before spawning anything
+    if settings.embedded:
+        from api import database
+
+        database.upgrade(database.resolve_database_url(settings))
+    if settings.embedded or settings.graph_source is not None:
+        from api.graphs import load_store
+
+        load_store(settings, build_missing=True)
+
+
+def _worker_log_config() -> dict[str, Any]:
+    """uvicorn's logging plus ern's root handler, applied in every spawned worker process."""
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["formatters"]["ern"] = {"format": LOG_FORMAT}
+    config["handlers"]["ern"] = {
+        "class": "logging.StreamHandler",
+        "formatter": "ern",
+        "stream": "ext://sys.stderr",
+    }
+    config["root"] = {"handlers": ["ern"], "level": "INFO"}
+    return config
 
 
 @db_app.command("upgrade")

@@ -157,3 +157,8 @@ def create_app(
     app.include_router(alerts_router)
     app.include_router(deliveries_router)
     return app
+
+
+def app_from_env() -> FastAPI:
+    """The app from the environment's Settings: the factory each `ern serve --workers N` runs."""
+    return create_app(Settings())
