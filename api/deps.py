@@ -2,40 +2,69 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from typing import Annotated
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Annotated, Any
 
+from anyio import to_thread
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
 from api.clock import Clock
-from api.database import transaction
 from api.graphs import GraphStore
 from api.members.auth import Caller, authenticate, authenticate_caller, check_role, is_coordinator
 from api.members.models import Member
 from api.settings import Settings
 
+# Dependencies that only read app state are `async def`: FastAPI runs a plain `def` in its
+# thread pool, and each such hop cost more than the work (several per request).
 
-def get_settings(request: Request) -> Settings:
+
+async def get_settings(request: Request) -> Settings:
     """The app's settings."""
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_session(request: Request) -> Iterator[Session]:
-    """One transaction per request: committed before the response is sent, rolled back on error."""
-    with transaction(request.app.state.session_factory) as session:
+async def get_session(request: Request) -> AsyncIterator[Session]:
+    """One transaction per request: committed before the response is sent, rolled back on error.
+
+    Making a session does no I/O (it connects on first use), so only the end of the unit of
+    work (commit or rollback, then close: both talk to the database) goes to a thread.
+    """
+    session: Session = request.app.state.session_factory()
+    try:
         yield session
+        await to_thread.run_sync(_commit_and_close, session)
+    except BaseException:
+        await to_thread.run_sync(_rollback_and_close, session)
+        raise
 
 
-def get_graphs(request: Request) -> GraphStore:
+def _commit_and_close(session: Session) -> None:
+    try:
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
+def _rollback_and_close(session: Session) -> None:
+    try:
+        session.rollback()
+    finally:
+        session.close()
+
+
+async def get_graphs(request: Request) -> GraphStore:
     """The loaded street graphs."""
     store: GraphStore = request.app.state.graphs
     return store
 
 
-def get_clock(request: Request) -> Clock:
+async def get_clock(request: Request) -> Clock:
     """The app's clock (a manual one in tests)."""
     clock: Clock = request.app.state.clock
     return clock
@@ -82,10 +111,10 @@ def current_caller(
 CurrentCaller = Annotated[Caller, Depends(current_caller)]
 
 
-def require_role(role: str) -> Callable[[Member], Member]:
+def require_role(role: str) -> Callable[[Member], Coroutine[Any, Any, Member]]:
     """A dependency: the caller, if it holds ``role``; 403 otherwise."""
 
-    def _require(member: CurrentMember) -> Member:
+    async def _require(member: CurrentMember) -> Member:
         return check_role(member, role)
 
     _require.__name__ = f"require_{role}"

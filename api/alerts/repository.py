@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, fields
@@ -46,7 +47,7 @@ class RaiseRequest:
     delivery_ids: list[str]
     delivery_members: list[uuid.UUID]
     channels: list[str]
-    payloads: list[str]
+    payloads: list[dict[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -70,10 +71,23 @@ _RAISE = text(
         CAST(:members AS uuid[]), CAST(:etas AS double precision[]), CAST(:modes AS text[]),
         :wave_size, :first_state, :notified_at,
         CAST(:delivery_ids AS text[]), CAST(:delivery_members AS uuid[]),
-        CAST(:channels AS text[]), CAST(CAST(:payloads AS text[]) AS jsonb[])
+        CAST(:channels AS text[]),
+        ARRAY(SELECT p.value FROM jsonb_array_elements(CAST(:payloads AS jsonb))
+              WITH ORDINALITY AS p(value, n) ORDER BY p.n)
     )
     """
 )
+
+# The arrays go as array literals (one text parameter each) and the payloads as one JSON
+# array: psycopg's per-element adaptation of lists was a fifth of the request's CPU.
+_ARRAYS = ("members", "etas", "modes", "delivery_ids", "delivery_members", "channels")
+
+
+def array_literal(values: Sequence[object]) -> str:
+    """A PostgreSQL array literal of ``values`` (each quoted; floats keep full precision)."""
+    items = (repr(v) if isinstance(v, float) else str(v) for v in values)
+    escaped = (item.replace("\\", "\\\\").replace('"', '\\"') for item in items)
+    return "{" + ",".join(f'"{item}"' for item in escaped) + "}"
 
 
 def _lock_key(requester_id: uuid.UUID) -> int:
@@ -84,6 +98,9 @@ def _lock_key(requester_id: uuid.UUID) -> int:
 def raise_alert(session: Session, request: RaiseRequest) -> RaiseOutcome:
     """Store a new alert, its ranking and outbox rows in one round trip (see migration 0005)."""
     params = {f.name: getattr(request, f.name) for f in fields(request)}
+    for name in _ARRAYS:
+        params[name] = array_literal(params[name])
+    params["payloads"] = json.dumps(request.payloads)
     params["lock_key"] = _lock_key(request.requester_id)
     row = session.execute(_RAISE, params).one()
     return RaiseOutcome(

@@ -233,7 +233,7 @@ class _Delivery:
     delivery_id: str
     member_id: uuid.UUID
     channel: str
-    payload: str
+    payload: dict[str, Any]
 
 
 def _first_wave(
@@ -257,9 +257,7 @@ def _first_wave(
                 log.error("member %s: contact details unreadable, not notified", member_id)
     out: list[_Delivery] = []
     for candidate in first:
-        payload = json.dumps(
-            alert_payload(facts, requester_handle=requester_handle, eta_s=candidate.eta_s)
-        )
+        payload = alert_payload(facts, requester_handle=requester_handle, eta_s=candidate.eta_s)
         out.extend(
             _Delivery(
                 delivery_id=delivery_id(facts.id, candidate.member_id, channel, "alert"),

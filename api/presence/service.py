@@ -137,8 +137,8 @@ def rank_members(
     """Members soonest at (lon, lat) at ``at``, best first; ``limit`` None: all within max_eta_s."""
     if limit is not None and limit < 1:
         return Ranking(candidates=[], method=_method(graphs))
-    index = presence_index(session, graphs, settings)
-    live: Sequence[Any] = repo.live_locations(session, at=at)
+    token, live = repo.token_and_live_locations(session, at=at)
+    index = presence_index(session, graphs, settings, token=token)
     return index.rank(
         lon=lon,
         lat=lat,
@@ -147,8 +147,11 @@ def rank_members(
         exclude=exclude,
         limit=limit,
         max_eta_s=max_eta_s,
-        live=[(uuid.UUID(str(member_id)), float(x), float(y)) for member_id, x, y in live],
+        live=live,
     )
+
+
+_UNREAD = object()
 
 
 def invalidate_presence() -> None:
@@ -157,11 +160,17 @@ def invalidate_presence() -> None:
         _CACHE.clear()
 
 
-def presence_index(session: Session, graphs: GraphStore, settings: Settings) -> PresenceIndex:
-    """The cached index for these graphs, rebuilt when the database's presence token changed."""
+def presence_index(
+    session: Session, graphs: GraphStore, settings: Settings, *, token: Any = _UNREAD
+) -> PresenceIndex:
+    """The cached index for these graphs, rebuilt when the database's presence token changed.
+
+    ``token``: the presence token if the caller has just read it (saves a round trip).
+    """
     # The token is read before the rows: a change committed in between makes the next
     # alert rebuild again, never keeps stale rows under a new token.
-    token = repo.presence_token(session)
+    if token is _UNREAD:
+        token = repo.presence_token(session)
     # Everything the index bakes in; apps sharing graphs with other settings get their own.
     key = (
         token,

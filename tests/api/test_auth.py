@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 
 import pytest
@@ -188,9 +189,9 @@ class TestRoles:
         assert is_coordinator(coord) and not is_coordinator(resp)
         check = require_role("defense")
         with pytest.raises(RoleRequired, match="defense"):
-            check(resp)
+            asyncio.run(check(resp))
         defender, _ = make_member(roles=("defense",))
-        assert check(defender) is defender
+        assert asyncio.run(check(defender)) is defender
 
     def test_role_change_takes_effect_on_the_next_request(
         self, client: TestClient, coordinator: Caller, responder: Caller

@@ -1,0 +1,94 @@
+"""The one-call raise path: answer from memory, channels from the presence index, array literals."""
+
+from __future__ import annotations
+
+import math
+
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hyp_settings
+from hypothesis import strategies as st
+from sqlalchemy import text, update
+
+from api.alerts.repository import array_literal
+from api.members.models import Member
+from tests.alerts.helpers import deliveries, post_alert
+from tests.api.factories import auth
+
+
+def body(site, **extra):
+    out = {"location": site.point(), "kind": "personal", "needed": 2, "note": 'a "quoted" note'}
+    out.update(extra)
+    return out
+
+
+class TestAnswer:
+    def test_the_201_equals_what_the_requester_reads_back(self, api, site, crowd, make_member):
+        _, token = make_member(roles=())
+        res = post_alert(api, token, body(site))
+        assert res.status_code == 201, res.text
+        read = api.get(f"/v1/alerts/{res.json()['id']}", headers=auth(token))
+        assert read.status_code == 200, read.text
+        assert res.json() == read.json()
+        assert res.json()["notified_count"] == math.ceil(2 / 0.35)
+
+    def test_an_empty_ranking_still_makes_an_alert(self, api, db, site, make_member):
+        _, token = make_member(roles=())
+        res = post_alert(api, token, body(site, kind="defense"))
+        assert res.status_code == 201, res.text
+        assert res.json()["notified_count"] == 0
+        assert deliveries(db, res.json()["id"]) == []
+
+
+class TestChannels:
+    def test_a_changed_contact_is_used_by_the_next_alert(self, api, db, site, place, make_member):
+        node = site.nodes_by_time()[3]
+        member, member_token = place(site, node)
+        _, token = make_member(roles=())
+        first = post_alert(api, token, body(site, needed=1), key="a")
+        assert first.status_code == 201, first.text
+        assert {d.channel for d in deliveries(db, first.json()["id"])} == {"webhook"}
+        res = api.patch(
+            "/v1/members/me",
+            json={"contact": {"email": "x@example.org", "phone": "+358401234567"}},
+            headers=auth(member_token),
+        )
+        assert res.status_code == 200, res.text
+        second = post_alert(api, token, body(site, needed=1), key="b")
+        assert second.status_code == 201, second.text
+        sent = deliveries(db, second.json()["id"])
+        assert {d.channel for d in sent} == {"email", "sms"}
+        assert {d.member_id for d in sent} == {member.id}
+        ids = {d.delivery_id for d in sent}
+        assert ids == {f"{second.json()['id']}:{member.id}:{c}:alert" for c in ("email", "sms")}
+
+    def test_an_unreadable_contact_skips_only_that_member(self, api, db, site, place, make_member):
+        nodes = site.nodes_by_time()
+        broken, _ = place(site, nodes[2])
+        fine, _ = place(site, nodes[4])
+        db.execute(
+            update(Member).where(Member.id == broken.id).values(contact_ciphertext=b"garbage")
+        )
+        db.flush()
+        _, token = make_member(roles=())
+        res = post_alert(api, token, body(site, needed=1))
+        assert res.status_code == 201, res.text
+        sent = deliveries(db, res.json()["id"])
+        assert {d.member_id for d in sent} == {fine.id}
+
+
+@hyp_settings(max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    values=st.lists(st.text(st.characters(exclude_categories=("Cs",), exclude_characters="\x00")))
+)
+def testarray_literals_round_trip_any_text(db, values):
+    got = db.execute(text("SELECT CAST(:v AS text[])"), {"v": array_literal(values)}).scalar_one()
+    assert got == values
+
+
+@hyp_settings(max_examples=40, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(values=st.lists(st.floats(min_value=0, max_value=1e9, allow_nan=False)))
+def testarray_literals_keep_floats_exact(db, values):
+    got = db.execute(
+        text("SELECT CAST(:v AS double precision[])"), {"v": array_literal(values)}
+    ).scalar_one()
+    assert got == values
