@@ -9,7 +9,7 @@ from typing import Any
 
 from geoalchemy2.shape import from_shape
 from shapely.geometry import Point as ShapelyPoint
-from sqlalchemy import Row, delete, func, literal, select, true
+from sqlalchemy import Row, bindparam, delete, func, literal, select, true
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
@@ -70,30 +70,34 @@ def route_rows(session: Session) -> Sequence[Row[Any]]:
     return _windowed_rows(session, MemberRoute, MemberRoute.path)
 
 
-def _live_at(at: datetime) -> Any:
-    return select(
-        MemberLocation.member_id,
-        func.ST_X(MemberLocation.location).label("lon"),
-        func.ST_Y(MemberLocation.location).label("lat"),
-    ).where(MemberLocation.expires_at > at, MemberLocation.updated_at <= at)
+# Built once: every alert runs these, and building a statement costs more than running it.
+_LIVE_AT = select(
+    MemberLocation.member_id,
+    func.ST_X(MemberLocation.location).label("lon"),
+    func.ST_Y(MemberLocation.location).label("lat"),
+).where(MemberLocation.expires_at > bindparam("at"), MemberLocation.updated_at <= bindparam("at"))
+_TOKEN_AND_LIVE = (
+    select(
+        select(PresenceVersion.token).where(PresenceVersion.id == 1).scalar_subquery(),
+        (live := _LIVE_AT.subquery()).c.member_id,
+        live.c.lon,
+        live.c.lat,
+    )
+    # One row even without live locations: the token is always answered.
+    .select_from(select(literal(1)).subquery().outerjoin(live, true()))
+)
 
 
 def live_locations(session: Session, *, at: datetime) -> Sequence[Row[Any]]:
     """Live locations valid at ``at``: member id, lon, lat."""
-    return session.execute(_live_at(at)).all()
+    return session.execute(_LIVE_AT, {"at": at}).all()
 
 
 def token_and_live_locations(
     session: Session, *, at: datetime
 ) -> tuple[uuid.UUID | None, list[tuple[uuid.UUID, float, float]]]:
     """presence_token() and live_locations() in one round trip (every alert needs both)."""
-    live = _live_at(at).subquery()
-    token = select(PresenceVersion.token).where(PresenceVersion.id == 1).scalar_subquery()
-    rows = session.execute(
-        select(token, live.c.member_id, live.c.lon, live.c.lat).select_from(
-            select(literal(1)).subquery().outerjoin(live, true())
-        )
-    ).all()
+    rows = session.execute(_TOKEN_AND_LIVE, {"at": at}).all()
     found = [(r[1], float(r[2]), float(r[3])) for r in rows if r[1] is not None]
     return (rows[0][0] if rows else None), found
 
