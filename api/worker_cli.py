@@ -14,14 +14,19 @@ from api.settings import Settings
 
 def worker(
     batch_size: Annotated[
-        int, typer.Option(min=1, max=100, help="deliveries leased per round")
-    ] = 10,
+        int | None,
+        typer.Option(min=1, max=1000, help="deliveries leased and recorded per round [64]"),
+    ] = None,
+    concurrency: Annotated[
+        int | None,
+        typer.Option(min=1, max=256, help="deliveries in flight at once (send threads) [32]"),
+    ] = None,
 ) -> None:
     """Deliver queued notifications and escalate waves (embedded PostGIS unless a URL is set)."""
     from api import database
     from api.alerts.escalation import EscalationWorker
     from api.graphs import load_store
-    from api.notify.worker import OutboxWorker
+    from api.notify.worker import DEFAULT_BATCH_SIZE, DEFAULT_CONCURRENCY, OutboxWorker
 
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -39,7 +44,12 @@ def worker(
             "schema is at %s, head is %s: run `ern db upgrade`", status["current"], status["head"]
         )
     factory = database.make_session_factory(engine)
-    outbox = OutboxWorker(factory, settings, batch_size=batch_size)
+    outbox = OutboxWorker(
+        factory,
+        settings,
+        batch_size=batch_size or DEFAULT_BATCH_SIZE,
+        concurrency=concurrency or DEFAULT_CONCURRENCY,
+    )
     # Graphs let escalation rank again when an alert's stored reserve runs short.
     escalation = EscalationWorker(factory, settings, load_store(settings, build_missing=False))
 
