@@ -84,10 +84,13 @@ _ARRAYS = ("members", "etas", "modes", "delivery_ids", "delivery_members", "chan
 
 
 def array_literal(values: Sequence[object]) -> str:
-    """A PostgreSQL array literal of ``values`` (each quoted; floats keep full precision)."""
-    items = (repr(v) if isinstance(v, float) else str(v) for v in values)
-    escaped = (item.replace("\\", "\\\\").replace('"', '\\"') for item in items)
-    return "{" + ",".join(f'"{item}"' for item in escaped) + "}"
+    """A PostgreSQL array literal: UUIDs bare, floats at full precision, anything else quoted."""
+    if all(isinstance(v, uuid.UUID) for v in values):
+        return "{" + ",".join(map(str, values)) + "}"
+    if all(isinstance(v, float) for v in values):
+        return "{" + ",".join(map(repr, values)) + "}"
+    quoted = (str(v).replace("\\", "\\\\").replace('"', '\\"') for v in values)
+    return "{" + ",".join(f'"{item}"' for item in quoted) + "}"
 
 
 def _lock_key(requester_id: uuid.UUID) -> int:

@@ -92,3 +92,10 @@ def testarray_literals_keep_floats_exact(db, values):
         text("SELECT CAST(:v AS double precision[])"), {"v": array_literal(values)}
     ).scalar_one()
     assert got == values
+
+
+@hyp_settings(max_examples=20, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(values=st.lists(st.uuids()))
+def test_array_literals_keep_uuids(db, values):
+    got = db.execute(text("SELECT CAST(:v AS uuid[])"), {"v": array_literal(values)}).scalar_one()
+    assert got == values
