@@ -51,6 +51,7 @@ class Received:
     path: str
     headers: dict[str, str]
     body: bytes
+    client: tuple[str, int] = ("", 0)  # the sender's address: one port per connection
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -90,14 +91,21 @@ class HttpReceiver:
             return [r.headers.get("x-ern-delivery", "") for r in self.requests]
 
 
-def _serve(receiver: HttpReceiver) -> Iterator[HttpReceiver]:
+def serve(receiver: HttpReceiver, *, drop_idle: bool = False) -> Iterator[HttpReceiver]:
+    """Run ``receiver`` on a real HTTP/1.1 server until the generator ends.
+
+    ``drop_idle``: close every connection after its response without saying so (no
+    ``Connection: close``), as servers do when a kept-alive connection idles out.
+    """
+
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
         def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length)
-            request = Received(self.path, {k.lower(): v for k, v in self.headers.items()}, body)
+            headers_in = {k.lower(): v for k, v in self.headers.items()}
+            request = Received(self.path, headers_in, body, client=self.client_address[:2])
             status, headers, content = receiver.answer(request)
             self.send_response(status)
             for name, value in headers.items():
@@ -106,12 +114,17 @@ def _serve(receiver: HttpReceiver) -> Iterator[HttpReceiver]:
             self.send_header("Content-Length", str(len(content)))
             self.end_headers()
             self.wfile.write(content)
+            if drop_idle:
+                self.close_connection = True
 
         def log_message(self, format: str, *args: Any) -> None:
             return None
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
+    class Server(ThreadingHTTPServer):
+        daemon_threads = True
+        request_queue_size = 128  # the default 5 drops connections when many senders open at once
+
+    server = Server(("127.0.0.1", 0), Handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     receiver.url = f"http://127.0.0.1:{server.server_address[1]}"
@@ -126,7 +139,7 @@ def _serve(receiver: HttpReceiver) -> Iterator[HttpReceiver]:
 @pytest.fixture
 def webhook() -> Iterator[HttpReceiver]:
     """A webhook receiver answering 200 unless scripted otherwise."""
-    yield from _serve(HttpReceiver(default=lambda _: (200, {}, b'{"ok": true}')))
+    yield from serve(HttpReceiver(default=lambda _: (200, {}, b'{"ok": true}')))
 
 
 def _twilio(request: Received) -> Answer:
@@ -147,7 +160,7 @@ def _twilio(request: Received) -> Answer:
 @pytest.fixture
 def sms_gateway() -> Iterator[HttpReceiver]:
     """A Twilio-compatible Messages.json endpoint (checks path, basic auth and required fields)."""
-    yield from _serve(HttpReceiver(default=_twilio))
+    yield from serve(HttpReceiver(default=_twilio))
 
 
 @dataclass

@@ -1,0 +1,267 @@
+"""Batched rounds: many rows leased, sent concurrently over kept-alive connections, one record."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import Engine, event
+from sqlalchemy.orm import Session, sessionmaker
+
+from api.clock import ManualClock
+from api.database import transaction
+from api.members.models import Member
+from api.notify.service import delivery_id
+from api.settings import Settings
+from tests.notify.conftest import Answer, HttpReceiver, Received, deliveries, serve
+from tests.notify.test_notify_faults import wait_until
+
+
+def _by_path(request: Received) -> Answer:
+    """Answer the status the path names: /s/404 gets a 404 (a 429 says Retry-After: 120)."""
+    status = int(request.path.rsplit("/", 1)[1])
+    headers = {"Retry-After": "120"} if status == 429 else {}
+    return status, headers, b"{}"
+
+
+@pytest.fixture
+def routed() -> Iterator[HttpReceiver]:
+    yield from serve(HttpReceiver(default=_by_path))
+
+
+@pytest.fixture
+def dropping() -> Iterator[HttpReceiver]:
+    """A receiver that closes every connection after answering, without saying so."""
+    yield from serve(HttpReceiver(default=lambda _: (200, {}, b"{}")), drop_idle=True)
+
+
+class Statements:
+    """The SQL statements one engine runs while the block is open."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.seen: list[str] = []
+
+    def _record(self, conn, cursor, statement: str, *args) -> None:  # type: ignore[no-untyped-def]
+        self.seen.append(statement)
+
+    def __enter__(self) -> Statements:
+        event.listen(self.engine, "before_cursor_execute", self._record)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        event.remove(self.engine, "before_cursor_execute", self._record)
+
+
+class TestBatch:
+    def test_mixed_outcomes_of_one_batch_are_recorded_by_one_statement(
+        self,
+        make_member,
+        enqueue_committed,
+        make_worker,
+        routed: HttpReceiver,
+        committed: sessionmaker[Session],
+        engine: Engine,
+        notify_settings: Settings,
+        clock: ManualClock,
+        settings: Settings,
+    ) -> None:
+        statuses = [200, 500, 404, 429, 200, 503]
+        members = [make_member(webhook_url=f"{routed.url}/s/{status}") for status in statuses]
+        unreadable = make_member(webhook_url=f"{routed.url}/s/200")
+        with transaction(committed) as session:
+            row = session.get(Member, unreadable.id)
+            assert row is not None
+            row.contact_ciphertext = b"encrypted under another key"
+        alert_id = enqueue_committed(*members, unreadable)
+        worker = make_worker(batch_size=16, concurrency=4)
+        with Statements(engine) as sql:
+            assert worker.run_once() == len(members) + 1
+        # Every outcome (sent, retry, failed, unreadable) in one UPDATE of the outbox.
+        assert sum("unnest" in s for s in sql.seen) == 1
+        assert sum(s.lstrip().upper().startswith("UPDATE OUTBOX") for s in sql.seen) <= 3
+
+        rows = {r.member_id: r for r in deliveries(committed, alert_id)}
+        now = clock.now()
+        for member, status in zip(members, statuses, strict=True):
+            row = rows[member.id]
+            assert row.attempts == 1
+            if status == 200:
+                assert (row.state, row.sent_at, row.last_error) == ("sent", now, None)
+            elif status == 404:
+                assert (row.state, row.sent_at) == ("failed", None)
+                assert row.last_error == "webhook answered HTTP 404"
+            elif status == 429:
+                assert row.state == "pending"
+                assert row.next_attempt_at == now + timedelta(seconds=120)
+                assert row.last_error == "webhook answered HTTP 429 (Retry-After 120 s)"
+            else:
+                wait_s = (row.next_attempt_at - now).total_seconds()
+                assert row.state == "pending"
+                assert (
+                    notify_settings.backoff_base_s / 2 <= wait_s <= notify_settings.backoff_base_s
+                )
+                assert row.last_error == f"webhook answered HTTP {status}"
+        broken = rows[unreadable.id]
+        assert broken.state == "failed"
+        assert "cannot be decrypted" in (broken.last_error or "")
+        assert Counter(r.path for r in routed.requests) == Counter(f"/s/{s}" for s in statuses)
+
+        # Only the retryable rows come back, each under its delivery id, and then succeed.
+        clock.advance(120)
+        assert worker.run_once() == 3
+        expected = {
+            delivery_id(alert_id, m.id, "webhook", "alert"): s
+            for m, s in zip(members, statuses, strict=True)
+        }
+        assert Counter(routed.ids()) == Counter(
+            {i: 2 if s in (500, 429, 503) else 1 for i, s in expected.items()}
+        )
+
+    def test_a_zombie_batch_changes_only_rows_still_under_its_lease(
+        self,
+        make_member,
+        enqueue_committed,
+        make_worker,
+        routed: HttpReceiver,
+        committed: sessionmaker[Session],
+        clock: ManualClock,
+    ) -> None:
+        members = [make_member(webhook_url=f"{routed.url}/s/200") for _ in range(4)]
+        alert_id = enqueue_committed(*members)
+        doomed = make_worker(batch_size=4, lease_s=60)
+        claims = doomed.claim()
+        outcomes = doomed.send_all(claims)
+        # Two of the rows' leases expire and another worker takes and finishes them.
+        with transaction(committed) as session:
+            from sqlalchemy import update
+
+            from api.notify.models import Delivery
+
+            session.execute(
+                update(Delivery)
+                .where(Delivery.id.in_([c.id for c in claims[:2]]))
+                .values(next_attempt_at=clock.now())
+            )
+        assert make_worker(batch_size=4).run_once() == 2
+        assert doomed.record(claims, outcomes) == 2
+        rows = {r.id: r for r in deliveries(committed, alert_id)}
+        assert [rows[c.id].attempts for c in claims] == [2, 2, 1, 1]
+        assert {r.state for r in rows.values()} == {"sent"}
+
+    def test_lease_covers_every_wave_of_a_batch(
+        self, make_worker, notify_settings: Settings
+    ) -> None:
+        one_attempt_s = max(30.0, 6 * notify_settings.delivery_timeout_s)
+        assert make_worker(batch_size=64, concurrency=64).lease_s == one_attempt_s
+        assert make_worker(batch_size=64, concurrency=16).lease_s == 4 * one_attempt_s
+        assert make_worker(batch_size=10, concurrency=4).lease_s == 3 * one_attempt_s
+
+
+class TestConnections:
+    def test_webhooks_to_one_host_reuse_kept_alive_connections(
+        self,
+        make_member,
+        enqueue_committed,
+        make_worker,
+        webhook: HttpReceiver,
+        committed: sessionmaker[Session],
+    ) -> None:
+        members = [make_member(webhook_url=f"{webhook.url}/h/{i}") for i in range(40)]
+        alert_id = enqueue_committed(*members)
+        worker = make_worker(batch_size=10, concurrency=3)
+        assert [worker.run_once() for _ in range(5)] == [10, 10, 10, 10, 0]
+        assert len(webhook.requests) == 40
+        # At most one connection per send thread, kept across requests and batches.
+        assert len({r.client for r in webhook.requests}) <= 3
+        assert {r.state for r in deliveries(committed, alert_id)} == {"sent"}
+
+    def test_connections_the_receiver_dropped_are_replaced_without_losing_a_delivery(
+        self,
+        make_member,
+        enqueue_committed,
+        make_worker,
+        dropping: HttpReceiver,
+        committed: sessionmaker[Session],
+    ) -> None:
+        members = [make_member(webhook_url=f"{dropping.url}/x") for _ in range(6)]
+        alert_id = enqueue_committed(*members)
+        worker = make_worker(batch_size=6, concurrency=1)
+        assert worker.run_once() == 6
+        rows = deliveries(committed, alert_id)
+        assert {(r.state, r.attempts) for r in rows} == {("sent", 1)}
+        assert Counter(dropping.ids()) == Counter(r.delivery_id for r in rows)
+        assert len({r.client for r in dropping.requests}) == 6
+
+
+class TestConcurrentWorkers:
+    def test_workers_never_send_the_same_row_at_once(
+        self,
+        make_member,
+        enqueue_committed,
+        make_worker,
+        committed: sessionmaker[Session],
+    ) -> None:
+        in_flight: Counter[str] = Counter()
+        overlaps: list[str] = []
+        lock = threading.Lock()
+
+        def slow(request: Received) -> Answer:
+            key = request.headers["x-ern-delivery"]
+            with lock:
+                in_flight[key] += 1
+                if in_flight[key] > 1:
+                    overlaps.append(key)
+            time.sleep(0.01)
+            with lock:
+                in_flight[key] -= 1
+            return 200, {}, b"{}"
+
+        receiver_gen = serve(HttpReceiver(default=slow))
+        receiver = next(receiver_gen)
+        try:
+            members = [make_member(webhook_url=f"{receiver.url}/w") for _ in range(90)]
+            alert_id = enqueue_committed(*members)
+            workers = [make_worker(batch_size=16, concurrency=8, listen=False) for _ in range(3)]
+            for worker in workers:
+                worker.start()
+            assert wait_until(lambda: len(receiver.requests) >= 90, timeout_s=60)
+            assert wait_until(
+                lambda: {r.state for r in deliveries(committed, alert_id)} == {"sent"}
+            )
+            for worker in workers:
+                worker.stop(timeout_s=10)
+        finally:
+            receiver_gen.close()
+        assert overlaps == []
+        counts = Counter(receiver.ids())
+        assert set(counts.values()) == {1}
+        assert set(counts) == {delivery_id(alert_id, m.id, "webhook", "alert") for m in members}
+        rows = deliveries(committed, alert_id)
+        assert {(r.state, r.attempts) for r in rows} == {("sent", 1)}
+
+
+class TestLogging:
+    def test_sends_log_nothing_at_info_and_failures_warn_without_the_url(
+        self,
+        make_member,
+        enqueue_committed,
+        make_worker,
+        routed: HttpReceiver,
+        caplog: pytest.LogCaptureFixture,
+    ) -> None:
+        ok = make_member(webhook_url=f"{routed.url}/s/200")
+        gone = make_member(webhook_url=f"{routed.url}/s/410")
+        alert_id = enqueue_committed(ok, gone)
+        caplog.set_level(logging.INFO)
+        assert make_worker().run_once() == 2
+        records = [r for r in caplog.records if r.levelno >= logging.INFO]
+        assert [(r.levelname, r.name) for r in records] == [("WARNING", "ern.notify")]
+        text = records[0].getMessage()
+        assert delivery_id(alert_id, gone.id, "webhook", "alert") in text
+        assert "HTTP 410" in text and routed.url not in text and "127.0.0.1" not in text
