@@ -139,7 +139,7 @@ class HttpPoster:
     the member's URL included, at INFO. No proxies from the environment, no redirects.
     """
 
-    def __init__(self, *, timeout_s: float, max_origins: int = 32, idle_s: float = 4.0) -> None:
+    def __init__(self, *, timeout_s: float, max_origins: int = 8, idle_s: float = 4.0) -> None:
         self._timeout_s = timeout_s
         self._max_origins = max_origins
         self._idle_s = idle_s
@@ -205,8 +205,9 @@ class HttpPoster:
         if scheme == "http":
             return http.client.HTTPConnection(host, port, timeout=self._timeout_s)
         if self._tls is None:
-            # httpx's context (certifi's CAs, verification on): the same trust as before.
-            self._tls = httpx.create_ssl_context()
+            # httpx's context (certifi's CAs, verification on, no SSL_CERT_* from the
+            # environment): the same trust as the httpx client this replaced.
+            self._tls = httpx.create_ssl_context(trust_env=False)
         return http.client.HTTPSConnection(host, port, timeout=self._timeout_s, context=self._tls)
 
     def _take(self, origin: Origin) -> http.client.HTTPConnection | None:
@@ -220,10 +221,15 @@ class HttpPoster:
         return conn
 
     def _keep(self, origin: Origin, conn: http.client.HTTPConnection) -> None:
-        self._idle[origin] = (conn, time.monotonic())
-        while len(self._idle) > self._max_origins:
-            _, (oldest, _) = self._idle.popitem(last=False)
-            oldest.close()
+        now = time.monotonic()
+        # Least recently used first: close what idled out or is one origin too many.
+        while self._idle:
+            oldest, (idle_conn, since) = next(iter(self._idle.items()))
+            if len(self._idle) < self._max_origins and now - since <= self._idle_s:
+                break
+            del self._idle[oldest]
+            idle_conn.close()
+        self._idle[origin] = (conn, now)
 
     def close(self) -> None:
         """Close the kept-alive connections."""

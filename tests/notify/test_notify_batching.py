@@ -16,6 +16,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from api.clock import ManualClock
 from api.database import transaction
 from api.members.models import Member
+from api.notify.channels import HttpPoster
+from api.notify.errors import PermanentDeliveryError, TransientDeliveryError
 from api.notify.service import delivery_id
 from api.settings import Settings
 from tests.notify.conftest import Answer, HttpReceiver, Received, deliveries, serve
@@ -265,3 +267,36 @@ class TestLogging:
         text = records[0].getMessage()
         assert delivery_id(alert_id, gone.id, "webhook", "alert") in text
         assert "HTTP 410" in text and routed.url not in text and "127.0.0.1" not in text
+
+
+class TestPoster:
+    def test_one_idle_connection_per_origin_up_to_the_limit(
+        self, webhook: HttpReceiver, routed: HttpReceiver
+    ) -> None:
+        def clients(poster: HttpPoster) -> int:
+            for _ in range(2):
+                for url in (f"{webhook.url}/a", f"{routed.url}/s/200"):
+                    answer = poster.post(url, what="webhook", headers={}, body=b"{}")
+                    assert answer.status == 200
+            poster.close()
+            seen = {r.client for r in [*webhook.requests, *routed.requests]}
+            webhook.requests.clear()
+            routed.requests.clear()
+            return len(seen)
+
+        assert clients(HttpPoster(timeout_s=3.0, max_origins=2)) == 2
+        assert clients(HttpPoster(timeout_s=3.0, max_origins=1)) == 4
+        assert clients(HttpPoster(timeout_s=3.0, idle_s=0.0)) == 4
+
+    def test_answers_and_transport_errors_are_classified(self, routed: HttpReceiver) -> None:
+        from tests.notify.conftest import free_port
+
+        poster = HttpPoster(timeout_s=3.0)
+        answer = poster.post(f"{routed.url}/s/429", what="webhook", headers={}, body=b"")
+        assert (answer.status, answer.retry_after) == (429, "120")
+        with pytest.raises(TransientDeliveryError, match="unreachable"):
+            poster.post(f"http://127.0.0.1:{free_port()}/", what="webhook", headers={}, body=b"")
+        for bad in ("ftp://example.org/x", "http:///nohost", "http://127.0.0.1:99999/"):
+            with pytest.raises(PermanentDeliveryError, match="not usable"):
+                poster.post(bad, what="webhook", headers={}, body=b"")
+        poster.close()
