@@ -4,7 +4,7 @@
 Usage::
 
     python scripts/loadtest.py [--graph-source PATH] [--members N] [--alerts N] [--clients N]
-                               [--quick] [--json]
+                               [--server-workers N] [--outbox-process] [--quick] [--json]
 
 Steps, all on the loopback interface and undone at the end:
 
@@ -16,16 +16,22 @@ Steps, all on the loopback interface and undone at the end:
    (default ``postgresql://postgres@127.0.0.1:5432``) with PostGIS, then ``ern db upgrade``.
 3. The members are inserted in-process with ``api.members.service``'s own checks, encryption
    and token hashing (as POST /v1/members does), 1,000 per transaction and flush. Every
-   member's contact is a webhook to a local sink server that answers 200, so
+   member's contact is a webhook to a local sink (an asyncio HTTP/1.1 keep-alive server in
+   its own process) that answers 200 and counts messages by alert (X-Ern-Delivery), so
    notifications go through the real outbox workers.
-4. ``ern serve`` (uvicorn, one process, its in-process workers on) as a subprocess; the
-   script waits for /healthz, then sends warm-up alerts that are not counted.
-5. ``--alerts`` personal alerts (needed 3) from ``--clients`` concurrent clients
-   (``httpx.AsyncClient``), each from one of >= 250 requesters (the rate limit is
-   ERN_ALERTS_PER_HOUR per member), each with its own Idempotency-Key, at a point within
-   ~50 m of a random walk-graph node. Latency is the client-side wall time per request.
-6. Outbox rows delivered to the sink are counted after the workers had up to
-   ``--drain-s`` seconds to catch up; then the server is stopped and the database dropped.
+4. ``ern serve --no-access-log`` (``--server-workers`` uvicorn processes, default one, each
+   with its in-process workers; with ``--outbox-process`` they are off and one
+   ``ern worker`` process delivers and escalates instead) as a subprocess; the script waits
+   for /healthz and every process's start-up, then sends warm-up alerts that are not counted.
+5. ``--alerts`` personal alerts (needed 3) from ``--clients`` concurrent clients, each from
+   one of >= 250 requesters (the rate limit is ERN_ALERTS_PER_HOUR per member), each with
+   its own Idempotency-Key, at a point within ~50 m of a random walk-graph node. A client
+   is one keep-alive connection speaking minimal HTTP/1.1 over asyncio streams (the load
+   generator shares the CPUs with the server, so it must cost little). Latency is the
+   client-side wall time per request.
+6. Messages the sink got for the measured alerts are counted after the outbox had up to
+   ``--drain-s`` seconds to empty and compared, alert by alert, with each answer's
+   notified_count; then the servers are stopped and the database dropped.
 """
 
 from __future__ import annotations
@@ -34,21 +40,21 @@ import argparse
 import asyncio
 import json
 import math
+import multiprocessing
 import os
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Callable, Coroutine, Iterator, Sequence
+from contextlib import ExitStack, contextmanager, suppress
+from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple, TypeVar
 
 import httpx
 import numpy as np
@@ -69,6 +75,8 @@ MIN_REQUESTERS = 250
 WARM_UP_ALERTS = 8
 JITTER_M = 50.0
 REQUEST_TIMEOUT_S = 30.0
+SERVER_START_S = 120.0
+T = TypeVar("T")
 
 FULL: dict[str, Any] = {
     "members": 10_000, "alerts": 2_000, "clients": 32, "source": bench.DEFAULT_SOURCE
@@ -81,35 +89,188 @@ QUICK: dict[str, Any] = {
 # --------------------------------------------------------------------------- pieces
 
 
+def run_async(coro: Coroutine[Any, Any, T]) -> T:
+    """Run ``coro`` on uvloop when it is installed (a leaner loop), else asyncio's own."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coro)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(coro)
+
+
 class Sink:
-    """A webhook receiver on 127.0.0.1 that answers 200 and counts what it got."""
+    """A webhook receiver on 127.0.0.1 in its own process: answers 200, counts by alert."""
 
     def __init__(self) -> None:
-        self.count = 0
-        self.lock = threading.Lock()
-        sink = self
+        ctx = multiprocessing.get_context("spawn")
+        self._conn, child = ctx.Pipe()
+        self.process = ctx.Process(
+            target=_sink_main, args=(child,), name="loadtest-sink", daemon=True
+        )
+        self.process.start()
+        child.close()
+        if not self._conn.poll(60):
+            self.process.kill()
+            msg = "the webhook sink did not start in 60 s"
+            raise RuntimeError(msg)
+        port = int(self._conn.recv())
+        self.url = f"http://127.0.0.1:{port}/hook"
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                with sink.lock:
-                    sink.count += 1
-                self.send_response(200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
+    def counts(self) -> tuple[Counter[str], Counter[str]]:
+        """Messages received so far: by alert id and by message kind."""
+        self._conn.send("counts")
+        by_alert, by_kind = self._conn.recv()
+        return Counter(by_alert), Counter(by_kind)
 
-            def log_message(self, *args: Any) -> None:
-                return None
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
+    @property
+    def count(self) -> int:
+        """Messages received so far."""
+        return sum(self.counts()[1].values())
 
     def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        with suppress(OSError):
+            self._conn.send("stop")
+        self.process.join(10)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join(5)
+        self._conn.close()
+
+
+def _sink_main(conn: Connection) -> None:
+    """The sink process: serve until the parent says stop, answering count requests."""
+    run_async(_sink_serve(conn))
+
+
+async def _sink_serve(conn: Connection) -> None:
+    # X-Ern-Delivery is f"{alert_id}:{member_id}:{channel}:{kind}": attribution by header alone
+    by_alert: Counter[str] = Counter()
+    by_kind: Counter[str] = Counter()
+    stop = asyncio.Event()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length, delivery, close = 0, b"", False
+                for line in head.split(b"\r\n")[1:]:
+                    name, _, value = line.partition(b":")
+                    name = name.strip().lower()
+                    if name == b"content-length":
+                        length = int(value)
+                    elif name == b"x-ern-delivery":
+                        delivery = value.strip()
+                    elif name == b"connection":
+                        close = value.strip().lower() == b"close"
+                if length:
+                    await reader.readexactly(length)
+                parts = delivery.decode().split(":")
+                by_alert[parts[0]] += 1
+                by_kind[parts[-1]] += 1
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+                if close:
+                    break
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    def command() -> None:
+        try:
+            what = conn.recv()
+        except EOFError:
+            what = "stop"
+        if what == "stop":
+            stop.set()
+        else:
+            conn.send((dict(by_alert), dict(by_kind)))
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0, backlog=1024)
+    loop = asyncio.get_running_loop()
+    loop.add_reader(conn.fileno(), command)
+    conn.send(server.sockets[0].getsockname()[1])
+    async with server:
+        await stop.wait()
+    loop.remove_reader(conn.fileno())
+
+
+class HttpConnection:
+    """One HTTP/1.1 keep-alive connection to the server; reopened when the server closes it.
+
+    Just enough HTTP for the load: a hand-formatted request with Content-Length, the
+    status line, headers and a Content-Length (or chunked) body read back.
+    """
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+
+    async def post(self, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
+        """POST ``body`` (JSON); the status and the response body."""
+        lines = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        request = (
+            f"POST {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n{lines}"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+        ).encode() + body
+        reused = self._writer is not None
+        try:
+            return await self._exchange(request)
+        except (ConnectionError, asyncio.IncompleteReadError) as exc:
+            self.close()
+            partial = isinstance(exc, asyncio.IncompleteReadError) and exc.partial
+            if not reused or partial:
+                raise
+        # The server closed an idle keep-alive connection: once more on a new one (the
+        # Idempotency-Key makes a repeat of a request it did process a replay, not an alert).
+        return await self._exchange(request)
+
+    async def _exchange(self, request: bytes) -> tuple[int, bytes]:
+        if self._writer is None:
+            self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
+        reader, writer = self._reader, self._writer
+        assert reader is not None
+        writer.write(request)
+        head = await reader.readuntil(b"\r\n\r\n")
+        status_line, *header_lines = head[:-4].split(b"\r\n")
+        status = int(status_line.split(None, 2)[1])
+        length: int | None = None
+        chunked = close = False
+        for line in header_lines:
+            name, _, value = line.partition(b":")
+            name = name.strip().lower()
+            if name == b"content-length":
+                length = int(value)
+            elif name == b"transfer-encoding":
+                chunked = b"chunked" in value.lower()
+            elif name == b"connection":
+                close = value.strip().lower() == b"close"
+        if chunked:
+            body = await _read_chunked(reader)
+        elif length is not None:
+            body = await reader.readexactly(length)
+        else:
+            body, close = await reader.read(), True
+        if close:
+            self.close()
+        return status, body
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+        self._reader = self._writer = None
+
+
+async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
+    parts: list[bytes] = []
+    while True:
+        size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
+        if size == 0:
+            await reader.readuntil(b"\r\n")  # no trailers from our server
+            return b"".join(parts)
+        parts.append(await reader.readexactly(size))
+        await reader.readexactly(2)
 
 
 def _free_port() -> int:
@@ -256,41 +417,76 @@ def load_members(
     return tokens, time.perf_counter() - started
 
 
+def _stop(proc: subprocess.Popen[bytes], name: str, say: Callable[[str], None]) -> None:
+    """SIGINT, then kill after 30 s."""
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
+    say(f"{name} stopped ({proc.returncode})")
+
+
 @contextmanager
-def running_server(env: dict[str, str], log: Path, say: Callable[[str], None]) -> Iterator[str]:
-    """`ern serve` on a free loopback port until the block ends (SIGINT, then kill)."""
+def running_server(
+    env: dict[str, str],
+    log: Path,
+    say: Callable[[str], None],
+    *,
+    workers: int = 1,
+    access_log: bool = False,
+) -> Iterator[str]:
+    """`ern serve` on a free loopback port until the block ends (SIGINT, then kill).
+
+    Ready when /healthz answers 200 and each of the ``workers`` processes finished start-up
+    (a process still loading graphs would otherwise take its first alerts in the measure).
+    """
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
+    cmd = [ERN, "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
+    cmd.append("--access-log" if access_log else "--no-access-log")
     with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [ERN, "serve", "--host", "127.0.0.1", "--port", str(port)],
-            env=env, stdout=out, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + SERVER_START_S
         while True:
             if proc.poll() is not None:
                 msg = f"ern serve exited with {proc.returncode}:\n{log.read_text()[-3000:]}"
                 raise RuntimeError(msg)
             if time.monotonic() > deadline:
-                msg = f"ern serve not healthy after 120 s:\n{log.read_text()[-3000:]}"
+                msg = f"ern serve not ready in {SERVER_START_S:.0f} s:\n{log.read_text()[-3000:]}"
                 raise RuntimeError(msg)
+            started = log.read_text(errors="replace").count("Application startup complete")
             try:
-                if httpx.get(f"{base}/healthz", timeout=2.0).status_code == 200:
-                    break
+                healthy = httpx.get(f"{base}/healthz", timeout=2.0).status_code == 200
             except httpx.HTTPError:
-                pass
+                healthy = False
+            if healthy and started >= workers:
+                break
             time.sleep(0.25)
-        say(f"ern serve healthy at {base} (pid {proc.pid})")
+        say(f"ern serve healthy at {base} (pid {proc.pid}, --workers {workers})")
         yield base
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-        say(f"ern serve stopped ({proc.returncode})")
+        _stop(proc, "ern serve", say)
+
+
+@contextmanager
+def running_worker(env: dict[str, str], log: Path, say: Callable[[str], None]) -> Iterator[None]:
+    """`ern worker` (outbox delivery and escalation) until the block ends."""
+    with log.open("wb") as out:
+        proc = subprocess.Popen([ERN, "worker"], env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + SERVER_START_S
+        while "delivering notifications" not in log.read_text(errors="replace"):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                msg = f"ern worker did not start ({proc.returncode}):\n{log.read_text()[-3000:]}"
+                raise RuntimeError(msg)
+            time.sleep(0.25)
+        say(f"ern worker running (pid {proc.pid})")
+        yield
+    finally:
+        _stop(proc, "ern worker", say)
 
 
 def alert_points(graph: Any, n: int, rng: np.random.Generator) -> list[tuple[float, float]]:
@@ -314,32 +510,42 @@ def _alert_body(lon: float, lat: float) -> dict[str, Any]:
     }
 
 
+class Fired(NamedTuple):
+    """What a batch of alerts got: per request latency (s), status, notified_count, alert id."""
+
+    latency: list[float]
+    status: list[int]
+    notified: list[int | None]
+    alert_ids: list[str | None]
+    wall_s: float
+
+
 async def fire(
     base: str,
     jobs: list[tuple[str, tuple[float, float]]],
     clients: int,
     *,
     rate_per_s: float | None = None,
-) -> tuple[list[float], list[int], list[int | None], float]:
-    """Send the alerts from ``clients`` concurrent workers; latency (s), status, notified_count.
+) -> Fired:
+    """Send the alerts from ``clients`` concurrent keep-alive connections.
 
-    Closed loop by default (each worker sends its next alert when the last is answered).
+    Closed loop by default (each client sends its next alert when the last is answered).
     With ``rate_per_s``, alert i is due at start + i / rate (open loop) and its latency
     counts from when it was due, so time spent waiting for a free client is included.
+    Status -1: no answer (connection error or REQUEST_TIMEOUT_S).
     """
+    host, port = base.removeprefix("http://").rsplit(":", 1)
     queue: asyncio.Queue[int] = asyncio.Queue()
     for i in range(len(jobs)):
         queue.put_nowait(i)
-    latency = [math.nan] * len(jobs)
-    status = [0] * len(jobs)
-    notified: list[int | None] = [None] * len(jobs)
+    fired = Fired([math.nan] * len(jobs), [0] * len(jobs), [None] * len(jobs),
+                  [None] * len(jobs), 0.0)  # fmt: skip
     run_id = uuid.uuid4().hex[:8]
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-
     started = time.perf_counter()
-    async with httpx.AsyncClient(base_url=base, timeout=REQUEST_TIMEOUT_S, limits=limits) as http:
 
-        async def worker() -> None:
+    async def client() -> None:
+        http = HttpConnection(host, int(port))
+        try:
             while True:
                 try:
                     i = queue.get_nowait()
@@ -350,6 +556,7 @@ async def fire(
                     "Authorization": f"Bearer {token}",
                     "Idempotency-Key": f"load-{run_id}-{i}",
                 }
+                body = json.dumps(_alert_body(lon, lat)).encode()
                 t0 = time.perf_counter()
                 if rate_per_s is not None:
                     due = started + i / rate_per_s
@@ -357,19 +564,25 @@ async def fire(
                         await asyncio.sleep(due - t0)
                     t0 = due
                 try:
-                    r = await http.post("/v1/alerts", json=_alert_body(lon, lat), headers=headers)
-                except httpx.HTTPError:
-                    latency[i] = time.perf_counter() - t0
-                    status[i] = -1
+                    async with asyncio.timeout(REQUEST_TIMEOUT_S):
+                        status, answer = await http.post("/v1/alerts", body, headers)
+                except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError,
+                        TimeoutError, ValueError):  # fmt: skip
+                    fired.latency[i] = time.perf_counter() - t0
+                    fired.status[i] = -1
+                    http.close()
                     continue
-                latency[i] = time.perf_counter() - t0
-                status[i] = r.status_code
-                if r.status_code == 201:
-                    notified[i] = r.json().get("notified_count")
+                fired.latency[i] = time.perf_counter() - t0
+                fired.status[i] = status
+                if status == 201:
+                    alert = json.loads(answer)
+                    fired.notified[i] = alert.get("notified_count")
+                    fired.alert_ids[i] = alert.get("id")
+        finally:
+            http.close()
 
-        await asyncio.gather(*(worker() for _ in range(clients)))
-        wall = time.perf_counter() - started
-    return latency, status, notified, wall
+    await asyncio.gather(*(client() for _ in range(clients)))
+    return fired._replace(wall_s=time.perf_counter() - started)
 
 
 def outbox_states(database_url: str) -> dict[str, int]:
@@ -396,6 +609,32 @@ def drain(
             say(f"outbox after {waited:.1f} s: {states}; sink received {sink.count}")
             return states, waited
         time.sleep(0.5)
+
+
+def deliveries(
+    fired: Fired,
+    by_alert: Counter[str],
+    by_kind: Counter[str],
+    at_start: Counter[str],
+    warm_ids: set[str],
+) -> dict[str, Any]:
+    """What the sink got, attributed by alert id: measured alerts against their notified_count.
+
+    Warm-up alerts are still being delivered when the measured ones start; a count taken at
+    that moment would give their late messages to the measured alerts.
+    """
+    measured = {a: n for a, n in zip(fired.alert_ids, fired.notified, strict=True) if a is not None}
+    expected = sum(n or 0 for n in measured.values())
+    return {
+        "sink_received": sum(by_alert.values()),
+        "sink_received_from_measured": sum(by_alert[a] for a in measured),
+        "expected_from_measured": expected,
+        "measured_alerts_short": sum(1 for a, n in measured.items() if by_alert[a] < (n or 0)),
+        "measured_alerts_over": sum(1 for a, n in measured.items() if by_alert[a] > (n or 0)),
+        "sink_received_from_warm_up": sum(by_alert[a] for a in warm_ids),
+        "warm_up_received_after_start": sum(by_alert[a] - at_start[a] for a in warm_ids),
+        "sink_by_kind": dict(sorted(by_kind.items())),
+    }
 
 
 def _pcts(seconds: Sequence[float]) -> dict[str, float]:
@@ -428,8 +667,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     graph_dir, name, _ = bench.resolve_graphs(source, quick=args.quick, say=say)
     walk = load_graph(graph_dir, "walk")
     bodies, synth = bench.make_members(walk, n_members, SEED, graph_dir, say)
+    workers = args.server_workers
     per_hour = 10  # ERN_ALERTS_PER_HOUR default; the server runs with it
-    n_requesters = min(len(bodies) - 1, max(MIN_REQUESTERS, math.ceil(n_alerts / per_hour)))
+    # WARM_UP_ALERTS per server process, each batch from its own member (the rate limit)
+    n_warm = WARM_UP_ALERTS * workers
+    n_requesters = min(len(bodies) - workers, max(MIN_REQUESTERS, math.ceil(n_alerts / per_hour)))
     if n_requesters * per_hour < n_alerts:
         need = math.ceil(n_alerts / per_hour)
         msg = f"{n_alerts} alerts need {need} requesters, have {n_requesters}"
@@ -448,9 +690,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "clients": clients,
         "needed": NEEDED,
         "timezone": TIMEZONE,
+        "server_workers": workers,
+        "outbox_process": args.outbox_process,
+        "server_access_log": args.server_access_log,
+        "load_client": "asyncio streams, HTTP/1.1 keep-alive, one connection per client",
+        "sink": "asyncio HTTP/1.1 keep-alive server in its own process",
     }
     rng = np.random.default_rng(SEED)
-    points = alert_points(walk, n_alerts + 2 * WARM_UP_ALERTS, rng)
+    # as many points as before for one or two processes: the measured points stay the same
+    points = alert_points(walk, n_alerts + max(2 * WARM_UP_ALERTS, n_warm), rng)
     modes = ",".join(m for m in ("walk", "bike", "drive") if (graph_dir / f"{m}.npz").is_file())
 
     sink = Sink()
@@ -470,35 +718,52 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             result["setup"]["db_upgrade_s"] = time.perf_counter() - t0
             if args.log_min_duration_ms is not None:
                 _log_slow_statements(db_name, args.log_min_duration_ms)
-            # requesters first, then one member for the warm-up alerts
+            # requesters first, then one member per server process for the warm-up alerts
             tokens, load_s = load_members(
-                database_url, bodies, webhook_url=sink.url, want_tokens=n_requesters + 1, say=say
+                database_url,
+                bodies,
+                webhook_url=sink.url,
+                want_tokens=n_requesters + workers,
+                say=say,
             )
             result["setup"]["member_insert_s"] = load_s
             result["setup"]["member_insert_per_s"] = len(bodies) / load_s
-            warm_token = tokens.pop()
             jobs = [(tokens[i % n_requesters], points[i]) for i in range(n_alerts)]
-            warm_jobs = [(warm_token, p) for p in points[n_alerts : n_alerts + WARM_UP_ALERTS]]
-
+            warm_jobs = [
+                (tokens[n_requesters + i // WARM_UP_ALERTS], points[n_alerts + i])
+                for i in range(n_warm)
+            ]
+            logs = [Path(tmp) / "serve.log"]
+            serve_env = env
             t0 = time.perf_counter()
-            with running_server(env, Path(tmp) / "serve.log", say) as base:
+            with ExitStack() as running:
+                if args.outbox_process:
+                    serve_env = {**env, "ERN_RUN_WORKERS": "false"}
+                    logs.append(Path(tmp) / "worker.log")
+                    running.enter_context(running_worker(env, logs[1], say))
+                base = running.enter_context(
+                    running_server(
+                        serve_env, logs[0], say, workers=workers, access_log=args.server_access_log
+                    )
+                )
                 result["setup"]["server_ready_s"] = time.perf_counter() - t0
-                # warm-up, not counted: one at a time, then all at once (pool, kernels, index)
-                warm = asyncio.run(fire(base, warm_jobs[:3], 1))
-                warm2 = asyncio.run(fire(base, warm_jobs[3:], min(clients, 5)))
-                warm_status = Counter(warm[1] + warm2[1])
+                # warm-up, not counted: a few at a time, then all at once (pool, kernels, index)
+                first = 3 * workers
+                warm = run_async(fire(base, warm_jobs[:first], workers))
+                warm2 = run_async(fire(base, warm_jobs[first:], min(clients, 5 * workers)))
+                warm_status = Counter(warm.status + warm2.status)
+                warm_ids = {a for a in warm.alert_ids + warm2.alert_ids if a is not None}
                 result["warm_up"] = {
                     "alerts": len(warm_jobs),
                     "status": {str(k): v for k, v in warm_status.items()},
-                    "first_ms": warm[0][0] * 1e3,
+                    "first_ms": warm.latency[0] * 1e3,
                 }
-                say(f"warm-up: {dict(warm_status)}, first {warm[0][0] * 1e3:.1f} ms")
-                sink_before = sink.count
+                say(f"warm-up: {dict(warm_status)}, first {warm.latency[0] * 1e3:.1f} ms")
+                at_start, _ = sink.counts()
                 say(f"firing {n_alerts:,} alerts from {clients} clients")
-                latency, status, notified, wall = asyncio.run(
-                    fire(base, jobs, clients, rate_per_s=args.rate)
-                )
-                ok = [n for n, s in zip(notified, status, strict=True) if s == 201]
+                fired = run_async(fire(base, jobs, clients, rate_per_s=args.rate))
+                latency, status = fired.latency, fired.status
+                ok = [n for n, s in zip(fired.notified, status, strict=True) if s == 201]
                 result["requests"] = len(latency)
                 result["alerts"] = n_alerts
                 result["clients"] = clients
@@ -506,8 +771,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 result.update(_pcts(latency))
                 result["errors"] = sum(1 for s in status if s != 201)
                 result["status"] = {str(k): v for k, v in sorted(Counter(status).items())}
-                result["wall_s"] = wall
-                result["throughput_per_s"] = len(latency) / wall
+                result["wall_s"] = fired.wall_s
+                result["throughput_per_s"] = len(latency) / fired.wall_s
                 counts = np.asarray([n for n in ok if n is not None], dtype=np.int64)
                 result["notified_count"] = {
                     "histogram": {str(k): v for k, v in sorted(Counter(counts.tolist()).items())},
@@ -519,16 +784,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     f"errors {result['errors']}, {result['throughput_per_s']:.0f}/s"
                 )
                 states, waited = drain(database_url, sink, timeout_s=args.drain_s, say=say)
-                result["deliveries"] = {
-                    "outbox_states": states,
-                    "sink_received": sink.count,
-                    "sink_received_from_measured": sink.count - sink_before,
-                    "expected_from_measured": int(counts.sum()),
-                    "drain_wait_s": waited,
-                }
+                by_alert, by_kind = sink.counts()
+                result["deliveries"] = deliveries(fired, by_alert, by_kind, at_start, warm_ids)
+                result["deliveries"].update(outbox_states=states, drain_wait_s=waited)
                 result["loadavg_at_end"] = list(os.getloadavg())
-            log_text = (Path(tmp) / "serve.log").read_text(errors="replace")
-            result["server_log_tracebacks"] = log_text.count("Traceback")
+            result["server_log_tracebacks"] = sum(
+                log.read_text(errors="replace").count("Traceback") for log in logs
+            )
     finally:
         sink.close()
     result["total_s"] = time.perf_counter() - t_all
@@ -552,9 +814,12 @@ def render(r: dict[str, Any]) -> str:
             f"throughput {r['throughput_per_s']:.1f} alerts/s over {r['wall_s']:.1f} s",
             f"notified_count {r['notified_count']['histogram']} "
             f"(total {r['notified_count']['total']})",
+            f"ern serve --workers {s['server_workers']}"
+            + (", outbox and escalation in one `ern worker`" if s["outbox_process"] else ""),
             f"outbox {d['outbox_states']}, sink received {d['sink_received']} "
             f"({d['sink_received_from_measured']} from the measured alerts, "
-            f"{d['expected_from_measured']} expected) after {d['drain_wait_s']:.1f} s",
+            f"{d['expected_from_measured']} expected; alerts short {d['measured_alerts_short']}, "
+            f"over {d['measured_alerts_over']}) after {d['drain_wait_s']:.1f} s",
             f"load at end {r['loadavg_at_end']}, total {r['total_s']:.0f} s",
         ]
     )
@@ -587,6 +852,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=[],
         metavar="KEY=VALUE",
         help="diagnosis: extra environment of ern serve, e.g. ERN_RUN_WORKERS=false (repeatable)",
+    )
+    p.add_argument(
+        "--server-workers", type=int, default=1, help="ern serve --workers N (default 1)"
+    )
+    p.add_argument(
+        "--outbox-process",
+        action="store_true",
+        help="ern serve with ERN_RUN_WORKERS=false plus one `ern worker` process",
+    )
+    p.add_argument(
+        "--server-access-log",
+        action="store_true",
+        help="keep uvicorn's per-request access log (default --no-access-log)",
     )
     p.add_argument("--json", action="store_true", help="one JSON object on stdout")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr (with --json)")
