@@ -172,12 +172,16 @@ class HttpPoster:
         except TimeoutError as exc:
             msg = f"{what} timed out ({type(exc).__name__})"
             raise TransientDeliveryError(msg) from exc
-        except (ValueError, http.client.InvalidURL) as exc:  # e.g. spaces, a bad IDNA host
+        except http.client.InvalidURL as exc:  # e.g. control characters in the path
             msg = f"{what} URL is not usable ({type(exc).__name__})"
             raise PermanentDeliveryError(msg) from exc
+        # Before ValueError: a refused certificate is both, and the receiver may fix it.
         except (OSError, http.client.HTTPException) as exc:
             msg = f"{what} unreachable ({type(exc).__name__})"
             raise TransientDeliveryError(msg) from exc
+        except ValueError as exc:  # e.g. a host name IDNA cannot encode
+            msg = f"{what} URL is not usable ({type(exc).__name__})"
+            raise PermanentDeliveryError(msg) from exc
 
     def _exchange(
         self,

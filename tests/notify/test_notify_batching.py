@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -300,3 +301,59 @@ class TestPoster:
             with pytest.raises(PermanentDeliveryError, match="not usable"):
                 poster.post(bad, what="webhook", headers={}, body=b"")
         poster.close()
+
+    def test_https_receivers_must_present_a_trusted_certificate(self, tmp_path) -> None:  # type: ignore[no-untyped-def]
+        import datetime as dt
+        import socket
+        import ssl
+
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509.oid import NameOID
+
+        key = ec.generate_private_key(ec.SECP256R1())
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+        now = dt.datetime.now(dt.UTC)
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(days=1))
+            .not_valid_after(now + dt.timedelta(days=1))
+            .sign(key, hashes.SHA256())
+        )
+        (tmp_path / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        (tmp_path / "key.pem").write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(tmp_path / "cert.pem", tmp_path / "key.pem")
+        listener = socket.create_server(("127.0.0.1", 0))
+        port = listener.getsockname()[1]
+
+        def accept() -> None:
+            conn, _ = listener.accept()
+            with conn, contextlib.suppress(ssl.SSLError, OSError):
+                context.wrap_socket(conn, server_side=True).close()
+
+        server = threading.Thread(target=accept, daemon=True)
+        server.start()
+        poster = HttpPoster(timeout_s=3.0)
+        try:
+            # A self-signed certificate is refused: the webhook is never sent in clear or
+            # to an impostor, and the attempt is retried (the receiver may fix its certificate).
+            with pytest.raises(
+                TransientDeliveryError, match=r"unreachable \(SSLCertVerificationError\)"
+            ):
+                poster.post(f"https://127.0.0.1:{port}/h", what="webhook", headers={}, body=b"")
+        finally:
+            poster.close()
+            server.join(5)
+            listener.close()
