@@ -1,4 +1,4 @@
-"""Shared constrained types: Lon, Lat, Seconds, GeoJSON (RFC 7946), times of day, days."""
+"""Shared constrained types: Lon, Lat, Seconds, GeoJSON (RFC 7946), times of day, days, text."""
 
 from __future__ import annotations
 
@@ -22,6 +22,17 @@ from shapely.geometry import Polygon as ShapelyPolygon
 from shapely.geometry.polygon import orient
 
 from geo.validate import linestring_from_positions, polygon_from_rings
+
+
+def _no_nul(value: str) -> str:
+    if "\x00" in value:
+        msg = "must not contain NUL (U+0000) characters"
+        raise ValueError(msg)
+    return value
+
+
+# Free text that is stored: PostgreSQL text and jsonb cannot hold U+0000 (a 500 otherwise).
+PlainText = Annotated[str, AfterValidator(_no_nul)]
 
 # Strict: "8.69" or true are not coordinates; allow_inf_nan=False also refuses a JSON NaN literal.
 Lon = Annotated[float, Field(ge=-180.0, le=180.0, allow_inf_nan=False, strict=True)]

@@ -9,7 +9,7 @@ from typing import Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from api.types import Point
+from api.types import PlainText, Point
 
 Kind = Literal["personal", "mass", "defense"]
 Status = Literal["open", "fulfilled", "closed"]
@@ -31,7 +31,7 @@ class AlertCreate(BaseModel):
     location: Point
     kind: Kind
     needed: int = Field(ge=1, le=MAX_NEEDED)
-    note: str | None = Field(default=None, max_length=MAX_NOTE_CHARS)
+    note: PlainText | None = Field(default=None, max_length=MAX_NOTE_CHARS)
     at: AwareDatetime | None = Field(
         default=None, description="coordinators: evaluate presence at this time (drills, tests)"
     )

@@ -16,7 +16,7 @@ from pydantic import (
     model_validator,
 )
 
-from api.types import Days, LineString, Polygon, TimeWindow
+from api.types import Days, LineString, PlainText, Polygon, TimeWindow
 
 Role = Literal["responder", "defense", "coordinator"]
 Mode = Literal["walk", "bike", "drive"]
@@ -25,7 +25,9 @@ Handle = Annotated[
     StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"),
     Field(description="unique public name: letters, digits, '_', '.', '-'", examples=["rosa"]),
 ]
-Email = Annotated[str, StringConstraints(max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")]
+Email = Annotated[
+    PlainText, StringConstraints(max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+]
 Phone = Annotated[
     str,
     StringConstraints(pattern=r"^\+[1-9]\d{6,14}$"),
@@ -72,7 +74,7 @@ class QuietHours(TimeWindow):
 class ZoneIn(TimeWindow):
     """A scheduled zone: an area where the member is on ``days`` between ``start`` and ``end``."""
 
-    name: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    name: Annotated[PlainText, StringConstraints(min_length=1, max_length=64)]
     area: Polygon = Field(description="same size rules as the home zone")
     days: Days
 

@@ -9,9 +9,10 @@ from hypothesis import settings as hyp_settings
 from hypothesis import strategies as st
 from sqlalchemy import text, update
 
+from api.alerts.models import Alert
 from api.alerts.repository import array_literal
 from api.members.models import Member
-from tests.alerts.helpers import deliveries, post_alert
+from tests.alerts.helpers import count_rows, deliveries, post_alert
 from tests.api.factories import auth
 
 
@@ -37,6 +38,34 @@ class TestAnswer:
         assert res.status_code == 201, res.text
         assert res.json()["notified_count"] == 0
         assert deliveries(db, res.json()["id"]) == []
+
+
+class TestNotes:
+    @hyp_settings(
+        max_examples=30,
+        deadline=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture],
+    )
+    @given(note=st.text(max_size=40))
+    def test_any_note_is_201_or_422_and_422_stores_nothing(self, api, db, site, make_member, note):
+        _, token = make_member(roles=())
+        before = count_rows(db, Alert)
+        res = post_alert(api, token, body(site, note=note), key="n")
+        assert res.status_code in (201, 422), res.text
+        if res.status_code == 422:
+            assert "\x00" in note and "NUL" in res.text
+            assert count_rows(db, Alert) == before
+        else:
+            assert res.json()["note"] == note
+            assert count_rows(db, Alert) == before + 1
+
+    def test_nul_in_the_note_is_422_naming_it(self, api, db, site, make_member):
+        _, token = make_member(roles=())
+        before = count_rows(db, Alert)
+        res = post_alert(api, token, body(site, note="a\x00b"))
+        assert res.status_code == 422, res.text
+        assert "note" in res.text and "NUL" in res.text
+        assert count_rows(db, Alert) == before
 
 
 class TestChannels:

@@ -631,6 +631,26 @@ class TestHostileGeometry:
         self._check(client, db, coordinator[1], body)
 
     @hostile_settings
+    @given(name=st.text(max_size=70), email=st.text(max_size=20))
+    def test_any_zone_name_and_email_text_is_201_or_422(
+        self, client: TestClient, coordinator: Caller, db: Session, name: str, email: str
+    ) -> None:
+        # Includes U+0000, which PostgreSQL text cannot hold: a 422, never a 500.
+        body = copy.deepcopy(full_member_body(handle=unique_handle("t")))
+        body["zones"][0]["name"] = name
+        body["contact"] = {"email": f"{email}@example.org"}
+        self._check(client, db, coordinator[1], body)
+
+    def test_nul_in_a_zone_name_is_422_naming_it(
+        self, client: TestClient, coordinator: Caller
+    ) -> None:
+        body = copy.deepcopy(full_member_body(handle=unique_handle("n")))
+        body["zones"][0]["name"] = "work\x00"
+        r = client.post("/v1/members", json=body, headers=auth(coordinator[1]))
+        assert r.status_code == 422, r.text
+        assert "NUL" in r.text and "name" in r.text
+
+    @hostile_settings
     @given(home_zone=polygon_like())
     def test_hostile_patch_is_200_or_422_and_422_changes_nothing(
         self, client: TestClient, responder: Caller, db: Session, home_zone: Any
