@@ -11,6 +11,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
 from api.clock import Clock
+from api.database import transaction
 from api.graphs import GraphStore
 from api.members.auth import Caller, authenticate, authenticate_caller, check_role, is_coordinator
 from api.members.models import Member
@@ -29,33 +30,17 @@ async def get_settings(request: Request) -> Settings:
 async def get_session(request: Request) -> AsyncIterator[Session]:
     """One transaction per request: committed before the response is sent, rolled back on error.
 
-    Making a session does no I/O (it connects on first use), so only the end of the unit of
-    work (commit or rollback, then close: both talk to the database) goes to a thread.
+    database.transaction() as for workers and the CLI, entered here (making a session does no
+    I/O: it connects on first use) and left in a thread (commit or rollback, then close).
     """
-    session: Session = request.app.state.session_factory()
+    unit = transaction(request.app.state.session_factory)
+    session = unit.__enter__()
     try:
         yield session
-        await to_thread.run_sync(_commit_and_close, session)
-    except BaseException:
-        await to_thread.run_sync(_rollback_and_close, session)
+    except BaseException as exc:
+        await to_thread.run_sync(unit.__exit__, type(exc), exc, exc.__traceback__)
         raise
-
-
-def _commit_and_close(session: Session) -> None:
-    try:
-        session.commit()
-    except BaseException:
-        session.rollback()
-        raise
-    finally:
-        session.close()
-
-
-def _rollback_and_close(session: Session) -> None:
-    try:
-        session.rollback()
-    finally:
-        session.close()
+    await to_thread.run_sync(unit.__exit__, None, None, None)
 
 
 async def get_graphs(request: Request) -> GraphStore:

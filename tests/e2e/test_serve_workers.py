@@ -9,15 +9,11 @@ from __future__ import annotations
 import re
 import signal
 import subprocess
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
-import psycopg
 import pytest
-from sqlalchemy.engine import make_url
 
 from tests.api.factories import HELSINKI_LAT, HELSINKI_LON, member_body
 from tests.e2e.support import ERN, Receiver, ern, free_port, server_env, wait_healthy
@@ -29,24 +25,6 @@ ALERT = {
     "kind": "personal",
     "needed": 1,
 }
-
-
-@pytest.fixture
-def fresh_database(database_url: str) -> Iterator[str]:
-    """An empty database with PostGIS; `ern db upgrade` makes the schema."""
-    name = f"ern_e2e_{uuid.uuid4().hex[:8]}"
-    admin = make_url(database_url).set(drivername="postgresql", database="postgres")
-    admin_dsn = admin.render_as_string(hide_password=False)
-    with psycopg.connect(admin_dsn, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = make_url(database_url).set(database=name)
-    with psycopg.connect(
-        url.set(drivername="postgresql").render_as_string(hide_password=False), autocommit=True
-    ) as conn:
-        conn.execute("CREATE EXTENSION postgis")
-    yield url.render_as_string(hide_password=False)
-    with psycopg.connect(admin_dsn, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def test_two_worker_processes_serve_health_and_alerts(

@@ -8,15 +8,11 @@ responder's app receives one signed message.
 from __future__ import annotations
 
 import json
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
-import psycopg
 import pytest
-from sqlalchemy.engine import make_url
 
 from api.notify.channels import verify_signature, webhook_signing_key
 from api.settings import Settings
@@ -32,24 +28,6 @@ ALERT = {
     "needed": 1,
     "note": "followed near the station",
 }
-
-
-@pytest.fixture
-def fresh_database(database_url: str) -> Iterator[str]:
-    """An empty database with PostGIS but no schema: `ern db upgrade` must make it."""
-    name = f"ern_e2e_{uuid.uuid4().hex[:8]}"
-    admin = make_url(database_url).set(drivername="postgresql", database="postgres")
-    admin_dsn = admin.render_as_string(hide_password=False)
-    with psycopg.connect(admin_dsn, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = make_url(database_url).set(database=name)
-    with psycopg.connect(
-        url.set(drivername="postgresql").render_as_string(hide_password=False), autocommit=True
-    ) as conn:
-        conn.execute("CREATE EXTENSION postgis")
-    yield url.render_as_string(hide_password=False)
-    with psycopg.connect(admin_dsn, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def test_alert_reaches_the_nearest_responders_webhook_through_a_running_service(
