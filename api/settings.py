@@ -57,6 +57,15 @@ class AlertSettings(_Base):
     acceptance_rate: float = Field(default=0.35, gt=0, le=1)
     alerts_per_hour: int = Field(default=10, ge=1)
     live_location_ttl_s: float = Field(default=900.0, gt=0)
+    alert_retention_days: float = Field(
+        default=30.0,
+        gt=0,
+        description="alerts (ranking and outbox rows with them) are deleted this long after "
+        "they were closed, or raised if never closed",
+    )
+    purge_interval_s: float = Field(
+        default=300.0, gt=0, description="how often the escalation worker purges expired data"
+    )
 
     @field_validator("timezone")
     @classmethod

@@ -6,16 +6,18 @@ import logging
 import math
 import threading
 import uuid
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.alerts import repository as repo
 from api.alerts.models import Alert
-from api.alerts.service import notify_alert, top_up_reserve
+from api.alerts.service import notify_alert, purge_alerts, top_up_reserve
 from api.clock import Clock, SystemClock
 from api.database import transaction
 from api.graphs import GraphStore
+from api.presence.service import purge_expired_locations
 from api.settings import Settings
 
 log = logging.getLogger("ern.escalation")
@@ -67,8 +69,28 @@ def escalate(
     return len(ids)
 
 
+@dataclass(frozen=True)
+class Purged:
+    """What one retention pass deleted."""
+
+    alerts: int
+    live_locations: int
+
+
+def purge_expired(session: Session, settings: Settings, *, now: datetime) -> Purged:
+    """Delete what the service must not keep: expired live locations, alerts past retention."""
+    retention = timedelta(days=settings.alert_retention_days)
+    return Purged(
+        alerts=purge_alerts(session, before=now - retention),
+        live_locations=purge_expired_locations(session, now=now),
+    )
+
+
 class EscalationWorker:
-    """Escalates due alerts; several workers may run at once (FOR UPDATE SKIP LOCKED)."""
+    """Escalates due alerts; several workers may run at once (FOR UPDATE SKIP LOCKED).
+
+    Every ``purge_interval_s`` it also runs the retention pass (purge_expired).
+    """
 
     def __init__(
         self,
@@ -87,6 +109,26 @@ class EscalationWorker:
         self.max_per_run = max_per_run
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._next_purge: datetime | None = None
+
+    def purge_once(self) -> Purged:
+        """One retention pass, in its own transaction."""
+        with transaction(self.session_factory) as session:
+            purged = purge_expired(session, self.settings, now=self.clock.now())
+        if purged.alerts or purged.live_locations:
+            log.info(
+                "retention: %d alerts, %d expired live locations deleted",
+                purged.alerts,
+                purged.live_locations,
+            )
+        return purged
+
+    def purge_if_due(self) -> None:
+        """purge_once() if purge_interval_s has passed since the last one (or there was none)."""
+        now = self.clock.now()
+        if self._next_purge is None or now >= self._next_purge:
+            self._next_purge = now + timedelta(seconds=self.settings.purge_interval_s)
+            self.purge_once()
 
     def run_once(self) -> int:
         """Escalate every alert due now, one transaction each; returns how many alerts escalated."""
@@ -141,5 +183,9 @@ class EscalationWorker:
                 self.run_once()
             except Exception:
                 log.exception("escalation pass failed; retrying")
+            try:
+                self.purge_if_due()
+            except Exception:
+                log.exception("retention pass failed; retrying at the next interval")
             if self._stop.wait(self.settings.worker_poll_s):
                 return

@@ -845,6 +845,11 @@ def _mode_table(
     return gp.AnchorTable.build(*columns)
 
 
+def purge_expired_locations(session: Session, *, now: datetime) -> int:
+    """Delete live locations that expired before ``now``; how many (the retention pass)."""
+    return repo.purge_expired_locations(session, now=now)
+
+
 def put_location(
     session: Session, settings: Settings, *, member_id: uuid.UUID, location: Point, now: datetime
 ) -> LocationRead:
