@@ -6,7 +6,7 @@ import secrets
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import AnyHttpUrl, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PLACEHOLDER_SECRETS = frozenset(
@@ -80,6 +80,11 @@ class AlertSettings(_Base):
 
 class NotifySettings(_Base):
     run_workers: bool = Field(default=True, description="run outbox/escalation workers in-process")
+    public_url: AnyHttpUrl | None = Field(
+        default=None,
+        description="where members reach this service (e.g. https://ern.example.org): "
+        "messages then carry absolute links to answer an alert",
+    )
     smtp_host: str = "127.0.0.1"
     smtp_port: int = 25
     smtp_from: str = "ern@localhost"

@@ -257,7 +257,9 @@ def _first_wave(
                 log.error("member %s: contact details unreadable, not notified", member_id)
     out: list[_Delivery] = []
     for candidate in first:
-        payload = alert_payload(facts, requester_handle=requester_handle, eta_s=candidate.eta_s)
+        payload = alert_payload(
+            settings, facts, requester_handle=requester_handle, eta_s=candidate.eta_s
+        )
         out.extend(
             _Delivery(
                 delivery_id=delivery_id(facts.id, candidate.member_id, channel, "alert"),
@@ -341,7 +343,10 @@ def notify_alert(
     members = repo.members_by_id(session, etas)
     facts = AlertFacts.of(alert)
     messages = [
-        (members[member_id], alert_payload(facts, requester_handle=requester_handle, eta_s=eta_s))
+        (
+            members[member_id],
+            alert_payload(settings, facts, requester_handle=requester_handle, eta_s=eta_s),
+        )
         for member_id, eta_s in etas.items()
         if member_id in members
     ]
@@ -350,8 +355,16 @@ def notify_alert(
     )
 
 
+def respond_url(settings: Settings, alert_id: uuid.UUID) -> str:
+    """Where to answer an alert: absolute under ERN_PUBLIC_URL, else relative to the API."""
+    path = f"/v1/alerts/{alert_id}/responses"
+    if settings.public_url is None:
+        return path
+    return str(settings.public_url).rstrip("/") + path
+
+
 def alert_payload(
-    alert: AlertFacts, *, requester_handle: str | None, eta_s: float
+    settings: Settings, alert: AlertFacts, *, requester_handle: str | None, eta_s: float
 ) -> dict[str, Any]:
     """The message a notified member receives: where, what, who asked, and how to answer."""
     lon, lat = alert.lon, alert.lat
@@ -363,7 +376,11 @@ def alert_payload(
     ]
     if alert.note:
         text_lines.append(f"Note: {alert.note}")
-    text_lines.append("Answer accept or decline in the app.")
+    answer_at = respond_url(settings, alert.id)
+    if settings.public_url is None:
+        text_lines.append("Answer accept or decline in the app.")
+    else:
+        text_lines.append(f"Answer accept or decline in the app or at {answer_at}")
     return {
         "subject": f"ern alert: {alert.kind}, {alert.needed} needed",
         "text": "\n".join(text_lines),
@@ -375,12 +392,12 @@ def alert_payload(
             "requester_handle": requester_handle,
             "needed": alert.needed,
             "eta_s": rounded_eta_s(eta_s),
-            "respond_url": f"/v1/alerts/{alert.id}/responses",
+            "respond_url": answer_at,
         },
     }
 
 
-def _short_payload(alert: Alert, kind: str) -> dict[str, Any]:
+def _short_payload(settings: Settings, alert: Alert, kind: str) -> dict[str, Any]:
     if kind == "stand_down":
         subject = "ern: stand down, enough people are on their way"
         text_body = "Enough responders have accepted this alert. Thank you; you are not needed."
@@ -394,7 +411,7 @@ def _short_payload(alert: Alert, kind: str) -> dict[str, Any]:
             "alert_id": str(alert.id),
             "kind": alert.kind,
             "status": alert.status,
-            "respond_url": f"/v1/alerts/{alert.id}/responses",
+            "respond_url": respond_url(settings, alert.id),
         },
     }
 
@@ -409,7 +426,7 @@ def _enqueue_short(
     now: datetime,
 ) -> None:
     members = repo.members_by_id(session, member_ids)
-    payload = _short_payload(alert, message_kind)
+    payload = _short_payload(settings, alert, message_kind)
     messages = [(members[m], payload) for m in member_ids if m in members]
     enqueue_many(
         session, settings, messages=messages, alert_id=alert.id, message_kind=message_kind, now=now

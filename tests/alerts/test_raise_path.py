@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hyp_settings
 from hypothesis import strategies as st
@@ -128,3 +129,37 @@ def testarray_literals_keep_floats_exact(db, values):
 def test_array_literals_keep_uuids(db, values):
     got = db.execute(text("SELECT CAST(:v AS uuid[])"), {"v": array_literal(values)}).scalar_one()
     assert got == values
+
+
+class TestPublicUrl:
+    def test_messages_link_to_the_public_url_when_set(
+        self, settings, graphs, engine, session_factory, clock, db, site, crowd, make_member
+    ):
+        from api.main import create_app
+
+        public = settings.model_copy(update={"public_url": "https://ern.example.org/"})
+        app = create_app(
+            public, engine=engine, session_factory=session_factory, graphs=graphs, clock=clock
+        )
+        client = TestClient(app, raise_server_exceptions=False)
+        _, token = make_member(roles=())
+        res = post_alert(client, token, body(site, needed=1))
+        assert res.status_code == 201, res.text
+        alert_id = res.json()["id"]
+        link = f"https://ern.example.org/v1/alerts/{alert_id}/responses"
+        sent = deliveries(db, alert_id)
+        assert sent and all(d.payload["alert"]["respond_url"] == link for d in sent)
+        assert all(link in d.payload["text"] for d in sent)
+        assert client.post(f"/v1/alerts/{alert_id}/close", headers=auth(token)).status_code == 200
+        closing = deliveries(db, alert_id, message_kind="close")
+        assert closing and all(d.payload["alert"]["respond_url"] == link for d in closing)
+
+    def test_without_it_links_are_relative(self, api, db, site, crowd, make_member):
+        _, token = make_member(roles=())
+        alert_id = post_alert(api, token, body(site, needed=1)).json()["id"]
+        sent = deliveries(db, alert_id)
+        assert sent
+        assert all(
+            d.payload["alert"]["respond_url"] == f"/v1/alerts/{alert_id}/responses" for d in sent
+        )
+        assert all("https://" not in d.payload["text"] for d in sent)
