@@ -80,6 +80,12 @@ class AlertSettings(_Base):
 
 class NotifySettings(_Base):
     run_workers: bool = Field(default=True, description="run outbox/escalation workers in-process")
+    webhook_allow_private: bool = Field(
+        default=False,
+        description="deliver webhooks to loopback, private, link-local and other non-public "
+        "addresses (members choose their webhook URLs: off, the service cannot be made to "
+        "POST into its own network); tests and closed networks turn it on",
+    )
     public_url: AnyHttpUrl | None = Field(
         default=None,
         description="where members reach this service (e.g. https://ern.example.org): "

@@ -104,6 +104,8 @@ def settings(
         graph_dir=graph_dir,
         run_workers=False,
         timezone="Europe/Helsinki",
+        # The receivers of the tests listen on 127.0.0.1.
+        webhook_allow_private=True,
     )
 
 

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import http.client
+import ipaddress
 import json
 import re
 import select
 import smtplib
+import socket
 import ssl
 import time
 import uuid
@@ -125,7 +128,8 @@ def check_http_response(answer: HttpAnswer, *, what: str, now: datetime) -> None
     raise PermanentDeliveryError(reason)
 
 
-Origin = tuple[str, str, int]
+# scheme, host, port, and whether only public addresses may be reached (kept apart).
+Origin = tuple[str, str, int, bool]
 # A kept-alive connection the server may already have closed: the request never reached it.
 _STALE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
 
@@ -146,8 +150,21 @@ class HttpPoster:
         self._idle: OrderedDict[Origin, tuple[http.client.HTTPConnection, float]] = OrderedDict()
         self._tls: ssl.SSLContext | None = None
 
-    def post(self, url: str, *, what: str, headers: dict[str, str], body: bytes) -> HttpAnswer:
-        """POST ``body``; the answer, its body read so that the connection can be reused."""
+    def post(
+        self,
+        url: str,
+        *,
+        what: str,
+        headers: dict[str, str],
+        body: bytes,
+        public_only: bool = False,
+    ) -> HttpAnswer:
+        """POST ``body``; the answer, its body read so that the connection can be reused.
+
+        ``public_only``: the host must resolve to public addresses only (PermanentDeliveryError
+        otherwise), and the connection goes to the address that was checked, so a second
+        DNS answer cannot redirect it.
+        """
         try:
             parts = urlsplit(url)
             scheme = parts.scheme.lower()
@@ -159,7 +176,7 @@ class HttpPoster:
         if scheme not in ("http", "https") or not host:
             msg = f"{what} URL is not usable (UnsupportedProtocol)"
             raise PermanentDeliveryError(msg)
-        origin = (scheme, host, port or (443 if scheme == "https" else 80))
+        origin = (scheme, host, port or (443 if scheme == "https" else 80), public_only)
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         try:
             conn = self._take(origin)
@@ -168,7 +185,7 @@ class HttpPoster:
                     return self._exchange(origin, conn, target, headers, body)
                 except _STALE:
                     conn.close()  # closed while idle: send once more on a new connection
-            return self._exchange(origin, self._connect(origin), target, headers, body)
+            return self._exchange(origin, self._connect(origin, what=what), target, headers, body)
         except TimeoutError as exc:
             msg = f"{what} timed out ({type(exc).__name__})"
             raise TransientDeliveryError(msg) from exc
@@ -204,15 +221,26 @@ class HttpPoster:
             self._keep(origin, conn)
         return HttpAnswer(response.status, response.getheader("Retry-After"))
 
-    def _connect(self, origin: Origin) -> http.client.HTTPConnection:
-        scheme, host, port = origin
+    def _connect(self, origin: Origin, *, what: str) -> http.client.HTTPConnection:
+        scheme, host, port, public_only = origin
+        conn: http.client.HTTPConnection
         if scheme == "http":
-            return http.client.HTTPConnection(host, port, timeout=self._timeout_s)
-        if self._tls is None:
-            # httpx's context (certifi's CAs, verification on, no SSL_CERT_* from the
-            # environment): the same trust as the httpx client this replaced.
-            self._tls = httpx.create_ssl_context(trust_env=False)
-        return http.client.HTTPSConnection(host, port, timeout=self._timeout_s, context=self._tls)
+            conn = http.client.HTTPConnection(host, port, timeout=self._timeout_s)
+        else:
+            if self._tls is None:
+                # httpx's context (certifi's CAs, verification on, no SSL_CERT_* from the
+                # environment): the same trust as the httpx client this replaced.
+                self._tls = httpx.create_ssl_context(trust_env=False)
+            conn = http.client.HTTPSConnection(
+                host, port, timeout=self._timeout_s, context=self._tls
+            )
+        if public_only:
+            address = public_address(host, port, what=what)
+            # http.client opens its socket through this attribute; TLS still verifies `host`.
+            conn._create_connection = functools.partial(  # type: ignore[attr-defined]
+                _connect_to, address
+            )
+        return conn
 
     def _take(self, origin: Origin) -> http.client.HTTPConnection | None:
         kept = self._idle.pop(origin, None)
@@ -240,6 +268,37 @@ class HttpPoster:
         while self._idle:
             _, (conn, _) = self._idle.popitem()
             conn.close()
+
+
+def public_address(host: str, port: int, *, what: str) -> tuple[str, int]:
+    """The first address of ``host``, if every address it resolves to is public.
+
+    Refused (PermanentDeliveryError): loopback, private (RFC 1918, fc00::/7), link-local
+    (cloud metadata services live there), shared (100.64/10), multicast, reserved and
+    unspecified addresses, also as IPv4-mapped IPv6. A resolver failure is an OSError
+    (transient: the name may resolve later).
+    """
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    addresses = [info[4][:2] for info in infos]
+    for ip, _ in addresses:
+        parsed = ipaddress.ip_address(str(ip).split("%", 1)[0])
+        mapped = getattr(parsed, "ipv4_mapped", None)
+        checked = [parsed] if mapped is None else [parsed, mapped]
+        # is_global leaves multicast in (224.0.0.0/4 is globally scoped); a webhook is unicast.
+        if any(not one.is_global or one.is_multicast for one in checked):
+            msg = f"{what} host resolves to a non-public address; refused"
+            raise PermanentDeliveryError(msg)
+    ip, resolved_port = addresses[0]
+    return str(ip), int(resolved_port)
+
+
+def _connect_to(
+    address: tuple[str, int],
+    _requested: tuple[str, int],
+    timeout: float | None = None,
+    source_address: tuple[str, int] | None = None,
+) -> socket.socket:
+    return socket.create_connection(address, timeout, source_address)
 
 
 def _closed_by_peer(conn: http.client.HTTPConnection) -> bool:
@@ -287,6 +346,8 @@ class WebhookChannel:
     def __init__(self, settings: Settings, poster: HttpPoster) -> None:
         self._key = webhook_signing_key(settings)
         self._poster = poster
+        # Members choose webhook URLs; the operator chooses the SMS gateway's (trusted).
+        self._public_only = not settings.webhook_allow_private
 
     def send(self, message: Message, contact: dict[str, Any], *, now: datetime) -> None:
         url = contact.get("webhook_url")
@@ -303,7 +364,9 @@ class WebhookChannel:
             SIGNATURE_HEADER: sign(self._key, body),
             DELIVERY_HEADER: message.delivery_id,
         }
-        answer = self._poster.post(str(url), what="webhook", headers=headers, body=body)
+        answer = self._poster.post(
+            str(url), what="webhook", headers=headers, body=body, public_only=self._public_only
+        )
         check_http_response(answer, what="webhook", now=now)
 
 

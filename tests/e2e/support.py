@@ -79,6 +79,7 @@ def server_env(
         ERN_VAR_DIR=str(var_dir),
         ERN_TIMEZONE="Europe/Helsinki",
         ERN_WAVE_TIMEOUT_S="600",
+        ERN_WEBHOOK_ALLOW_PRIVATE="true",  # the receivers listen on 127.0.0.1
         **extra,
     )
     if database_url is not None:

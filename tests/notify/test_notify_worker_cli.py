@@ -29,6 +29,7 @@ def test_worker_command_delivers_and_stops_on_sigterm(
         "ERN_SECRET_KEY": TEST_SECRET,
         "ERN_WORKER_POLL_S": "0.1",
         "ERN_DELIVERY_TIMEOUT_S": "3",
+        "ERN_WEBHOOK_ALLOW_PRIVATE": "true",  # the receivers listen on 127.0.0.1
     }
     proc = subprocess.Popen(
         [sys.executable, "-c", "from api.cli import app; app()", "worker", "--batch-size", "5"],
