@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import secrets
 from pathlib import Path
+from typing import Literal, Self
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AnyHttpUrl, Field, SecretStr, field_validator
+from pydantic import AnyHttpUrl, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PLACEHOLDER_SECRETS = frozenset(
@@ -94,6 +95,14 @@ class NotifySettings(_Base):
     smtp_host: str = "127.0.0.1"
     smtp_port: int = 25
     smtp_from: str = "ern@localhost"
+    smtp_security: Literal["none", "starttls", "tls"] = Field(
+        default="none", description="starttls: upgrade after connecting; tls: SMTPS (port 465)"
+    )
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_ca_file: Path | None = Field(
+        default=None, description="CA certificates to trust for the SMTP server (else the system's)"
+    )
     sms_base_url: str | None = Field(default=None, description="Twilio-compatible gateway base URL")
     sms_account_sid: str = "ern"
     sms_auth_token: SecretStr = SecretStr("")
@@ -103,6 +112,16 @@ class NotifySettings(_Base):
     backoff_base_s: float = Field(default=1.0, gt=0)
     backoff_cap_s: float = Field(default=300.0, gt=0)
     worker_poll_s: float = Field(default=0.5, gt=0)
+
+    @model_validator(mode="after")
+    def _smtp_credentials_only_over_tls(self) -> Self:
+        if self.smtp_username is not None and self.smtp_security == "none":
+            msg = (
+                "ERN_SMTP_USERNAME needs ERN_SMTP_SECURITY=starttls or tls: the password would "
+                "cross the network in clear"
+            )
+            raise ValueError(msg)
+        return self
 
 
 class Settings(DatabaseSettings, SecuritySettings, GeoSettings, AlertSettings, NotifySettings):

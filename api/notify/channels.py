@@ -418,6 +418,36 @@ class EmailChannel:
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
+        self._tls: ssl.SSLContext | None = None
+
+    def _connect(self) -> smtplib.SMTP:
+        """A connection, secured and logged in as ERN_SMTP_SECURITY/USERNAME say."""
+        settings = self._settings
+        if settings.smtp_security != "none" and self._tls is None:
+            cafile = str(settings.smtp_ca_file) if settings.smtp_ca_file else None
+            self._tls = ssl.create_default_context(cafile=cafile)
+        timeout = settings.delivery_timeout_s
+        smtp: smtplib.SMTP
+        if settings.smtp_security == "tls":
+            smtp = smtplib.SMTP_SSL(
+                settings.smtp_host, settings.smtp_port, timeout=timeout, context=self._tls
+            )
+        else:
+            smtp = smtplib.SMTP(settings.smtp_host, settings.smtp_port, timeout=timeout)
+        try:
+            if settings.smtp_security == "starttls":
+                # Refuses (SMTPNotSupportedError) a server that does not offer STARTTLS: the
+                # message and the credentials never go in clear when TLS was asked for.
+                smtp.starttls(context=self._tls)
+            if settings.smtp_username is not None:
+                password = (
+                    settings.smtp_password.get_secret_value() if settings.smtp_password else ""
+                )
+                smtp.login(settings.smtp_username, password)
+        except BaseException:
+            smtp.close()
+            raise
+        return smtp
 
     def build(self, message: Message, address: str, *, now: datetime) -> EmailMessage:
         """The e-mail for one attempt (same Message-ID on every attempt)."""
@@ -437,12 +467,9 @@ class EmailChannel:
         if not address:
             msg = "the member has no e-mail address any more"
             raise PermanentDeliveryError(msg)
-        settings = self._settings
         mail = self.build(message, str(address), now=now)
         try:
-            with smtplib.SMTP(
-                settings.smtp_host, settings.smtp_port, timeout=settings.delivery_timeout_s
-            ) as smtp:
+            with self._connect() as smtp:
                 smtp.send_message(mail)
         except smtplib.SMTPRecipientsRefused as exc:
             codes = [code for code, _ in exc.recipients.values()]

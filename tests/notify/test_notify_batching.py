@@ -21,7 +21,14 @@ from api.notify.channels import HttpPoster
 from api.notify.errors import PermanentDeliveryError, TransientDeliveryError
 from api.notify.service import delivery_id
 from api.settings import Settings
-from tests.notify.conftest import Answer, HttpReceiver, Received, deliveries, serve
+from tests.notify.conftest import (
+    Answer,
+    HttpReceiver,
+    Received,
+    deliveries,
+    self_signed_certificate,
+    serve,
+)
 from tests.notify.test_notify_faults import wait_until
 
 
@@ -303,38 +310,12 @@ class TestPoster:
         poster.close()
 
     def test_https_receivers_must_present_a_trusted_certificate(self, tmp_path) -> None:  # type: ignore[no-untyped-def]
-        import datetime as dt
         import socket
         import ssl
 
-        from cryptography import x509
-        from cryptography.hazmat.primitives import hashes, serialization
-        from cryptography.hazmat.primitives.asymmetric import ec
-        from cryptography.x509.oid import NameOID
-
-        key = ec.generate_private_key(ec.SECP256R1())
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-        now = dt.datetime.now(dt.UTC)
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(days=1))
-            .not_valid_after(now + dt.timedelta(days=1))
-            .sign(key, hashes.SHA256())
-        )
-        (tmp_path / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        (tmp_path / "key.pem").write_bytes(
-            key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            )
-        )
+        cert, key = self_signed_certificate(tmp_path)
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(tmp_path / "cert.pem", tmp_path / "key.pem")
+        context.load_cert_chain(cert, key)
         listener = socket.create_server(("127.0.0.1", 0))
         port = listener.getsockname()[1]
 
