@@ -50,41 +50,35 @@ def logins() -> Logins:
     return Logins()
 
 
+def _serve(**options: Any) -> Iterator[SmtpInbox]:
+    inbox = SmtpInbox(port=free_port())
+    controller = Controller(inbox, hostname="127.0.0.1", port=inbox.port, **options)
+    controller.start()
+    yield inbox
+    controller.stop()
+
+
 @pytest.fixture
 def starttls_server(certificate: tuple[Path, Path], logins: Logins) -> Iterator[SmtpInbox]:
     """Offers STARTTLS, requires it, and takes logins only over TLS."""
-    inbox = SmtpInbox(port=free_port())
-    controller = Controller(
-        inbox,
-        hostname="127.0.0.1",
-        port=inbox.port,
+    yield from _serve(
         tls_context=_server_context(certificate),
         require_starttls=True,
         authenticator=logins,
         auth_require_tls=True,
         auth_required=True,
     )
-    controller.start()
-    yield inbox
-    controller.stop()
 
 
 @pytest.fixture
 def smtps_server(certificate: tuple[Path, Path], logins: Logins) -> Iterator[SmtpInbox]:
     """SMTP inside TLS from the first byte (port 465 style)."""
-    inbox = SmtpInbox(port=free_port())
-    controller = Controller(
-        inbox,
-        hostname="127.0.0.1",
-        port=inbox.port,
+    yield from _serve(
         ssl_context=_server_context(certificate),
         authenticator=logins,
         # aiosmtpd only counts STARTTLS as TLS; here the whole connection is inside TLS.
         auth_require_tls=False,
     )
-    controller.start()
-    yield inbox
-    controller.stop()
 
 
 def _mail_settings(base: Settings, port: int, **changes: Any) -> Settings:
