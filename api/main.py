@@ -148,6 +148,7 @@ def create_app(
     from api import health
     from api.alerts.router import router as alerts_router
     from api.members.router import router as members_router
+    from api.notify.router import key_router as webhook_key_router
     from api.notify.router import router as deliveries_router
     from api.presence.router import router as location_router
 
@@ -156,6 +157,7 @@ def create_app(
     app.include_router(members_router)
     app.include_router(alerts_router)
     app.include_router(deliveries_router)
+    app.include_router(webhook_key_router)
     return app
 
 

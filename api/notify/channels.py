@@ -311,9 +311,18 @@ def _closed_by_peer(conn: http.client.HTTPConnection) -> bool:
     return bool(poller.poll(0))
 
 
-def webhook_signing_key(settings: Settings) -> bytes:
-    """The X-Ern-Signature key: HKDF-SHA256(ERN_SECRET_KEY, info="ern webhook signature v1")."""
-    return derive_key(settings.secret_bytes(), info=_WEBHOOK_KEY_INFO)
+def webhook_signing_key(settings: Settings, member_id: uuid.UUID) -> bytes:
+    """One member's X-Ern-Signature key.
+
+    HKDF-SHA256(ERN_SECRET_KEY, info="ern webhook signature v1:<member id>"): each member
+    verifies with a key of their own (GET /v1/members/me/webhook-key), so no member can sign
+    messages that another member's receiver would accept.
+    """
+    return _member_key(settings.secret_bytes(), member_id)
+
+
+def _member_key(secret: bytes, member_id: uuid.UUID) -> bytes:
+    return derive_key(secret, info=_WEBHOOK_KEY_INFO + b":" + str(member_id).encode())
 
 
 def sign(key: bytes, body: bytes) -> str:
@@ -344,7 +353,7 @@ class WebhookChannel:
     name = "webhook"
 
     def __init__(self, settings: Settings, poster: HttpPoster) -> None:
-        self._key = webhook_signing_key(settings)
+        self._secret = settings.secret_bytes()
         self._poster = poster
         # Members choose webhook URLs; the operator chooses the SMS gateway's (trusted).
         self._public_only = not settings.webhook_allow_private
@@ -361,7 +370,7 @@ class WebhookChannel:
         headers = {
             "Content-Type": "application/json",
             "User-Agent": USER_AGENT,
-            SIGNATURE_HEADER: sign(self._key, body),
+            SIGNATURE_HEADER: sign(_member_key(self._secret, message.member_id), body),
             DELIVERY_HEADER: message.delivery_id,
         }
         answer = self._poster.post(

@@ -7,12 +7,26 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from api.deps import Coordinator, SessionDep
+from api.deps import Coordinator, CurrentCaller, SessionDep, SettingsDep
 from api.errors import COMMON_RESPONSES, ErrorBody
 from api.notify import service
-from api.notify.schemas import DeliveryPage, State
+from api.notify.channels import webhook_signing_key
+from api.notify.schemas import DeliveryPage, State, WebhookKey
 
 router = APIRouter(prefix="/v1/deliveries", tags=["notifications"])
+# The caller's own webhook key lives under /v1/members/me with the caller's other own things.
+key_router = APIRouter(prefix="/v1/members/me/webhook-key", tags=["notifications"])
+
+
+@key_router.get(
+    "",
+    response_model=WebhookKey,
+    summary="The caller's webhook signing key",
+    responses={**COMMON_RESPONSES},
+)
+def my_webhook_key(caller: CurrentCaller, settings: SettingsDep) -> WebhookKey:
+    """The key X-Ern-Signature is made with for webhooks to the caller (theirs alone)."""
+    return WebhookKey(key=webhook_signing_key(settings, caller.id).hex())
 
 
 @router.get(

@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 Channel = Literal["webhook", "email", "sms"]
 State = Literal["pending", "sending", "sent", "failed", "cancelled"]
@@ -37,3 +37,15 @@ class DeliveryPage(BaseModel):
     total: int
     limit: int
     offset: int
+
+
+class WebhookKey(BaseModel):
+    """The key the caller's webhook receiver verifies X-Ern-Signature with."""
+
+    key: str = Field(description="hex; keep it secret, like a password")
+    algorithm: Literal["HMAC-SHA256"] = "HMAC-SHA256"
+    header: Literal["X-Ern-Signature"] = "X-Ern-Signature"
+    signature_format: str = Field(
+        default="sha256=<hex HMAC of the raw request body under the key>",
+        description="how the header's value is made",
+    )

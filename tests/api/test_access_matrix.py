@@ -132,6 +132,7 @@ MATRIX: dict[tuple[str, str], Row] = {
         body=lambda _: {"location": {"type": "Point", "coordinates": [HELSINKI_LON, HELSINKI_LAT]}},
     ),
     ("DELETE", "/v1/members/me/location"): Row(401, 204, 204, 204),
+    ("GET", "/v1/members/me/webhook-key"): Row(401, 200, 200, 200),
     # --- notify (notify helper) ---
     ("GET", "/v1/deliveries"): Row(401, 403, 403, 200),
     # --- alerts (alerts helper); "self" is the requester of the alert ---

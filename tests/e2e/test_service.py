@@ -14,10 +14,9 @@ from typing import Any
 import httpx
 import pytest
 
-from api.notify.channels import verify_signature, webhook_signing_key
-from api.settings import Settings
+from api.notify.channels import verify_signature
 from tests.api.factories import HELSINKI_LAT, HELSINKI_LON, member_body
-from tests.e2e.support import SECRET, Receiver, Server, ern, server_env
+from tests.e2e.support import Receiver, Server, ern, server_env
 
 pytestmark = pytest.mark.slow
 
@@ -54,6 +53,7 @@ def test_alert_reaches_the_nearest_responders_webhook_through_a_running_service(
         )
         created = httpx.post(f"{base}/v1/members", json=responder, headers=coord)
         assert created.status_code == 201, created.text
+        responder_auth = {"Authorization": f"Bearer {created.json()['token']}"}
         requester = member_body("e2e-ana", roles=[], lon=HELSINKI_LON + 0.004, lat=HELSINKI_LAT)
         made = httpx.post(f"{base}/v1/members", json=requester, headers=coord)
         assert made.status_code == 201, made.text
@@ -69,8 +69,12 @@ def test_alert_reaches_the_nearest_responders_webhook_through_a_running_service(
         receiver.wait_for(1)
         assert len(receiver.requests) == 1, receiver.requests
         headers, raw = receiver.requests[0]
-        key = webhook_signing_key(Settings(secret_key=SECRET, database_url=fresh_database))
-        assert verify_signature(key, raw, headers.get("x-ern-signature"))
+        # The responder's own key, as their receiver would fetch it.
+        own = httpx.get(f"{base}/v1/members/me/webhook-key", headers=responder_auth)
+        assert own.status_code == 200, own.text
+        assert verify_signature(bytes.fromhex(own.json()["key"]), raw, headers["x-ern-signature"])
+        theirs = httpx.get(f"{base}/v1/members/me/webhook-key", headers=asker).json()["key"]
+        assert not verify_signature(bytes.fromhex(theirs), raw, headers["x-ern-signature"])
         message = json.loads(raw)
         assert message["alert_id"] == body["id"] and message["kind"] == "alert"
     finally:

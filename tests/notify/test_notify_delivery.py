@@ -169,9 +169,12 @@ class TestWebhook:
         assert request.path == "/hooks/ern"
         assert request.headers["x-ern-delivery"] == expected_id
         assert request.headers["content-type"] == "application/json"
-        key = webhook_signing_key(notify_settings)
+        key = webhook_signing_key(notify_settings, member.id)
         assert verify_signature(key, request.body, request.headers["x-ern-signature"])
         assert not verify_signature(key, request.body + b" ", request.headers["x-ern-signature"])
+        # Each member has a key of their own: another member's key does not verify it.
+        other = webhook_signing_key(notify_settings, uuid.uuid4())
+        assert not verify_signature(other, request.body, request.headers["x-ern-signature"])
         body = request.json()
         assert body["delivery_id"] == expected_id
         assert body["alert_id"] == str(alert_id)
