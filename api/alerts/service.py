@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import math
 import uuid
 from collections.abc import Sequence
@@ -39,15 +38,12 @@ from api.alerts.schemas import (
 from api.graphs import GraphStore
 from api.members.auth import Caller, HasRoles, is_coordinator
 from api.members.crypto import contact_cipher
-from api.members.errors import ContactUnreadable
 from api.members.models import Member
 from api.members.service import audit
-from api.notify.service import cancel, channels_of, delivery_id, enqueue_many, purge
+from api.notify.service import cancel, delivery_id, enqueue_many, member_channels, purge
 from api.presence.service import Candidate, Ranking, check_in_service_area, rank_members
 from api.settings import Settings
 from api.types import Point
-
-log = logging.getLogger("ern.alerts")
 
 RATE_WINDOW = timedelta(hours=1)
 # Retries come within seconds or minutes. A key seen again days later is a client reusing
@@ -247,14 +243,10 @@ def _first_wave(
     channels = {c.member_id: c.channels for c in first}
     unknown = [m for m, ch in channels.items() if ch is None]
     if unknown:
-        # Only when the presence index holds no contacts for these members (e.g. unreadable).
+        # Only when the presence index was built without contacts (see Candidate.channels).
         cipher = contact_cipher(settings)
         for member_id, member in repo.members_by_id(session, unknown).items():
-            try:
-                channels[member_id] = tuple(channels_of(cipher.decrypt(member.contact_ciphertext)))
-            except ContactUnreadable:
-                # One unreadable record must not stop an alert from reaching everyone else.
-                log.error("member %s: contact details unreadable, not notified", member_id)
+            channels[member_id] = member_channels(cipher, member_id, member.contact_ciphertext)
     out: list[_Delivery] = []
     for candidate in first:
         payload = alert_payload(

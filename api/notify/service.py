@@ -11,7 +11,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from api.members.crypto import contact_cipher
+from api.members.crypto import ContactCipher, contact_cipher
 from api.members.errors import ContactUnreadable
 from api.members.models import Member
 from api.members.service import audit
@@ -35,6 +35,21 @@ def delivery_id(alert_id: uuid.UUID, member_id: uuid.UUID, channel: str, message
 def channels_of(contact: dict[str, Any]) -> list[str]:
     """The channels a member's contact details allow, in a fixed order."""
     return [channel for channel in CHANNELS if contact.get(CONTACT_FIELD[channel])]
+
+
+def member_channels(
+    cipher: ContactCipher, member_id: uuid.UUID, ciphertext: bytes | None
+) -> tuple[str, ...]:
+    """The channels a member's encrypted contact allows; none when it cannot be decrypted.
+
+    One unreadable record must not stop an alert from reaching everyone else: it is logged
+    and the member gets nothing.
+    """
+    try:
+        return tuple(channels_of(cipher.decrypt(ciphertext)))
+    except ContactUnreadable:
+        log.error("member %s: contact details unreadable, not notified", member_id)
+        return ()
 
 
 def enqueue(
@@ -71,12 +86,6 @@ def enqueue_many(
     cipher = contact_cipher(settings)
     rows: list[dict[str, Any]] = []
     for member, payload in messages:
-        try:
-            contact = cipher.decrypt(member.contact_ciphertext)
-        except ContactUnreadable:
-            # One unreadable record must not stop an alert from reaching everyone else.
-            log.error("member %s: contact details unreadable, not notified", member.id)
-            continue
         rows.extend(
             {
                 "delivery_id": delivery_id(alert_id, member.id, channel, message_kind),
@@ -90,7 +99,7 @@ def enqueue_many(
                 "next_attempt_at": now,
                 "created_at": now,
             }
-            for channel in channels_of(contact)
+            for channel in member_channels(cipher, member.id, member.contact_ciphertext)
         )
     created = repo.insert_deliveries(session, rows)
     if created:

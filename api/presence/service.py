@@ -63,8 +63,7 @@ from sqlalchemy.orm import Session
 
 from api.graphs import GraphStore, ModeGraph
 from api.members.crypto import contact_cipher
-from api.members.errors import ContactUnreadable
-from api.notify.service import channels_of
+from api.notify.service import member_channels
 from api.presence import repository as repo
 from api.presence.schemas import LocationRead
 from api.settings import Settings
@@ -649,9 +648,9 @@ def _member_channels(
 ) -> list[tuple[str, ...] | None]:
     """Each member's notification channels, decrypting each distinct contact once.
 
-    Rows without the contact column (older callers) give None; so does an unreadable
-    contact, which the notifying code then reports for that member alone. ``memo`` maps
-    ciphertexts to channels and is carried over to the next build (only kept ones stay).
+    Rows without the contact column (older callers) give None: the notifying code then reads
+    the member's record. ``memo`` maps ciphertexts to channels and is carried over to the
+    next build (only the ones still in use stay).
     """
     cipher = contact_cipher(settings)
     out: list[tuple[str, ...] | None] = []
@@ -661,13 +660,11 @@ def _member_channels(
             out.append(None)
             continue
         ciphertext = bytes(row[8]) if row[8] is not None else b""
-        found = seen.get(ciphertext) or memo.get(ciphertext)
+        found = seen.get(ciphertext)
         if found is None:
-            try:
-                found = tuple(channels_of(cipher.decrypt(ciphertext)))
-            except ContactUnreadable:
-                out.append(None)
-                continue
+            found = memo.get(ciphertext)
+        if found is None:
+            found = member_channels(cipher, row[0], ciphertext)
         seen[ciphertext] = found
         out.append(found)
     memo.clear()
