@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import threading
@@ -9,6 +10,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from sqlalchemy import Engine, event
@@ -17,7 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from api.clock import ManualClock
 from api.database import transaction
 from api.members.models import Member
-from api.notify.channels import HttpPoster
+from api.notify.channels import HttpAnswer, HttpPoster
 from api.notify.errors import PermanentDeliveryError, TransientDeliveryError
 from api.notify.service import delivery_id
 from api.settings import Settings
@@ -277,37 +279,78 @@ class TestLogging:
         assert "HTTP 410" in text and routed.url not in text and "127.0.0.1" not in text
 
 
+def post(poster: HttpPoster, url: str, **options: Any) -> HttpAnswer:
+    """One POST from a fresh event loop (the poster's connections stay with that loop)."""
+
+    async def run() -> HttpAnswer:
+        try:
+            return await poster.post(url, what="webhook", headers={}, body=b"{}", **options)
+        finally:
+            await poster.aclose()
+
+    return asyncio.run(run())
+
+
 class TestPoster:
-    def test_one_idle_connection_per_origin_up_to_the_limit(
+    def test_idle_connections_up_to_the_limit_are_kept(
         self, webhook: HttpReceiver, routed: HttpReceiver
     ) -> None:
-        def clients(poster: HttpPoster) -> int:
+        async def clients(poster: HttpPoster) -> int:
             for _ in range(2):
                 for url in (f"{webhook.url}/a", f"{routed.url}/s/200"):
-                    answer = poster.post(url, what="webhook", headers={}, body=b"{}")
+                    answer = await poster.post(url, what="webhook", headers={}, body=b"{}")
                     assert answer.status == 200
-            poster.close()
+            await poster.aclose()
             seen = {r.client for r in [*webhook.requests, *routed.requests]}
             webhook.requests.clear()
             routed.requests.clear()
             return len(seen)
 
-        assert clients(HttpPoster(timeout_s=3.0, max_origins=2)) == 2
-        assert clients(HttpPoster(timeout_s=3.0, max_origins=1)) == 4
-        assert clients(HttpPoster(timeout_s=3.0, idle_s=0.0)) == 4
+        assert asyncio.run(clients(HttpPoster(timeout_s=3.0, max_idle=2))) == 2
+        assert asyncio.run(clients(HttpPoster(timeout_s=3.0, max_idle=1))) == 4
+        assert asyncio.run(clients(HttpPoster(timeout_s=3.0, idle_s=0.0))) == 4
+
+    def test_requests_in_flight_to_one_origin_use_a_connection_each(
+        self, webhook: HttpReceiver
+    ) -> None:
+        poster = HttpPoster(timeout_s=3.0, max_idle=8)
+
+        async def burst() -> None:
+            await asyncio.gather(
+                *(
+                    poster.post(f"{webhook.url}/b", what="webhook", headers={}, body=b"{}")
+                    for _ in range(5)
+                )
+            )
+
+        async def run() -> None:
+            for _ in range(3):
+                await burst()
+            await poster.aclose()
+
+        asyncio.run(run())
+        assert len(webhook.requests) == 15
+        # Five at once need five connections; the next bursts reuse them.
+        assert len({r.client for r in webhook.requests}) == 5
 
     def test_answers_and_transport_errors_are_classified(self, routed: HttpReceiver) -> None:
         from tests.notify.conftest import free_port
 
         poster = HttpPoster(timeout_s=3.0)
-        answer = poster.post(f"{routed.url}/s/429", what="webhook", headers={}, body=b"")
+        answer = post(poster, f"{routed.url}/s/429")
         assert (answer.status, answer.retry_after) == (429, "120")
         with pytest.raises(TransientDeliveryError, match="unreachable"):
-            poster.post(f"http://127.0.0.1:{free_port()}/", what="webhook", headers={}, body=b"")
-        for bad in ("ftp://example.org/x", "http:///nohost", "http://127.0.0.1:99999/"):
+            post(poster, f"http://127.0.0.1:{free_port()}/")
+        for bad in (
+            "ftp://example.org/x",
+            "http:///nohost",
+            "http://127.0.0.1:99999/",
+            f"{routed.url}/s/200 HTTP/1.1\r\nX-Injected: 1",
+            f"{routed.url}/caf\u00e9",
+        ):
             with pytest.raises(PermanentDeliveryError, match="not usable"):
-                poster.post(bad, what="webhook", headers={}, body=b"")
-        poster.close()
+                post(poster, bad)
+        assert [r.path for r in routed.requests] == ["/s/429"]
 
     def test_https_receivers_must_present_a_trusted_certificate(self, tmp_path) -> None:  # type: ignore[no-untyped-def]
         import socket
@@ -333,8 +376,164 @@ class TestPoster:
             with pytest.raises(
                 TransientDeliveryError, match=r"unreachable \(SSLCertVerificationError\)"
             ):
-                poster.post(f"https://127.0.0.1:{port}/h", what="webhook", headers={}, body=b"")
+                post(poster, f"https://127.0.0.1:{port}/h")
         finally:
-            poster.close()
             server.join(5)
             listener.close()
+
+
+class RawServer:
+    """A TCP server answering each request with scripted bytes, written in small pieces."""
+
+    def __init__(self, answer: bytes, *, close: bool = False, silent: bool = False) -> None:
+        import socket
+
+        self.answer, self.close, self.silent = answer, close, silent
+        self.connections = 0
+        self.requests = 0
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}/raw"
+        self._threads: list[threading.Thread] = []
+        accept = threading.Thread(target=self._accept, daemon=True)
+        accept.start()
+        self._threads.append(accept)
+
+    def _accept(self) -> None:
+        import socket
+
+        while True:
+            try:
+                conn, _ = self._listener.accept()
+            except OSError:
+                return
+            self.connections += 1
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            thread = threading.Thread(target=self._serve, args=(conn,), daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def _serve(self, conn: Any) -> None:
+        with conn, contextlib.suppress(OSError):
+            data = b""
+            while True:
+                while b"\r\n\r\n" not in data:
+                    more = conn.recv(65536)
+                    if not more:
+                        return
+                    data += more
+                head, _, data = data.partition(b"\r\n\r\n")
+                length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+                while len(data) < length:
+                    data += conn.recv(65536)
+                data = data[length:]
+                self.requests += 1
+                if self.silent:
+                    time.sleep(1.0)
+                    return
+                # Seven bytes at a time: the parser must cope with any split.
+                for start in range(0, len(self.answer), 7):
+                    conn.sendall(self.answer[start : start + 7])
+                    time.sleep(0.001)
+                if self.close:
+                    return
+
+    def shutdown(self) -> None:
+        import socket
+
+        # shutdown() wakes the accept() of the other thread; close() alone would not.
+        with contextlib.suppress(OSError):
+            self._listener.shutdown(socket.SHUT_RDWR)
+        self._listener.close()
+        for thread in self._threads:
+            thread.join(5)
+
+
+@contextlib.contextmanager
+def raw_server(answer: bytes, **options: Any) -> Iterator[RawServer]:
+    server = RawServer(answer, **options)
+    try:
+        yield server
+    finally:
+        server.shutdown()
+
+
+def post_twice(poster: HttpPoster, url: str) -> list[HttpAnswer]:
+    async def run() -> list[HttpAnswer]:
+        try:
+            return [
+                await poster.post(url, what="webhook", headers={"X-A": "b"}, body=b"{}")
+                for _ in range(2)
+            ]
+        finally:
+            await poster.aclose()
+
+    return asyncio.run(run())
+
+
+class TestHttpAnswers:
+    @pytest.mark.parametrize(
+        ("answer", "expected", "connections"),
+        [
+            # Chunked body (with an extension and a trailer): read to its end, connection kept.
+            (
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                b"5;x=y\r\nhello\r\n11\r\n" + b"z" * 17 + b"\r\n0\r\nX-Trailer: t\r\n\r\n",
+                (200, None),
+                1,
+            ),
+            (
+                b"HTTP/1.1 503 Busy\r\nRetry-After: 7\r\nContent-Length: 3\r\n\r\nabc",
+                (503, "7"),
+                1,
+            ),
+            # An interim 100 Continue, then the answer without a body.
+            (b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n", (204, None), 1),
+            (
+                b"HTTP/1.1 201 Created\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+                (201, None),
+                2,
+            ),
+            (b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok", (200, None), 2),
+            (
+                b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 2\r\n\r\nok",
+                (200, None),
+                1,
+            ),
+        ],
+    )
+    def test_answers_are_read_whole_and_connections_kept_when_allowed(
+        self, answer: bytes, expected: tuple[int, str | None], connections: int
+    ) -> None:
+        close = connections == 2
+        with raw_server(answer, close=close) as server:
+            answers = post_twice(HttpPoster(timeout_s=3.0), server.url)
+        assert [(a.status, a.retry_after) for a in answers] == [expected, expected]
+        assert (server.requests, server.connections) == (2, connections)
+
+    def test_a_body_until_the_server_closes_is_read(self) -> None:
+        with raw_server(b"HTTP/1.0 202 Accepted\r\n\r\nbody to the end", close=True) as server:
+            answers = post_twice(HttpPoster(timeout_s=3.0), server.url)
+        assert [a.status for a in answers] == [202, 202]
+        assert server.connections == 2
+
+    @pytest.mark.parametrize(
+        ("answer", "error"),
+        [
+            (b"220 smtp.example ESMTP\r\n\r\n", "BadStatusLine"),
+            (b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n", "HTTPException"),
+            (b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort", "IncompleteRead"),
+        ],
+    )
+    def test_broken_answers_are_transient(self, answer: bytes, error: str) -> None:
+        with (
+            raw_server(answer, close=True) as server,
+            pytest.raises(TransientDeliveryError, match=rf"webhook unreachable \({error}\)"),
+        ):
+            post(HttpPoster(timeout_s=3.0), server.url)
+
+    def test_a_receiver_that_does_not_answer_times_out(self) -> None:
+        with raw_server(b"", silent=True) as server:
+            started = time.monotonic()
+            with pytest.raises(TransientDeliveryError, match=r"webhook timed out"):
+                post(HttpPoster(timeout_s=0.3), server.url)
+            assert time.monotonic() - started < 0.9
