@@ -14,6 +14,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session, lazyload, load_only
 
 from api.alerts.models import NOTIFIED_STATES, Alert, AlertResponder
+from api.database import DriverStatement
 from api.members.models import Member
 
 
@@ -78,6 +79,8 @@ _RAISE = text(
     """
 )
 
+_RAISE_SQL = DriverStatement.of(_RAISE)
+
 # The arrays go as array literals (one text parameter each) and the payloads as one JSON
 # array: psycopg's per-element adaptation of lists was a fifth of the request's CPU.
 _ARRAYS = ("members", "etas", "modes", "delivery_ids", "delivery_members", "channels")
@@ -105,7 +108,7 @@ def raise_alert(session: Session, request: RaiseRequest) -> RaiseOutcome:
         params[name] = array_literal(params[name])
     params["payloads"] = json.dumps(request.payloads)
     params["lock_key"] = _lock_key(request.requester_id)
-    row = session.execute(_RAISE, params).one()
+    [row] = _RAISE_SQL.rows(session, params)
     return RaiseOutcome(
         outcome=row[0],
         alert_id=row[1],

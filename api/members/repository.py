@@ -9,6 +9,7 @@ from datetime import datetime
 from sqlalchemy import Select, bindparam, func, select, update
 from sqlalchemy.orm import Session, lazyload
 
+from api.database import DriverStatement
 from api.members.models import ApiToken, AuditEvent, Member
 
 
@@ -92,14 +93,15 @@ _ACTIVE_CALLER = (
     .join(Member, Member.id == ApiToken.member_id)
     .where(ApiToken.token_hash == bindparam("token_hash"), ApiToken.revoked_at.is_(None))
 )
+_ACTIVE_CALLER_SQL = DriverStatement.of(_ACTIVE_CALLER)
 
 
 def active_caller(
     session: Session, token_hash: bytes
 ) -> tuple[uuid.UUID, uuid.UUID, str, list[str]] | None:
     """(token id, member id, handle, roles) of the unrevoked token with this hash, or None."""
-    row = session.execute(_ACTIVE_CALLER, {"token_hash": token_hash}).first()
-    return (row[0], row[1], row[2], list(row[3] or ())) if row is not None else None
+    rows = _ACTIVE_CALLER_SQL.rows(session, {"token_hash": token_hash})
+    return (rows[0][0], rows[0][1], rows[0][2], list(rows[0][3] or ())) if rows else None
 
 
 def revoke_tokens(

@@ -13,6 +13,7 @@ from sqlalchemy import Row, bindparam, delete, func, literal, select, true
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
+from api.database import DriverStatement
 from api.members.models import Member, MemberRoute, MemberZone
 from api.presence.models import MemberLocation, PresenceVersion
 
@@ -86,6 +87,7 @@ _TOKEN_AND_LIVE = (
     # One row even without live locations: the token is always answered.
     .select_from(select(literal(1)).subquery().outerjoin(live, true()))
 )
+_TOKEN_AND_LIVE_SQL = DriverStatement.of(_TOKEN_AND_LIVE)
 
 
 def live_locations(session: Session, *, at: datetime) -> Sequence[Row[Any]]:
@@ -97,7 +99,7 @@ def token_and_live_locations(
     session: Session, *, at: datetime
 ) -> tuple[uuid.UUID | None, list[tuple[uuid.UUID, float, float]]]:
     """presence_token() and live_locations() in one round trip (every alert needs both)."""
-    rows = session.execute(_TOKEN_AND_LIVE, {"at": at}).all()
+    rows = _TOKEN_AND_LIVE_SQL.rows(session, {"at": at})
     found = [(r[1], float(r[2]), float(r[3])) for r in rows if r[1] is not None]
     return (rows[0][0] if rows else None), found
 
