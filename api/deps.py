@@ -13,7 +13,14 @@ from sqlalchemy.orm import Session
 from api.clock import Clock
 from api.database import transaction
 from api.graphs import GraphStore
-from api.members.auth import Caller, authenticate, authenticate_caller, check_role, is_coordinator
+from api.members.auth import (
+    Caller,
+    authenticate,
+    authenticate_caller,
+    check_role,
+    checked_token,
+    is_coordinator,
+)
 from api.members.models import Member
 from api.settings import Settings
 
@@ -96,6 +103,19 @@ def current_caller(
 CurrentCaller = Annotated[Caller, Depends(current_caller)]
 
 
+async def bearer_token(
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> str:
+    """The bearer token, checked for presence and length only (401 before any body error).
+
+    For handlers that authenticate inside their own unit of work (POST /v1/alerts).
+    """
+    return checked_token(credentials.credentials if credentials else None)
+
+
+BearerToken = Annotated[str, Depends(bearer_token)]
+
+
 def require_role(role: str) -> Callable[[Member], Coroutine[Any, Any, Member]]:
     """A dependency: the caller, if it holds ``role``; 403 otherwise."""
 
@@ -109,6 +129,7 @@ def require_role(role: str) -> Callable[[Member], Coroutine[Any, Any, Member]]:
 Coordinator = Annotated[Member, Depends(require_role("coordinator"))]
 
 __all__ = [
+    "BearerToken",
     "ClockDep",
     "Coordinator",
     "CurrentCaller",

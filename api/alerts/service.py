@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from geoalchemy2.shape import to_shape
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from api.alerts import repository as repo
 from api.alerts.errors import (
@@ -35,8 +35,10 @@ from api.alerts.schemas import (
     ResponderRow,
     rounded_eta_s,
 )
+from api.clock import Clock
+from api.database import transaction
 from api.graphs import GraphStore
-from api.members.auth import Caller, HasRoles, is_coordinator
+from api.members.auth import Caller, HasRoles, authenticate_caller, is_coordinator
 from api.members.crypto import contact_cipher
 from api.members.models import Member
 from api.members.service import audit
@@ -222,6 +224,34 @@ def create_alert(
         accepted=[],
     )
     return view, True
+
+
+def create_alert_as(
+    factory: sessionmaker[Session],
+    graphs: GraphStore,
+    settings: Settings,
+    *,
+    token: str,
+    body: AlertCreate,
+    idempotency_key: str,
+    clock: Clock,
+) -> tuple[AlertView, bool]:
+    """create_alert() in its own transaction for the holder of ``token`` (401 if unknown).
+
+    Authentication, ranking, the raise call and the commit run as one unit in one thread
+    (POST /v1/alerts' hot path; see the router).
+    """
+    with transaction(factory) as session:
+        requester = authenticate_caller(session, token)
+        return create_alert(
+            session,
+            graphs,
+            settings,
+            requester=requester,
+            body=body,
+            idempotency_key=idempotency_key,
+            now=clock.now(),
+        )
 
 
 @dataclass(frozen=True)

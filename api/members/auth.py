@@ -37,14 +37,19 @@ class Caller:
         return role in self.roles
 
 
-def _token_hash(token: str | None) -> bytes:
+def checked_token(token: str | None) -> str:
+    """The token if it could be one of ours (present, not overlong); InvalidToken otherwise."""
     if not token:
         msg = "a bearer token is required (Authorization: Bearer <token>)"
         raise InvalidToken(msg)
     if len(token) > MAX_TOKEN_CHARS:
         msg = "the bearer token is not valid"
         raise InvalidToken(msg)
-    return hash_token(token)
+    return token
+
+
+def _token_hash(token: str | None) -> bytes:
+    return hash_token(checked_token(token))
 
 
 def _unknown() -> InvalidToken:
