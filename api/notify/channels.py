@@ -138,6 +138,10 @@ _STALE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
 # http.client refuses these in a request target or Host (request splitting).
 _UNSAFE = re.compile(r"[\x00-\x20\x7f]")
 _MAX_HEAD = 65536
+# Entries kept by the memos of parsed URLs and member keys before they start afresh.
+_MEMO_SIZE = 4096
+# scheme, host, port, request target, Host header.
+_Target = tuple[str, str, int, str, str]
 # Response reading states.
 _HEAD, _LENGTH, _CHUNK_SIZE, _CHUNK_DATA, _TRAILER, _UNTIL_EOF = range(6)
 
@@ -360,6 +364,8 @@ class HttpPoster:
         self._idle: dict[Origin, list[_Connection]] = {}
         self._lru: OrderedDict[_Connection, Origin] = OrderedDict()
         self._tls: ssl.SSLContext | None = None
+        # Parsed URLs (members' webhooks, the SMS gateway): the same ones come again and again.
+        self._targets: dict[str, _Target | str] = {}
 
     async def post(
         self,
@@ -376,30 +382,18 @@ class HttpPoster:
         otherwise), and the connection goes to the address that was checked, so a second
         DNS answer cannot redirect it; TLS still verifies the host name.
         """
-        try:
-            parts = urlsplit(url)
-            scheme = parts.scheme.lower()
-            port = parts.port
-            host = parts.hostname
-            if host:
-                # As http.client: IDNA for non-ASCII names (a ValueError if it cannot).
-                host = host if host.isascii() else host.encode("idna").decode("ascii")
-        except ValueError as exc:
-            msg = f"{what} URL is not usable ({type(exc).__name__})"
-            raise PermanentDeliveryError(msg) from exc
-        if scheme not in ("http", "https") or not host:
-            msg = f"{what} URL is not usable (UnsupportedProtocol)"
+        target = self._targets.get(url)
+        if target is None:
+            target = _parse_target(url)
+            if len(self._targets) >= _MEMO_SIZE:
+                self._targets.clear()
+            self._targets[url] = target
+        if isinstance(target, str):
+            msg = f"{what} URL is not usable ({target})"
             raise PermanentDeliveryError(msg)
-        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        if _UNSAFE.search(target) or _UNSAFE.search(host) or not target.isascii():
-            msg = f"{what} URL is not usable (InvalidURL)"
-            raise PermanentDeliveryError(msg)
-        default_port = 443 if scheme == "https" else 80
-        origin = (scheme, host, port or default_port, public_only)
-        authority = f"[{host}]" if ":" in host else host
-        if port is not None and port != default_port:
-            authority += f":{port}"
-        request = _request_bytes(target, authority, headers, body)
+        scheme, host, port, path, authority = target
+        origin = (scheme, host, port, public_only)
+        request = _request_bytes(path, authority, headers, body)
         try:
             conn = self._take(origin)
             if conn is not None:
@@ -493,6 +487,31 @@ class HttpPoster:
         await asyncio.sleep(0)  # let the transports finish closing
 
 
+def _parse_target(url: str) -> _Target | str:
+    """Scheme, host, port, request target and Host header of a URL, or why it is not usable."""
+    try:
+        parts = urlsplit(url)
+        scheme = parts.scheme.lower()
+        port = parts.port
+        host = parts.hostname
+        if host:
+            # As http.client: IDNA for non-ASCII names (a ValueError if it cannot).
+            host = host if host.isascii() else host.encode("idna").decode("ascii")
+    except ValueError as exc:
+        return type(exc).__name__
+    if scheme not in ("http", "https") or not host:
+        return "UnsupportedProtocol"
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    # No spaces or control characters (request splitting) and ASCII only, as http.client.
+    if _UNSAFE.search(path) or _UNSAFE.search(host) or not path.isascii():
+        return "InvalidURL"
+    default_port = 443 if scheme == "https" else 80
+    authority = f"[{host}]" if ":" in host else host
+    if port is not None and port != default_port:
+        authority += f":{port}"
+    return scheme, host, port or default_port, path, authority
+
+
 def _request_bytes(target: str, authority: str, headers: dict[str, str], body: bytes) -> bytes:
     lines = [f"POST {target} HTTP/1.1", f"Host: {authority}", f"Content-Length: {len(body)}"]
     lines += [f"{name}: {value}" for name, value in headers.items()]
@@ -566,6 +585,8 @@ class WebhookChannel:
     def __init__(self, settings: Settings, poster: HttpPoster) -> None:
         self._secret = settings.secret_bytes()
         self._poster = poster
+        # HKDF per send was a tenth of a delivery's CPU; a member's key never changes.
+        self._keys: dict[uuid.UUID, bytes] = {}
         # Members choose webhook URLs; the operator chooses the SMS gateway's (trusted).
         self._public_only = not settings.webhook_allow_private
 
@@ -581,13 +602,21 @@ class WebhookChannel:
         headers = {
             "Content-Type": "application/json",
             "User-Agent": USER_AGENT,
-            SIGNATURE_HEADER: sign(_member_key(self._secret, message.member_id), body),
+            SIGNATURE_HEADER: sign(self._key(message.member_id), body),
             DELIVERY_HEADER: message.delivery_id,
         }
         answer = await self._poster.post(
             str(url), what="webhook", headers=headers, body=body, public_only=self._public_only
         )
         check_http_response(answer, what="webhook", now=now)
+
+    def _key(self, member_id: uuid.UUID) -> bytes:
+        key = self._keys.get(member_id)
+        if key is None:
+            if len(self._keys) >= _MEMO_SIZE:
+                self._keys.clear()
+            key = self._keys[member_id] = _member_key(self._secret, member_id)
+        return key
 
 
 class SmsChannel:

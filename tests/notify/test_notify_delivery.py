@@ -478,6 +478,41 @@ class TestAllChannels:
         assert (row.state, row.last_error) == ("failed", "the member has no webhook URL any more")
         assert webhook.requests == []
 
+    def test_a_changed_contact_reaches_the_same_worker_s_next_batch(
+        self,
+        make_member,
+        enqueue_committed,
+        make_worker,
+        webhook: HttpReceiver,
+        committed: sessionmaker[Session],
+        notify_settings: Settings,
+    ) -> None:
+        # The worker keeps decrypted contacts and members' keys: neither may go stale.
+        member = make_member(webhook_url=f"{webhook.url}/old")
+        other = make_member(webhook_url=f"{webhook.url}/other")
+        worker = make_worker()
+        enqueue_committed(member, other)
+        assert worker.run_once() == 2
+        with transaction(committed) as session:
+            row = session.get(Member, member.id)
+            assert row is not None
+            row.contact_ciphertext = contact_cipher(notify_settings).encrypt(
+                {"webhook_url": f"{webhook.url}/new"}
+            )
+        alert_id = enqueue_committed(member, other)
+        assert worker.run_once() == 2
+        assert sorted(r.path for r in webhook.requests) == ["/new", "/old", "/other", "/other"]
+        assert {r.state for r in deliveries(committed, alert_id)} == {"sent"}
+        for request in webhook.requests:
+            owner = other if request.path == "/other" else member
+            stranger = member if owner is other else other
+            signature = request.headers["x-ern-signature"]
+            key = webhook_signing_key(notify_settings, owner.id)
+            assert verify_signature(key, request.body, signature)
+            assert not verify_signature(
+                webhook_signing_key(notify_settings, stranger.id), request.body, signature
+            )
+
     def test_cancelled_rows_are_not_sent(
         self,
         make_member,
