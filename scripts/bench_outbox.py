@@ -16,7 +16,7 @@ Steps, all on the loopback interface and undone at the end:
    (user + system, all threads) are measured for the drain only; PostgreSQL's CPU is not.
 
     .venv/bin/python scripts/bench_outbox.py [--alerts 500] [--per-alert 9] [--rounds 3]
-        [--batch-size N] [--workers 1] [--http10] [--json]
+        [--batch-size N] [--concurrency N] [--workers 1] [--http10] [--json]
 """
 
 from __future__ import annotations
@@ -158,6 +158,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         options: dict[str, Any] = {"listen": False}
         if args.batch_size:
             options["batch_size"] = args.batch_size
+        if args.concurrency:
+            options["concurrency"] = args.concurrency
         workers = [
             OutboxWorker(factory, settings, name=f"bench-{n}", **options)
             for n in range(args.workers)
@@ -231,6 +233,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             engine.dispose()
     return {
         "batch_size": args.batch_size or workers[0].batch_size,
+        "concurrency": workers[0].concurrency,
         "workers": args.workers,
         "sink": "HTTP/1.0" if args.http10 else "HTTP/1.1 keep-alive",
         "rounds": rounds,
@@ -246,6 +249,7 @@ def main() -> None:
     parser.add_argument("--per-alert", type=int, default=9, help="members notified per alert")
     parser.add_argument("--rounds", type=int, default=3, help="measured rounds (after a warm-up)")
     parser.add_argument("--batch-size", type=int, default=0, help="0: the worker's default")
+    parser.add_argument("--concurrency", type=int, default=0, help="0: the worker's default")
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--http10", action="store_true", help="sink closes every connection")
     parser.add_argument("--json", action="store_true")
