@@ -210,8 +210,12 @@ class _Connection(asyncio.Protocol):
         self._state = _HEAD
         self.got_bytes = False
         self._answer = None
-        assert self._transport is not None
-        self._transport.write(data)
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            # Closed under us: as stale as a connection the server dropped (retried once).
+            self._fail(ConnectionResetError("connection closed before the request"))
+        else:
+            transport.write(data)
         return waiter
 
     def abort(self) -> None:
@@ -458,6 +462,8 @@ class HttpPoster:
         while kept:
             conn = kept.pop()
             del self._lru[conn]
+            if not kept:
+                del self._idle[origin]  # members' URLs come and go: no empty lists left behind
             if not conn.closed and time.monotonic() - conn.idle_since <= self._idle_s:
                 return conn
             conn.abort()
@@ -472,7 +478,10 @@ class HttpPoster:
             if len(lru) < self._max_idle and now - oldest.idle_since <= self._idle_s:
                 break
             del lru[oldest]
-            self._idle[oldest_origin].remove(oldest)
+            kept = self._idle[oldest_origin]
+            kept.remove(oldest)
+            if not kept:
+                del self._idle[oldest_origin]
             oldest.abort()
         conn.idle_since = now
         lru[conn] = origin
@@ -484,7 +493,9 @@ class HttpPoster:
             conn.abort()
         self._lru.clear()
         self._idle.clear()
-        await asyncio.sleep(0)  # let the transports finish closing
+        # Let the transports finish closing before the loop does.
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
 
 
 def _parse_target(url: str) -> _Target | str:

@@ -337,10 +337,20 @@ class OutboxWorker:
             self._wakeup.close()
         with self._loop_lock:
             loop, self._loop = self._loop, None
-            if loop is not None:
-                loop.run_until_complete(self._poster.aclose())
-                loop.run_until_complete(loop.shutdown_default_executor())
-                loop.close()
+            if loop is None:
+                return
+            # In a thread of its own: the caller may be running an event loop (the service's
+            # lifespan stops the worker), and a thread cannot run two loops at once.
+            closer = threading.Thread(
+                target=self._close_loop, args=(loop,), name=f"{self._name}-close"
+            )
+            closer.start()
+            closer.join()
+
+    def _close_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        loop.run_until_complete(self._poster.aclose())
+        loop.run_until_complete(loop.shutdown_default_executor())
+        loop.close()
 
     def __enter__(self) -> OutboxWorker:
         return self

@@ -211,6 +211,27 @@ class TestConnections:
         assert len({r.client for r in dropping.requests}) == 6
 
 
+class TestLifecycle:
+    def test_a_worker_is_stopped_from_a_running_event_loop(
+        self, make_member, enqueue_committed, make_worker, webhook: HttpReceiver
+    ) -> None:
+        # As the service's lifespan does: its event loop is running when it stops the worker.
+        enqueue_committed(make_member(webhook_url=f"{webhook.url}/a"))
+        worker = make_worker()
+        worker.start()
+        assert wait_until(lambda: len(webhook.requests) == 1)
+
+        async def lifespan_exit() -> None:
+            worker.stop(timeout_s=5)
+
+        asyncio.run(lifespan_exit())
+        # Stopped and closed: a later round opens a loop and connections anew.
+        enqueue_committed(make_member(webhook_url=f"{webhook.url}/b"))
+        assert worker.run_once() == 1
+        assert [r.path for r in webhook.requests] == ["/a", "/b"]
+        assert len({r.client for r in webhook.requests}) == 2
+
+
 class TestConcurrentWorkers:
     def test_workers_never_send_the_same_row_at_once(
         self,
