@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import functools
 import hashlib
 import hmac
@@ -14,6 +15,7 @@ import re
 import smtplib
 import socket
 import ssl
+import threading
 import time
 import uuid
 from collections import OrderedDict
@@ -679,6 +681,9 @@ class EmailChannel:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self._tls: ssl.SSLContext | None = None
+        # Connections that sent a message and wait for the next one of the batch.
+        self._idle: list[smtplib.SMTP] = []
+        self._idle_lock = threading.Lock()
 
     def _connect(self) -> smtplib.SMTP:
         """A connection, secured and logged in as ERN_SMTP_SECURITY/USERNAME say."""
@@ -728,15 +733,14 @@ class EmailChannel:
         await asyncio.get_running_loop().run_in_executor(None, deliver)
 
     def deliver(self, message: Message, contact: dict[str, Any], *, now: datetime) -> None:
-        """Send one e-mail over a new SMTP connection; raises a DeliveryError on failure."""
+        """Send one e-mail (over a connection of this batch); raises a DeliveryError on failure."""
         address = contact.get("email")
         if not address:
             msg = "the member has no e-mail address any more"
             raise PermanentDeliveryError(msg)
         mail = self.build(message, str(address), now=now)
         try:
-            with self._connect() as smtp:
-                smtp.send_message(mail)
+            self._send(mail)
         except smtplib.SMTPRecipientsRefused as exc:
             codes = [code for code, _ in exc.recipients.values()]
             msg = f"SMTP server refused the recipient (codes {codes})"
@@ -756,6 +760,51 @@ class EmailChannel:
         except (smtplib.SMTPException, OSError) as exc:
             msg = f"SMTP server unreachable ({type(exc).__name__})"
             raise TransientDeliveryError(msg) from exc
+
+    def _send(self, mail: EmailMessage) -> None:
+        # A connection the batch already opened, if one is free: connecting, STARTTLS and the
+        # login are several round trips each, and an alert's e-mails leave in one batch.
+        with self._idle_lock:
+            smtp = self._idle.pop() if self._idle else None
+        if smtp is not None:
+            try:
+                smtp.send_message(mail)
+            except smtplib.SMTPServerDisconnected:
+                smtp.close()  # dropped while idle: send once more on a new connection
+            except BaseException:
+                _quit(smtp)
+                raise
+            else:
+                self._keep(smtp)
+                return
+        smtp = self._connect()
+        try:
+            smtp.send_message(mail)
+        except BaseException:
+            _quit(smtp)
+            raise
+        self._keep(smtp)
+
+    def _keep(self, smtp: smtplib.SMTP) -> None:
+        with self._idle_lock:
+            self._idle.append(smtp)
+
+    async def end_batch(self) -> None:
+        """QUIT the connections this batch opened (at once, in the loop's executor threads)."""
+        with self._idle_lock:
+            idle, self._idle = self._idle, []
+        if idle:
+            loop = asyncio.get_running_loop()
+            await asyncio.gather(*(loop.run_in_executor(None, _quit, smtp) for smtp in idle))
+
+
+def _quit(smtp: smtplib.SMTP) -> None:
+    """QUIT and close, whatever the server says (the message is sent or failed already)."""
+    try:
+        with contextlib.suppress(smtplib.SMTPException, OSError):
+            smtp.quit()
+    finally:
+        smtp.close()
 
 
 def make_channels(settings: Settings, poster: HttpPoster) -> dict[str, Channel]:

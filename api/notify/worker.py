@@ -24,7 +24,14 @@ from api.database import transaction
 from api.members.crypto import contact_cipher
 from api.members.errors import ContactUnreadable
 from api.notify import repository as repo
-from api.notify.channels import Channel, HttpPoster, Message, make_channels, scrub
+from api.notify.channels import (
+    Channel,
+    EmailChannel,
+    HttpPoster,
+    Message,
+    make_channels,
+    scrub,
+)
 from api.notify.errors import DeliveryError
 from api.notify.service import backoff_s
 from api.settings import Settings
@@ -106,6 +113,9 @@ class OutboxWorker:
             timeout_s=settings.delivery_timeout_s, max_idle=max(8, self.concurrency)
         )
         self._channels: dict[str, Channel] = make_channels(settings, self._poster)
+        email = self._channels["email"]
+        assert isinstance(email, EmailChannel)
+        self._email = email
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         # LISTEN needs a real engine; sessions bound to one test connection just poll.
@@ -170,10 +180,14 @@ class OutboxWorker:
                 outcomes[n] = await self._attempt(claim, contact)
 
         senders = min(self.concurrency, len(jobs))
-        if senders == 1:
-            await sender()
-        else:
-            await asyncio.gather(*(sender() for _ in range(senders)))
+        try:
+            if senders == 1:
+                await sender()
+            else:
+                await asyncio.gather(*(sender() for _ in range(senders)))
+        finally:
+            # E-mail connections live for one batch: no idle SMTP sessions between rounds.
+            await self._email.end_batch()
         return [outcome for outcome in outcomes if outcome is not None]
 
     def _contact(self, ciphertext: bytes | None) -> dict[str, Any] | ContactUnreadable:

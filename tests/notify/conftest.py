@@ -3,6 +3,7 @@ committed members with contact details, and outbox workers on the test database.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import socket
@@ -170,12 +171,20 @@ class SmtpInbox:
 
     messages: list[tuple[str, list[str], EmailMessage]] = field(default_factory=list)
     port: int = 0
+    # The client address of each message: one port per connection.
+    peers: list[tuple[str, int]] = field(default_factory=list)
+    # Close the connection after answering each message (as a server whose idle timer fired).
+    drop_after_each: bool = False
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         content = envelope.original_content or envelope.content
         self.messages.append(
             (envelope.mail_from, list(envelope.rcpt_tos), message_from_bytes(content))
         )
+        self.peers.append(tuple(session.peer[:2]))
+        if self.drop_after_each:
+            # After the reply below is written: transports flush before they close.
+            asyncio.get_running_loop().call_soon(server.transport.close)
         return "250 Message accepted for delivery"
 
 

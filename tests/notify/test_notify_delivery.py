@@ -356,6 +356,46 @@ class TestEmail:
         assert mail.get_payload(decode=True).decode().strip() == "Help needed near you."
         assert deliveries(committed, alert_id)[0].state == "sent"
 
+    def test_a_batch_s_e_mails_share_connections_closed_at_its_end(
+        self,
+        make_member,
+        enqueue_committed,
+        make_worker,
+        smtp_server: SmtpInbox,
+        committed: sessionmaker[Session],
+    ) -> None:
+        members = [make_member(email=f"r{i}@example.org") for i in range(12)]
+        first = enqueue_committed(*members[:6])
+        worker = make_worker(batch_size=6, concurrency=2)
+        assert worker.run_once() == 6
+        batch_one = set(smtp_server.peers)
+        # At most one connection per e-mail in flight, each carrying several messages.
+        assert len(smtp_server.messages) == 6 and 1 <= len(batch_one) <= 2
+        second = enqueue_committed(*members[6:])
+        assert worker.run_once() == 6
+        batch_two = set(smtp_server.peers[6:])
+        # The first batch's connections were closed (QUIT) at its end: new ones for the next.
+        assert 1 <= len(batch_two) <= 2 and not batch_one & batch_two
+        rows = deliveries(committed, first) + deliveries(committed, second)
+        assert {(r.state, r.attempts) for r in rows} == {("sent", 1)}
+        received = sorted(rcpt for _, [rcpt], _ in smtp_server.messages)
+        assert received == sorted(f"r{i}@example.org" for i in range(12))
+
+    def test_a_connection_the_server_dropped_is_replaced_without_losing_an_e_mail(
+        self,
+        make_member,
+        enqueue_committed,
+        make_worker,
+        smtp_server: SmtpInbox,
+        committed: sessionmaker[Session],
+    ) -> None:
+        smtp_server.drop_after_each = True
+        members = [make_member(email=f"d{i}@example.org") for i in range(4)]
+        alert_id = enqueue_committed(*members)
+        assert make_worker(batch_size=4, concurrency=1).run_once() == 4
+        assert {(r.state, r.attempts) for r in deliveries(committed, alert_id)} == {("sent", 1)}
+        assert len(smtp_server.messages) == 4 and len(set(smtp_server.peers)) == 4
+
     def test_message_id_is_the_same_for_every_attempt_and_differs_between_deliveries(self) -> None:
         a = message_id("x:y:email:alert", sender="ern@example.org")
         assert a == message_id("x:y:email:alert", sender="ern@example.org")
