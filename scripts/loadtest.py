@@ -49,7 +49,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable, Coroutine, Iterator, Sequence
 from contextlib import ExitStack, contextmanager, suppress
 from multiprocessing.connection import Connection
@@ -123,6 +123,13 @@ class Sink:
         by_alert, by_kind = self._conn.recv()
         return Counter(by_alert), Counter(by_kind)
 
+    def arrivals(self) -> dict[str, list[float]]:
+        """time.monotonic() of each message received so far, by alert id (one clock for all
+        processes of the machine)."""
+        self._conn.send("arrivals")
+        arrivals: dict[str, list[float]] = self._conn.recv()
+        return arrivals
+
     @property
     def count(self) -> int:
         """Messages received so far."""
@@ -147,6 +154,7 @@ async def _sink_serve(conn: Connection) -> None:
     # X-Ern-Delivery is f"{alert_id}:{member_id}:{channel}:{kind}": attribution by header alone
     by_alert: Counter[str] = Counter()
     by_kind: Counter[str] = Counter()
+    arrivals: defaultdict[str, list[float]] = defaultdict(list)
     stop = asyncio.Event()
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -166,6 +174,7 @@ async def _sink_serve(conn: Connection) -> None:
                 if length:
                     await reader.readexactly(length)
                 parts = delivery.decode().split(":")
+                arrivals[parts[0]].append(time.monotonic())
                 by_alert[parts[0]] += 1
                 by_kind[parts[-1]] += 1
                 writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
@@ -183,6 +192,8 @@ async def _sink_serve(conn: Connection) -> None:
             what = "stop"
         if what == "stop":
             stop.set()
+        elif what == "arrivals":
+            conn.send(dict(arrivals))
         else:
             conn.send((dict(by_alert), dict(by_kind)))
 
@@ -512,12 +523,14 @@ def _alert_body(lon: float, lat: float) -> dict[str, Any]:
 
 
 class Fired(NamedTuple):
-    """What a batch of alerts got: per request latency (s), status, notified_count, alert id."""
+    """What a batch of alerts got: per request latency (s), status, notified_count, alert id,
+    and when (time.monotonic()) each answer arrived."""
 
     latency: list[float]
     status: list[int]
     notified: list[int | None]
     alert_ids: list[str | None]
+    answered_at: list[float]
     wall_s: float
 
 
@@ -540,7 +553,7 @@ async def fire(
     for i in range(len(jobs)):
         queue.put_nowait(i)
     fired = Fired([math.nan] * len(jobs), [0] * len(jobs), [None] * len(jobs),
-                  [None] * len(jobs), 0.0)  # fmt: skip
+                  [None] * len(jobs), [math.nan] * len(jobs), 0.0)  # fmt: skip
     run_id = uuid.uuid4().hex[:8]
     started = time.perf_counter()
 
@@ -574,6 +587,7 @@ async def fire(
                     http.close()
                     continue
                 fired.latency[i] = time.perf_counter() - t0
+                fired.answered_at[i] = time.monotonic()
                 fired.status[i] = status
                 if status == 201:
                     alert = json.loads(answer)
@@ -635,6 +649,31 @@ def deliveries(
         "sink_received_from_warm_up": sum(by_alert[a] for a in warm_ids),
         "warm_up_received_after_start": sum(by_alert[a] - at_start[a] for a in warm_ids),
         "sink_by_kind": dict(sorted(by_kind.items())),
+    }
+
+
+def notification_latency(fired: Fired, arrivals: dict[str, list[float]]) -> dict[str, Any]:
+    """How long after its 201 each measured alert's notifications reached the sink.
+
+    ``message``: every message; ``alert_complete``: the last message of each alert whose
+    first wave fully arrived. Negative values are messages that beat the 201 to the client.
+    """
+    per_message: list[float] = []
+    complete: list[float] = []
+    for alert_id, notified, answered_at in zip(
+        fired.alert_ids, fired.notified, fired.answered_at, strict=True
+    ):
+        times = arrivals.get(alert_id or "", [])
+        if alert_id is None or not times:
+            continue
+        per_message.extend(t - answered_at for t in times)
+        if len(times) >= (notified or 0):
+            complete.append(max(times) - answered_at)
+    return {
+        "message": _pcts(per_message) if per_message else None,
+        "alert_complete": _pcts(complete) if complete else None,
+        "messages": len(per_message),
+        "alerts_complete": len(complete),
     }
 
 
@@ -788,10 +827,26 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 by_alert, by_kind = sink.counts()
                 result["deliveries"] = deliveries(fired, by_alert, by_kind, at_start, warm_ids)
                 result["deliveries"].update(outbox_states=states, drain_wait_s=waited)
+                result["notification_latency"] = arrival = notification_latency(
+                    fired, sink.arrivals()
+                )
+                if arrival["alert_complete"] is not None:
+                    say(
+                        "notifications after the 201: message p50 "
+                        f"{arrival['message']['p50_ms']:.0f} ms / p99 "
+                        f"{arrival['message']['p99_ms']:.0f} ms; whole first wave p50 "
+                        f"{arrival['alert_complete']['p50_ms']:.0f} ms / p99 "
+                        f"{arrival['alert_complete']['p99_ms']:.0f} ms"
+                    )
                 result["loadavg_at_end"] = list(os.getloadavg())
-            result["server_log_tracebacks"] = sum(
-                log.read_text(errors="replace").count("Traceback") for log in logs
-            )
+            texts = [log.read_text(errors="replace") for log in logs]
+            result["server_log_tracebacks"] = sum(text.count("Traceback") for text in texts)
+            if result["server_log_tracebacks"]:
+                # The logs go with the temporary directory: keep the first traceback's story.
+                text = next(text for text in texts if "Traceback" in text)
+                start = text.rfind("\n", 0, max(0, text.index("Traceback") - 1)) + 1
+                result["server_log_first_traceback"] = text[start : start + 4000]
+                say("server log traceback:\n" + result["server_log_first_traceback"])
     finally:
         sink.close()
     result["total_s"] = time.perf_counter() - t_all
@@ -821,8 +876,20 @@ def render(r: dict[str, Any]) -> str:
             f"({d['sink_received_from_measured']} from the measured alerts, "
             f"{d['expected_from_measured']} expected; alerts short {d['measured_alerts_short']}, "
             f"over {d['measured_alerts_over']}) after {d['drain_wait_s']:.1f} s",
+            _render_arrival(r["notification_latency"]),
             f"load at end {r['loadavg_at_end']}, total {r['total_s']:.0f} s",
         ]
+    )
+
+
+def _render_arrival(a: dict[str, Any]) -> str:
+    if a["message"] is None or a["alert_complete"] is None:
+        return "notifications after the 201: none arrived"
+    return (
+        f"notifications after the 201 ({a['messages']:,} messages): p50 "
+        f"{a['message']['p50_ms']:.0f} ms, p99 {a['message']['p99_ms']:.0f} ms; whole first "
+        f"wave ({a['alerts_complete']:,} alerts): p50 {a['alert_complete']['p50_ms']:.0f} ms, "
+        f"p99 {a['alert_complete']['p99_ms']:.0f} ms"
     )
 
 

@@ -41,6 +41,11 @@ def _assert_delivered_alert_by_alert(result: dict[str, Any]) -> None:
     assert deliveries["sink_received_from_measured"] == deliveries["expected_from_measured"]
     assert deliveries["expected_from_measured"] == result["notified_count"]["total"]
     assert deliveries["measured_alerts_short"] == deliveries["measured_alerts_over"] == 0
+    # Every measured message was timed, and every alert's first wave arrived in full.
+    arrival = result["notification_latency"]
+    assert arrival["messages"] == deliveries["sink_received_from_measured"]
+    histogram = result["notified_count"]["histogram"]
+    assert arrival["alerts_complete"] == sum(n for k, n in histogram.items() if int(k) > 0)
     assert deliveries["sink_received"] == (
         deliveries["sink_received_from_measured"] + deliveries["sink_received_from_warm_up"]
     )
