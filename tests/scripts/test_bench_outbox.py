@@ -21,7 +21,7 @@ def test_small_run_delivers_everything(database_url: str, extra: tuple[str, ...]
     done = subprocess.run(
         [
             sys.executable, str(BENCH_OUTBOX), "--members", "40", "--alerts", "30",
-            "--per-alert", "3", "--rounds", "2", "--json", *extra,
+            "--per-alert", "3", "--rounds", "2", "--concurrency", "8", "--json", *extra,
         ],
         env=env, capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
@@ -33,4 +33,5 @@ def test_small_run_delivers_everything(database_url: str, extra: tuple[str, ...]
     assert result["median_deliveries_per_s"] > 0
     assert result["median_cpu_us_per_delivery"] > 0
     assert result["workers"] == (2 if extra else 1)
+    assert result["concurrency"] == 8
     assert result["sink"] == ("HTTP/1.0" if extra else "HTTP/1.1 keep-alive")
