@@ -160,9 +160,10 @@ def create_app(
     from api.presence.router import router as location_router
 
     app.include_router(health.router)
+    # Routes are matched in order: the alerts first, as POST /v1/alerts is the hot path.
+    app.include_router(alerts_router)
     app.include_router(location_router)
     app.include_router(members_router)
-    app.include_router(alerts_router)
     app.include_router(deliveries_router)
     app.include_router(webhook_key_router)
     return app
