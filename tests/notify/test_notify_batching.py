@@ -189,7 +189,7 @@ class TestConnections:
         worker = make_worker(batch_size=10, concurrency=3)
         assert [worker.run_once() for _ in range(5)] == [10, 10, 10, 10, 0]
         assert len(webhook.requests) == 40
-        # At most one connection per send thread, kept across requests and batches.
+        # At most one connection per send in flight, kept across requests and batches.
         assert len({r.client for r in webhook.requests}) <= 3
         assert {r.state for r in deliveries(committed, alert_id)} == {"sent"}
 
