@@ -119,16 +119,21 @@ class Sink:
 
     def counts(self) -> tuple[Counter[str], Counter[str]]:
         """Messages received so far: by alert id and by message kind."""
-        self._conn.send("counts")
-        by_alert, by_kind = self._conn.recv()
+        by_alert, by_kind = self._ask("counts")
         return Counter(by_alert), Counter(by_kind)
 
     def arrivals(self) -> dict[str, list[float]]:
         """time.monotonic() of each message received so far, by alert id (one clock for all
         processes of the machine)."""
-        self._conn.send("arrivals")
-        arrivals: dict[str, list[float]] = self._conn.recv()
+        arrivals: dict[str, list[float]] = self._ask("arrivals")
         return arrivals
+
+    def _ask(self, what: str) -> Any:
+        self._conn.send(what)
+        if not self._conn.poll(60):
+            msg = f"the webhook sink did not answer {what!r} in 60 s"
+            raise RuntimeError(msg)
+        return self._conn.recv()
 
     @property
     def count(self) -> int:
@@ -185,6 +190,15 @@ async def _sink_serve(conn: Connection) -> None:
         finally:
             writer.close()
 
+    def reply(answer: object) -> None:
+        # The event loop made the pipe non-blocking: an answer larger than the pipe's
+        # buffer (the arrivals of a full run are) would fail half-written.
+        os.set_blocking(conn.fileno(), True)
+        try:
+            conn.send(answer)
+        finally:
+            os.set_blocking(conn.fileno(), False)
+
     def command() -> None:
         try:
             what = conn.recv()
@@ -193,9 +207,9 @@ async def _sink_serve(conn: Connection) -> None:
         if what == "stop":
             stop.set()
         elif what == "arrivals":
-            conn.send(dict(arrivals))
+            reply(dict(arrivals))
         else:
-            conn.send((dict(by_alert), dict(by_kind)))
+            reply((dict(by_alert), dict(by_kind)))
 
     server = await asyncio.start_server(handle, "127.0.0.1", 0, backlog=1024)
     loop = asyncio.get_running_loop()

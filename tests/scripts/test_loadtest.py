@@ -11,6 +11,8 @@ import json
 import os
 import subprocess
 import sys
+import threading
+import time
 from types import ModuleType
 from typing import Any
 
@@ -198,3 +200,39 @@ def test_sink_counts_messages_by_alert_and_kind_over_one_connection() -> None:
     finally:
         sink.close()
     assert not sink.process.is_alive()
+
+
+def test_sink_answers_more_arrivals_than_a_pipe_holds() -> None:
+    # A full run's arrivals are several hundred kB; the pipe's buffer is 64 kB.
+    loadtest = _load_loadtest()
+    sink = loadtest.Sink()
+    port = int(sink.url.rsplit(":", 1)[1].split("/")[0])
+    alert_ids = [f"{i:032x}" for i in range(6000)]
+
+    async def go() -> None:
+        http = loadtest.HttpConnection("127.0.0.1", port)
+        try:
+            for alert_id in alert_ids:
+                await http.post("/hook", b"{}", {"X-Ern-Delivery": f"{alert_id}:m:webhook:alert"})
+        finally:
+            http.close()
+
+    try:
+        before = time.monotonic()
+        asyncio.run(go())
+        # Asked, and not read for a while: the sink must finish writing all the same.
+        sink._conn.send("arrivals")
+        time.sleep(0.5)
+        answer: dict[str, Any] = {}
+        reader = threading.Thread(target=lambda: answer.update(sink._conn.recv()), daemon=True)
+        reader.start()
+        reader.join(30)
+        assert answer, "the sink's answer did not arrive in full"
+        arrivals = sink.arrivals()
+        assert arrivals == answer
+        assert sorted(arrivals) == alert_ids
+        assert all(len(times) == 1 and before <= times[0] <= time.monotonic()
+                   for times in arrivals.values())  # fmt: skip
+        assert sink.count == 6000  # the pipe still answers afterwards
+    finally:
+        sink.close()
