@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -75,18 +77,52 @@ class DriverStatement:
     def of(cls, statement: ClauseElement) -> DriverStatement:
         """Compile ``statement`` once; its literal values become default parameters."""
         compiled = statement.compile(dialect=_DRIVER_DIALECT)
-        return cls(str(compiled), dict(compiled.params))
+        sql = str(compiled)
+        if "POSTCOMPILE" in sql:
+            # An expanding IN (values known only at execution): say it with constants instead.
+            msg = f"an expanding IN cannot be compiled once: {sql}"
+            raise ValueError(msg)
+        return cls(sql, dict(compiled.params))
 
     def rows(self, session: Session, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
         """All rows of the statement with ``params``, inside the session's transaction."""
+        rows: list[tuple[Any, ...]] = self._run(session, params).fetchall()
+        return rows
+
+    def rowcount(self, session: Session, params: Mapping[str, Any]) -> int:
+        """Run a statement without rows to return; the number of rows it changed."""
+        return int(self._run(session, params).rowcount)
+
+    def _run(self, session: Session, params: Mapping[str, Any]) -> Any:
         driver = session.connection().connection.driver_connection
         assert driver is not None
-        cursor = driver.execute(self.sql, {**self.defaults, **params}, prepare=True)
-        rows: list[tuple[Any, ...]] = cursor.fetchall()
-        return rows
+        return driver.execute(self.sql, {**self.defaults, **params}, prepare=True)
 
 
 _DRIVER_DIALECT = psycopg.dialect()  # type: ignore[no-untyped-call]
+
+
+def array_literal(values: Sequence[object]) -> str:
+    """A PostgreSQL array literal, to be cast to the array type in SQL (``CAST(:x AS uuid[])``).
+
+    One text parameter instead of a list: psycopg adapts a list element by element, which
+    cost more than the statement. UUIDs, ints and floats go bare (floats at full precision),
+    None as NULL, datetimes in ISO 8601, anything else as quoted text.
+    """
+    if all(isinstance(v, uuid.UUID) for v in values):
+        return "{" + ",".join(map(str, values)) + "}"
+    if all(isinstance(v, float) for v in values):
+        return "{" + ",".join(map(repr, values)) + "}"
+    return "{" + ",".join(map(_array_item, values)) + "}"
+
+
+def _array_item(value: object) -> str:
+    if value is None:
+        return "NULL"
+    if isinstance(value, int | float | uuid.UUID) and not isinstance(value, bool):
+        return repr(value) if isinstance(value, float) else str(value)
+    item = value.isoformat() if isinstance(value, datetime) else str(value)
+    return '"' + item.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 @contextmanager

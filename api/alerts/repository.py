@@ -14,7 +14,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session, lazyload, load_only
 
 from api.alerts.models import NOTIFIED_STATES, Alert, AlertResponder
-from api.database import DriverStatement
+from api.database import DriverStatement, array_literal
 from api.members.models import Member
 
 
@@ -84,16 +84,6 @@ _RAISE_SQL = DriverStatement.of(_RAISE)
 # The arrays go as array literals (one text parameter each) and the payloads as one JSON
 # array: psycopg's per-element adaptation of lists was a fifth of the request's CPU.
 _ARRAYS = ("members", "etas", "modes", "delivery_ids", "delivery_members", "channels")
-
-
-def array_literal(values: Sequence[object]) -> str:
-    """A PostgreSQL array literal: UUIDs bare, floats at full precision, anything else quoted."""
-    if all(isinstance(v, uuid.UUID) for v in values):
-        return "{" + ",".join(map(str, values)) + "}"
-    if all(isinstance(v, float) for v in values):
-        return "{" + ",".join(map(repr, values)) + "}"
-    quoted = (str(v).replace("\\", "\\\\").replace('"', '\\"') for v in values)
-    return "{" + ",".join(f'"{item}"' for item in quoted) + "}"
 
 
 def _lock_key(requester_id: uuid.UUID) -> int:

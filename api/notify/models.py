@@ -34,6 +34,11 @@ def _sql_list(values: tuple[str, ...]) -> str:
     return ", ".join(f"'{v}'" for v in values)
 
 
+# The partial index's predicate; the worker's pick says the same, with constants, so that
+# its prepared (generic) plan can use the index.
+DUE_PREDICATE = f"outbox.state IN ({_sql_list(DUE_STATES)})"
+
+
 class Delivery(Base):
     """One message to one member over one channel; the destination is resolved when sending."""
 

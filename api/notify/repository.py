@@ -31,8 +31,9 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
+from api.database import DriverStatement, array_literal
 from api.members.models import Member
-from api.notify.models import DUE_STATES, Delivery
+from api.notify.models import DUE_PREDICATE, Delivery
 
 log = logging.getLogger("ern.notify")
 
@@ -151,7 +152,7 @@ _FAIL_ABANDONED = (
 _picked = (
     select(_outbox.c.id)
     .where(
-        _outbox.c.state.in_(DUE_STATES),
+        text(DUE_PREDICATE),
         _outbox.c.next_attempt_at <= bindparam("now_at"),
         or_(_outbox.c.state == "pending", _outbox.c.attempts < bindparam("max_attempts")),
     )
@@ -221,6 +222,11 @@ _FINISH = (
     )
 )
 
+# Every batch runs these two: compiled once, run without SQLAlchemy's per-row work (the claim's
+# rows and the record's six lists were ~110 us of the ~275 us CPU per delivery).
+_CLAIM_SQL = DriverStatement.of(_CLAIM)
+_FINISH_SQL = DriverStatement.of(_FINISH)
+
 
 @dataclass(frozen=True)
 class Finished:
@@ -258,20 +264,7 @@ def claim_due(
         "batch_limit": limit,
         "max_attempts": max_attempts,
     }
-    claims = [
-        Claimed(
-            id=r.id,
-            delivery_id=r.delivery_id,
-            alert_id=r.alert_id,
-            member_id=r.member_id,
-            channel=r.channel,
-            message_kind=r.message_kind,
-            payload=r.payload,
-            attempt=r.attempts,
-            contact_ciphertext=r.contact_ciphertext,
-        )
-        for r in session.execute(_CLAIM, params)
-    ]
+    claims = [Claimed(*row) for row in _CLAIM_SQL.rows(session, params)]
     return sorted(claims, key=lambda c: c.id)
 
 
@@ -283,14 +276,14 @@ def finish_attempts(session: Session, outcomes: Sequence[Finished]) -> int:
     if not outcomes:
         return 0
     params = {
-        "ids": [o.id for o in outcomes],
-        "attempt_nos": [o.attempt for o in outcomes],
-        "states": [o.state for o in outcomes],
-        "next_attempts_at": [o.next_attempt_at for o in outcomes],
-        "errors": [o.last_error for o in outcomes],
-        "sent_ats": [o.sent_at for o in outcomes],
+        "ids": array_literal([o.id for o in outcomes]),
+        "attempt_nos": array_literal([o.attempt for o in outcomes]),
+        "states": array_literal([o.state for o in outcomes]),
+        "next_attempts_at": array_literal([o.next_attempt_at for o in outcomes]),
+        "errors": array_literal([o.last_error for o in outcomes]),
+        "sent_ats": array_literal([o.sent_at for o in outcomes]),
     }
-    return int(session.execute(_FINISH, params).rowcount or 0)  # type: ignore[attr-defined]
+    return _FINISH_SQL.rowcount(session, params)
 
 
 def cancel_pending(

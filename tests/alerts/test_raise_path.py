@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from datetime import UTC
 
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given
@@ -11,7 +12,7 @@ from hypothesis import strategies as st
 from sqlalchemy import text, update
 
 from api.alerts.models import Alert
-from api.alerts.repository import array_literal
+from api.database import array_literal
 from api.members.models import Member
 from tests.alerts.helpers import count_rows, deliveries, post_alert
 from tests.api.factories import auth
@@ -129,6 +130,21 @@ def testarray_literals_keep_floats_exact(db, values):
 def test_array_literals_keep_uuids(db, values):
     got = db.execute(text("SELECT CAST(:v AS uuid[])"), {"v": array_literal(values)}).scalar_one()
     assert got == values
+
+
+@hyp_settings(max_examples=40, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    ints=st.lists(st.one_of(st.none(), st.integers(-(2**63), 2**63 - 1))),
+    texts=st.lists(st.one_of(st.none(), st.text(st.characters(exclude_characters="\x00")))),
+    times=st.lists(st.one_of(st.none(), st.datetimes(timezones=st.just(UTC)))),
+)
+def test_array_literals_keep_nulls_ints_and_times(db, ints, texts, times):
+    # The outbox records its outcomes this way: NULL errors and sent_at must stay NULL.
+    got = db.execute(
+        text("SELECT CAST(:i AS bigint[]), CAST(:t AS text[]), CAST(:d AS timestamptz[])"),
+        {"i": array_literal(ints), "t": array_literal(texts), "d": array_literal(times)},
+    ).one()
+    assert list(got) == [ints, texts, times]
 
 
 class TestPublicUrl:

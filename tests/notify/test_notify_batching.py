@@ -17,7 +17,7 @@ from sqlalchemy import Engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.clock import ManualClock
-from api.database import transaction
+from api.database import DriverStatement, transaction
 from api.members.models import Member
 from api.notify.channels import HttpAnswer, HttpPoster
 from api.notify.errors import PermanentDeliveryError, TransientDeliveryError
@@ -53,21 +53,31 @@ def dropping() -> Iterator[HttpReceiver]:
 
 
 class Statements:
-    """The SQL statements one engine runs while the block is open."""
+    """The SQL statements one engine runs while the block is open, DriverStatements included
+    (they go to psycopg directly, past the engine's events)."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.seen: list[str] = []
+        self._run = DriverStatement._run
 
     def _record(self, conn, cursor, statement: str, *args) -> None:  # type: ignore[no-untyped-def]
         self.seen.append(statement)
 
     def __enter__(self) -> Statements:
         event.listen(self.engine, "before_cursor_execute", self._record)
+        run = self._run
+
+        def recorded(statement: DriverStatement, session: Session, params: Any) -> Any:
+            self.seen.append(statement.sql)
+            return run(statement, session, params)
+
+        DriverStatement._run = recorded  # type: ignore[method-assign]
         return self
 
     def __exit__(self, *exc: object) -> None:
         event.remove(self.engine, "before_cursor_execute", self._record)
+        DriverStatement._run = self._run  # type: ignore[method-assign]
 
 
 class TestBatch:
