@@ -19,7 +19,7 @@ def worker(
     ] = None,
     concurrency: Annotated[
         int | None,
-        typer.Option(min=1, max=256, help="deliveries in flight at once (send threads) [32]"),
+        typer.Option(min=1, max=256, help="deliveries in flight at once, on one event loop [32]"),
     ] = None,
 ) -> None:
     """Deliver queued notifications and escalate waves (embedded PostGIS unless a URL is set)."""
