@@ -15,11 +15,11 @@ from api.settings import Settings
 def worker(
     batch_size: Annotated[
         int | None,
-        typer.Option(min=1, max=1000, help="deliveries leased and recorded per round [64]"),
+        typer.Option(min=1, max=1000, help="deliveries leased and recorded per round [256]"),
     ] = None,
     concurrency: Annotated[
         int | None,
-        typer.Option(min=1, max=256, help="deliveries in flight at once, on one event loop [32]"),
+        typer.Option(min=1, max=256, help="deliveries in flight at once, on one event loop [128]"),
     ] = None,
 ) -> None:
     """Deliver queued notifications and escalate waves (embedded PostGIS unless a URL is set)."""

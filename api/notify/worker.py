@@ -47,9 +47,12 @@ log = logging.getLogger("ern.notify")
 
 Claim = repo.Claimed
 STOP_CHECK_S = 0.5
-# Rows leased per round, and sends in flight at once (on one event loop).
-DEFAULT_BATCH_SIZE = 64
-DEFAULT_CONCURRENCY = 32
+# Rows leased per round, and sends in flight at once (on one event loop). A round waits for
+# its slowest send and for two commits: under a burst (32 clients raising ~150 alerts/s, 9
+# messages each) 64/32 fell seconds behind, 256/128 kept messages within ~40 ms of the 201
+# when `ern worker` had the CPU first (docs/benchmarks.md). The lease stays at two waves.
+DEFAULT_BATCH_SIZE = 256
+DEFAULT_CONCURRENCY = 128
 ABANDONED_CHECK = timedelta(seconds=1)
 # Decrypted contacts kept (by ciphertext) before the memo starts afresh.
 CONTACT_MEMO_SIZE = 4096
