@@ -4,7 +4,8 @@
 Usage::
 
     python scripts/loadtest.py [--graph-source PATH] [--members N] [--alerts N] [--clients N]
-                               [--server-workers N] [--outbox-process] [--quick] [--json]
+                               [--server-workers N] [--outbox-process] [--server-nice N]
+                               [--quick] [--json]
 
 Steps, all on the loopback interface and undone at the end:
 
@@ -462,6 +463,7 @@ def running_server(
     *,
     workers: int = 1,
     access_log: bool = False,
+    nice: int = 0,
 ) -> Iterator[str]:
     """`ern serve` on a free loopback port until the block ends (SIGINT, then kill).
 
@@ -472,6 +474,8 @@ def running_server(
     base = f"http://127.0.0.1:{port}"
     cmd = [ERN, "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
     cmd.append("--access-log" if access_log else "--no-access-log")
+    if nice:
+        cmd = ["nice", "-n", str(nice), *cmd]  # nice execs ern: the same pid gets SIGINT
     with log.open("wb") as out:
         proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
@@ -746,6 +750,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "timezone": TIMEZONE,
         "server_workers": workers,
         "outbox_process": args.outbox_process,
+        "server_nice": args.server_nice,
         "server_access_log": args.server_access_log,
         "load_client": "asyncio streams, HTTP/1.1 keep-alive, one connection per client",
         "sink": "asyncio HTTP/1.1 keep-alive server in its own process",
@@ -797,7 +802,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     running.enter_context(running_worker(env, logs[1], say))
                 base = running.enter_context(
                     running_server(
-                        serve_env, logs[0], say, workers=workers, access_log=args.server_access_log
+                        serve_env,
+                        logs[0],
+                        say,
+                        workers=workers,
+                        access_log=args.server_access_log,
+                        nice=args.server_nice,
                     )
                 )
                 result["setup"]["server_ready_s"] = time.perf_counter() - t0
@@ -942,6 +952,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--outbox-process",
         action="store_true",
         help="ern serve with ERN_RUN_WORKERS=false plus one `ern worker` process",
+    )
+    p.add_argument(
+        "--server-nice",
+        type=int,
+        default=0,
+        metavar="N",
+        help="run ern serve under `nice -n N`: with --outbox-process, the delivering worker "
+        "then gets the CPU first when both want it (default 0)",
     )
     p.add_argument(
         "--server-access-log",
