@@ -495,7 +495,10 @@ def running_server(
             if healthy and started >= workers:
                 break
             time.sleep(0.25)
-        say(f"ern serve healthy at {base} (pid {proc.pid}, --workers {workers})")
+        if nice and os.getpriority(os.PRIO_PROCESS, proc.pid) != nice:
+            msg = f"ern serve runs at niceness {os.getpriority(os.PRIO_PROCESS, proc.pid)}"
+            raise RuntimeError(msg)
+        say(f"ern serve healthy at {base} (pid {proc.pid}, --workers {workers}, nice {nice})")
         yield base
     finally:
         _stop(proc, "ern serve", say)

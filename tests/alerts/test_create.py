@@ -8,6 +8,7 @@ from sqlalchemy import select
 
 from api.alerts.models import Alert, AlertResponder
 from api.alerts.schemas import AlertCoordinatorView, AlertRequesterView
+from api.notify.models import Delivery
 from tests.alerts.helpers import count_rows, deliveries, post_alert
 from tests.api.factories import auth
 
@@ -66,6 +67,25 @@ class TestRaise:
     def test_without_token_is_401(self, api, site):
         res = api.post("/v1/alerts", json=body(site), headers={"Idempotency-Key": "x"})
         assert res.status_code == 401
+
+    def test_without_token_a_bad_body_is_still_401(self, api):
+        # The token is checked before the body: an anonymous caller learns nothing more.
+        res = api.post("/v1/alerts", json={"kind": "nope"}, headers={"Idempotency-Key": "x"})
+        assert res.status_code == 401
+        assert res.headers["WWW-Authenticate"] == "Bearer"
+
+    def test_an_unknown_or_revoked_token_is_401_and_nothing_is_stored(
+        self, api, db, site, crowd, make_member
+    ):
+        _, token = make_member(roles=())
+        before = (count_rows(db, Alert), count_rows(db, Delivery))
+        res = post_alert(api, "x" * 43, body(site), key="unknown")
+        assert res.status_code == 401
+        assert api.delete("/v1/members/me/token", headers=auth(token)).status_code == 204
+        res = post_alert(api, token, body(site), key="revoked")
+        assert res.status_code == 401
+        db.expire_all()
+        assert (count_rows(db, Alert), count_rows(db, Delivery)) == before
 
     def test_invalid_bodies_are_422(self, api, db, site, make_member):
         _, token = make_member()

@@ -79,8 +79,12 @@ def test_quick_load_test_sends_every_alert_and_reports_latency(database_url: str
 
 @pytest.mark.slow
 def test_two_server_processes_and_a_separate_outbox_worker(database_url: str) -> None:
-    result = _run_quick(database_url, "--alerts", "60", "--server-workers", "2", "--outbox-process")
+    result = _run_quick(
+        database_url, "--alerts", "60", "--server-workers", "2", "--outbox-process",
+        "--server-nice", "5",
+    )  # fmt: skip
     assert result["requests"] == 60 and result["errors"] == 0, result["status"]
+    assert result["setup"]["server_nice"] == 5  # checked on the running server, else an error
     assert result["warm_up"]["status"] == {"201": 16}  # 8 per server process
     assert result["setup"]["server_workers"] == 2 and result["setup"]["outbox_process"] is True
     # ERN_RUN_WORKERS=false in both server processes: only `ern worker` sent these
