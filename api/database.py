@@ -64,8 +64,9 @@ def make_session_factory(engine: Engine) -> sessionmaker[Session]:
 class DriverStatement:
     """A Core statement compiled once to psycopg's SQL, run on a session's own connection.
 
-    For the few statements every alert runs: SQLAlchemy's per-execution work (execution
-    context, bind and result processing) cost more CPU than psycopg and PostgreSQL together.
+    For the few statements every alert and every outbox round runs: SQLAlchemy's per-execution
+    work (execution context, bind and result processing) cost more CPU than psycopg and
+    PostgreSQL together.
     The statement joins the session's transaction; rows come back as psycopg's plain tuples
     (uuid.UUID, datetime, list for arrays), and the statement is prepared on the connection.
     """

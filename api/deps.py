@@ -1,4 +1,4 @@
-"""Request dependencies: session (owns the transaction), settings, graphs, clock, caller, roles."""
+"""Request dependencies: session (owns the transaction), settings, clock, caller, roles."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ from sqlalchemy.orm import Session
 
 from api.clock import Clock
 from api.database import transaction
-from api.graphs import GraphStore
 from api.members.auth import (
     Caller,
     authenticate,
@@ -50,12 +49,6 @@ async def get_session(request: Request) -> AsyncIterator[Session]:
     await to_thread.run_sync(unit.__exit__, None, None, None)
 
 
-async def get_graphs(request: Request) -> GraphStore:
-    """The loaded street graphs."""
-    store: GraphStore = request.app.state.graphs
-    return store
-
-
 async def get_clock(request: Request) -> Clock:
     """The app's clock (a manual one in tests)."""
     clock: Clock = request.app.state.clock
@@ -65,7 +58,6 @@ async def get_clock(request: Request) -> Clock:
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 # scope="function": the commit happens before the answer leaves, so a 201 means it is stored.
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
-GraphDep = Annotated[GraphStore, Depends(get_graphs)]
 ClockDep = Annotated[Clock, Depends(get_clock)]
 
 
@@ -134,7 +126,6 @@ __all__ = [
     "Coordinator",
     "CurrentCaller",
     "CurrentMember",
-    "GraphDep",
     "SessionDep",
     "SettingsDep",
     "current_member",

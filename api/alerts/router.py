@@ -36,7 +36,6 @@ from api.errors import COMMON_RESPONSES, ErrorBody
 from api.types import Point
 
 router = APIRouter(prefix="/v1/alerts", tags=["alerts"])
-JSON = "application/json"
 
 AnyView = AlertCoordinatorView | AlertRequesterView | AlertResponderView
 NOT_FOUND: dict[int | str, dict[str, Any]] = {
@@ -124,13 +123,11 @@ async def create_alert(
         ),
     )
     # The view is already one of response_model's types: answered as is, not validated again.
-    if created:
-        return Response(view.model_dump_json(), status_code=201, media_type=JSON)
     return Response(
         view.model_dump_json(),
-        status_code=200,
-        media_type=JSON,
-        headers={"Idempotent-Replayed": "true"},
+        status_code=201 if created else 200,
+        media_type="application/json",
+        headers=None if created else {"Idempotent-Replayed": "true"},
     )
 
 

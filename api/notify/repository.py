@@ -182,7 +182,7 @@ _CLAIM = (
 
 
 def _array(name: str, item: Any) -> Any:
-    # Typed, so the dialect casts it (psycopg alone cannot type an array of NULLs).
+    # Typed, so the SQL casts the array literal (database.array_literal) to its array type.
     return bindparam(name, type_=ARRAY(item))
 
 
