@@ -54,6 +54,9 @@ STOP_CHECK_S = 0.5
 DEFAULT_BATCH_SIZE = 256
 DEFAULT_CONCURRENCY = 128
 ABANDONED_CHECK = timedelta(seconds=1)
+# Threads for blocking sends (e-mail) and name lookups: HTTP sends need none, and 128 SMTP
+# connections at once would exceed what a relay lets one client open.
+BLOCKING_THREADS = 32
 # Decrypted contacts kept (by ciphertext) before the memo starts afresh.
 CONTACT_MEMO_SIZE = 4096
 
@@ -165,9 +168,13 @@ class OutboxWorker:
         with self._loop_lock:
             if self._loop is None:
                 self._loop = _new_loop()
-                # E-mail (smtplib) and name checks block: up to `concurrency` threads for them.
+                # E-mail (smtplib) and name checks block: threads for them, one SMTP connection
+                # each, so the relay never sees more than BLOCKING_THREADS from one worker.
                 self._loop.set_default_executor(
-                    ThreadPoolExecutor(self.concurrency, thread_name_prefix=f"{self._name}-send")
+                    ThreadPoolExecutor(
+                        min(self.concurrency, BLOCKING_THREADS),
+                        thread_name_prefix=f"{self._name}-send",
+                    )
                 )
             return self._loop.run_until_complete(self._send_jobs(jobs))
 

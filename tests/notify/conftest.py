@@ -175,8 +175,12 @@ class SmtpInbox:
     peers: list[tuple[str, int]] = field(default_factory=list)
     # Close the connection after answering each message (as a server whose idle timer fired).
     drop_after_each: bool = False
+    # Seconds before each message is accepted (a slow relay: the client's connections pile up).
+    delay_s: float = 0.0
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
         content = envelope.original_content or envelope.content
         self.messages.append(
             (envelope.mail_from, list(envelope.rcpt_tos), message_from_bytes(content))

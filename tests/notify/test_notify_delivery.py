@@ -33,6 +33,7 @@ from api.notify.service import (
     enqueue_many,
     purge,
 )
+from api.notify.worker import BLOCKING_THREADS
 from api.settings import Settings
 from tests.notify.conftest import SMS_SID, START, HttpReceiver, SmtpInbox, deliveries
 
@@ -380,6 +381,23 @@ class TestEmail:
         assert {(r.state, r.attempts) for r in rows} == {("sent", 1)}
         received = sorted(rcpt for _, [rcpt], _ in smtp_server.messages)
         assert received == sorted(f"r{i}@example.org" for i in range(12))
+
+    def test_a_slow_relay_gets_at_most_blocking_threads_connections(
+        self,
+        make_member,
+        enqueue_committed,
+        make_worker,
+        smtp_server: SmtpInbox,
+        committed: sessionmaker[Session],
+    ) -> None:
+        # 40 e-mails in flight at once would be 40 connections; the worker opens at most 32.
+        smtp_server.delay_s = 0.3
+        members = [make_member(email=f"s{i}@example.org") for i in range(40)]
+        alert_id = enqueue_committed(*members)
+        assert make_worker(batch_size=40, concurrency=40).run_once() == 40
+        assert len(smtp_server.messages) == 40
+        assert len(set(smtp_server.peers)) <= BLOCKING_THREADS
+        assert {r.state for r in deliveries(committed, alert_id)} == {"sent"}
 
     def test_a_connection_the_server_dropped_is_replaced_without_losing_an_e_mail(
         self,
