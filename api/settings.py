@@ -25,7 +25,9 @@ class DatabaseSettings(_Base):
         default=None, description="SQLAlchemy URL; unset: the embedded cluster under var_dir"
     )
     var_dir: Path = Field(default=Path("var"), description="embedded cluster, secrets, graphs")
-    db_pool_size: int = Field(default=10, ge=1)
+    db_pool_size: int = Field(
+        default=10, ge=1, description="connections kept per process; as many again may overflow"
+    )
 
 
 class SecuritySettings(_Base):
@@ -56,6 +58,13 @@ class AlertSettings(_Base):
     wave_timeout_s: float = Field(default=60.0, gt=0)
     mass_max_eta_s: float = Field(default=1800.0, gt=0)
     acceptance_rate: float = Field(default=0.35, gt=0, le=1)
+    alert_threads: int = Field(
+        default=4,
+        ge=1,
+        description="POST /v1/alerts' units of work running at once per process, each on its "
+        "own thread and database connection; the others queue. Past a few, more threads only "
+        "fight over the interpreter, and the in-process outbox worker falls behind",
+    )
     alerts_per_hour: int = Field(default=10, ge=1)
     live_location_ttl_s: float = Field(default=900.0, gt=0)
     alert_retention_days: float = Field(
@@ -126,6 +135,17 @@ class NotifySettings(_Base):
 
 class Settings(DatabaseSettings, SecuritySettings, GeoSettings, AlertSettings, NotifySettings):
     """Everything ern reads from the environment."""
+
+    @model_validator(mode="after")
+    def _alert_threads_fit_the_pool(self) -> Self:
+        # make_engine allows db_pool_size connections plus as many again in overflow.
+        if self.alert_threads > 2 * self.db_pool_size:
+            msg = (
+                f"ERN_ALERT_THREADS={self.alert_threads} needs a connection each: at most "
+                f"2 x ERN_DB_POOL_SIZE ({2 * self.db_pool_size})"
+            )
+            raise ValueError(msg)
+        return self
 
     @property
     def embedded(self) -> bool:

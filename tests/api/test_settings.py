@@ -63,3 +63,34 @@ def test_environment_names_are_the_contract(monkeypatch: pytest.MonkeyPatch) -> 
     assert (s.mobilization_s, s.wave_timeout_s, s.mass_max_eta_s) == (30, 45, 900)
     assert (s.walk_speed_mps, s.bike_speed_mps) == (1.2, 5)
     assert not s.embedded
+
+
+class TestAlertThreads:
+    """ERN_ALERT_THREADS: how many POST /v1/alerts units of work one process runs at once."""
+
+    def test_read_from_the_environment_and_sizes_the_alert_executor(
+        self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    ) -> None:
+        monkeypatch.setenv("ERN_ALERT_THREADS", "3")
+        settings = Settings(database_url=None, var_dir=tmp_path)
+        assert settings.alert_threads == 3
+        app = create_app(settings)
+        try:
+            assert app.state.alert_executor._max_workers == 3
+        finally:
+            app.state.alert_executor.shutdown()
+
+    def test_default_is_a_few_threads_whatever_the_pool(self) -> None:
+        assert Settings().alert_threads == 4
+        assert Settings(db_pool_size=50).alert_threads == 4
+
+    @pytest.mark.parametrize("threads", [0, -1])
+    def test_at_least_one(self, threads: int) -> None:
+        with pytest.raises(ValidationError, match="alert_threads"):
+            Settings(alert_threads=threads)
+
+    def test_more_threads_than_the_pool_can_serve_are_refused(self) -> None:
+        # each unit holds a connection: 2 x pool (pool plus overflow) is the most there are
+        assert Settings(db_pool_size=2, alert_threads=4).alert_threads == 4
+        with pytest.raises(ValidationError, match=r"ERN_ALERT_THREADS=5 .* \(4\)"):
+            Settings(db_pool_size=2, alert_threads=5)
