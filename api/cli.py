@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import os
 from typing import Any
 
 import typer
@@ -32,15 +33,41 @@ def serve(
     workers: int = typer.Option(
         1,
         min=1,
-        help="uvicorn processes, each with outbox/escalation workers unless ERN_RUN_WORKERS=false",
+        help="uvicorn processes; the outbox/escalation workers run beside them in one child "
+        "process (ERN_WORKER_PROCESS=false: inside each; ERN_RUN_WORKERS=false: not at all)",
     ),
     access_log: bool = typer.Option(True, help="log one line per request"),
 ) -> None:
     """Run the HTTP service (embedded PostGIS unless ERN_DATABASE_URL is set)."""
-    import uvicorn
-
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     settings = Settings()
+    if not (settings.run_workers and settings.worker_process):
+        _serve(settings, host=host, port=port, workers=workers, access_log=access_log)
+        return
+    from api.worker_process import WorkerProcess
+
+    # The child would race the server over the embedded cluster, migrations and graph builds.
+    _prepare_shared_state(settings)
+    child = WorkerProcess()
+    child.start()
+    # The server processes (also those uvicorn spawns, which read the environment) leave
+    # delivery and escalation to the child.
+    os.environ["ERN_RUN_WORKERS"] = "false"
+    try:
+        _serve(
+            settings.model_copy(update={"run_workers": False}),
+            host=host,
+            port=port,
+            workers=workers,
+            access_log=access_log,
+        )
+    finally:
+        child.stop()
+
+
+def _serve(settings: Settings, *, host: str, port: int, workers: int, access_log: bool) -> None:
+    import uvicorn
+
     banner = f"ern serving on http://{host}:{port}  (API docs: http://{host}:{port}/docs)"
     if workers == 1:
         from api.main import create_app

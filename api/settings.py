@@ -89,7 +89,14 @@ class AlertSettings(_Base):
 
 
 class NotifySettings(_Base):
-    run_workers: bool = Field(default=True, description="run outbox/escalation workers in-process")
+    run_workers: bool = Field(
+        default=True, description="deliver and escalate: ern serve starts the workers"
+    )
+    worker_process: bool = Field(
+        default=True,
+        description="ern serve runs the workers as one child process (`ern worker`, restarted "
+        "if it dies); false: as threads inside each server process",
+    )
     webhook_allow_private: bool = Field(
         default=False,
         description="deliver webhooks to loopback, private, link-local and other non-public "

@@ -21,6 +21,10 @@ def worker(
         int | None,
         typer.Option(min=1, max=256, help="deliveries in flight at once, on one event loop [128]"),
     ] = None,
+    parent_pid: Annotated[
+        int | None,
+        typer.Option(hidden=True, help="stop when this process is no longer the parent"),
+    ] = None,
 ) -> None:
     """Deliver queued notifications and escalate waves (embedded PostGIS unless a URL is set)."""
     from api import database
@@ -58,6 +62,16 @@ def worker(
         outbox.request_stop()
 
     previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    if parent_pid is not None:
+        # Started by `ern serve` (api.worker_process): a server killed outright leaves no
+        # worker behind.
+        from api.worker_process import watch_parent
+
+        def _orphaned() -> None:
+            log.info("parent process %d is gone: stopping after the current batch", parent_pid)
+            outbox.request_stop()
+
+        watch_parent(parent_pid, _orphaned)
     typer.echo("ern worker: delivering notifications and escalating waves (Ctrl-C to stop)")
     escalation.start()
     try:
