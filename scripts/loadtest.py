@@ -20,10 +20,10 @@ Steps, all on the loopback interface and undone at the end:
    member's contact is a webhook to a local sink (an asyncio HTTP/1.1 keep-alive server in
    its own process) that answers 200 and counts messages by alert (X-Ern-Delivery), so
    notifications go through the real outbox workers.
-4. ``ern serve --no-access-log`` (``--server-workers`` uvicorn processes, default one, each
-   with its in-process workers; with ``--outbox-process`` they are off and one
-   ``ern worker`` process delivers and escalates instead) as a subprocess; the script waits
-   for /healthz and every process's start-up, then sends warm-up alerts that are not counted.
+4. ``ern serve --no-access-log`` (``--server-workers`` uvicorn processes, default one, and
+   the worker process it starts; with ``--outbox-process`` its workers are off and the script
+   starts one ``ern worker`` itself) as a subprocess; the script waits for /healthz, every
+   process's start-up and the worker's, then sends warm-up alerts that are not counted.
 5. ``--alerts`` personal alerts (needed 3) from ``--clients`` concurrent clients, each from
    one of >= 250 requesters (the rate limit is ERN_ALERTS_PER_HOUR per member), each with
    its own Idempotency-Key, at a point within ~50 m of a random walk-graph node. A client
@@ -467,9 +467,11 @@ def running_server(
 ) -> Iterator[str]:
     """`ern serve` on a free loopback port until the block ends (SIGINT, then kill).
 
-    Ready when /healthz answers 200 and each of the ``workers`` processes finished start-up
-    (a process still loading graphs would otherwise take its first alerts in the measure).
+    Ready when /healthz answers 200, each of the ``workers`` processes finished start-up
+    (a process still loading graphs would otherwise take its first alerts in the measure) and,
+    when ``env`` leaves ern serve its worker process, that worker is delivering.
     """
+    child_worker = _env_on(env, "ERN_RUN_WORKERS") and _env_on(env, "ERN_WORKER_PROCESS")
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
     cmd = [ERN, "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
@@ -487,12 +489,14 @@ def running_server(
             if time.monotonic() > deadline:
                 msg = f"ern serve not ready in {SERVER_START_S:.0f} s:\n{log.read_text()[-3000:]}"
                 raise RuntimeError(msg)
-            started = log.read_text(errors="replace").count("Application startup complete")
+            text = log.read_text(errors="replace")
+            started = text.count("Application startup complete")
+            delivering = not child_worker or "delivering notifications" in text
             try:
                 healthy = httpx.get(f"{base}/healthz", timeout=2.0).status_code == 200
             except httpx.HTTPError:
                 healthy = False
-            if healthy and started >= workers:
+            if healthy and started >= workers and delivering:
                 break
             time.sleep(0.25)
         if nice and os.getpriority(os.PRIO_PROCESS, proc.pid) != nice:
@@ -502,6 +506,11 @@ def running_server(
         yield base
     finally:
         _stop(proc, "ern serve", say)
+
+
+def _env_on(env: dict[str, str], name: str) -> bool:
+    """A boolean ERN_ setting as pydantic reads it; unset is on (both defaults are true)."""
+    return env.get(name, "true").lower() not in {"false", "0", "no", "off", "f", "n"}
 
 
 @contextmanager

@@ -240,3 +240,19 @@ def test_sink_answers_more_arrivals_than_a_pipe_holds() -> None:
         assert sink.count == 6000  # the pipe still answers afterwards
     finally:
         sink.close()
+
+
+@pytest.mark.parametrize(
+    ("value", "on"),
+    [(None, True), ("true", True), ("1", True), ("false", False), ("0", False),
+     ("off", False), ("no", False)],
+)  # fmt: skip
+def test_worker_settings_are_read_as_the_server_reads_them(value: str | None, on: bool) -> None:
+    # decides whether the script waits for ern serve's own worker process before measuring
+    loadtest = _load_loadtest()
+    env = {} if value is None else {"ERN_WORKER_PROCESS": value}
+    assert loadtest._env_on(env, "ERN_WORKER_PROCESS") is on
+    if value is not None:
+        from api.settings import Settings
+
+        assert Settings(worker_process=value).worker_process is on  # type: ignore[arg-type]
