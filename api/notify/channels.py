@@ -360,16 +360,26 @@ class HttpPoster:
     CPU of http.client in a thread per request in flight (and a tenth of httpx's). Several
     connections per origin (one per request in flight), at most ``max_idle`` kept idle, for
     ``idle_s``. No proxies from the environment, no redirects, no compression.
+
+    ``tls``: the context https connections use, as given (its CAs, its host name check);
+    by default certifi's CAs with verification on, whatever SSL_CERT_* say.
     """
 
-    def __init__(self, *, timeout_s: float, max_idle: int = 32, idle_s: float = 4.0) -> None:
+    def __init__(
+        self,
+        *,
+        timeout_s: float,
+        max_idle: int = 32,
+        idle_s: float = 4.0,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
         self._timeout_s = timeout_s
         self._max_idle = max_idle
         self._idle_s = idle_s
         # Idle connections by origin (most recent last), and all of them oldest first.
         self._idle: dict[Origin, list[_Connection]] = {}
         self._lru: OrderedDict[_Connection, Origin] = OrderedDict()
-        self._tls: ssl.SSLContext | None = None
+        self._tls = tls
         # Parsed URLs (members' webhooks, the SMS gateway): the same ones come again and again.
         self._targets: dict[str, _Target | str] = {}
 

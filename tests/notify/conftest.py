@@ -7,6 +7,7 @@ import asyncio
 import base64
 import json
 import socket
+import ssl
 import threading
 import uuid
 from collections import deque
@@ -93,11 +94,14 @@ class HttpReceiver:
             return [r.headers.get("x-ern-delivery", "") for r in self.requests]
 
 
-def serve(receiver: HttpReceiver, *, drop_idle: bool = False) -> Iterator[HttpReceiver]:
+def serve(
+    receiver: HttpReceiver, *, drop_idle: bool = False, tls: ssl.SSLContext | None = None
+) -> Iterator[HttpReceiver]:
     """Run ``receiver`` on a real HTTP/1.1 server until the generator ends.
 
     ``drop_idle``: close every connection after its response without saying so (no
     ``Connection: close``), as servers do when a kept-alive connection idles out.
+    ``tls``: a server context; the receiver then speaks HTTPS only (its url says https).
     """
 
     class Handler(BaseHTTPRequestHandler):
@@ -127,9 +131,13 @@ def serve(receiver: HttpReceiver, *, drop_idle: bool = False) -> Iterator[HttpRe
         request_queue_size = 128  # the default 5 drops connections when many senders open at once
 
     server = Server(("127.0.0.1", 0), Handler)
+    if tls is not None:
+        # The handshake runs in accept(): a client that refuses it only fails its own accept.
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    receiver.url = f"http://127.0.0.1:{server.server_address[1]}"
+    scheme = "https" if tls is not None else "http"
+    receiver.url = f"{scheme}://127.0.0.1:{server.server_address[1]}"
     try:
         yield receiver
     finally:
