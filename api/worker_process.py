@@ -59,8 +59,10 @@ class WorkerProcess:
         self._monitor.start()
 
     def _spawn(self) -> None:
-        # Inherits stdout/stderr: the worker's log lines join the server's.
-        proc = subprocess.Popen(worker_command(os.getpid()), env=self._env)
+        # Inherits stdout/stderr: the worker's log lines join the server's. Its own session:
+        # a terminal's Ctrl-C reaches the server only, which then stops the worker in order
+        # (otherwise the worker would stop first and be restarted during the shutdown).
+        proc = subprocess.Popen(worker_command(os.getpid()), env=self._env, start_new_session=True)
         with self._lock:
             self._proc = proc
         log.info("outbox and escalation worker process started (pid %d)", proc.pid)

@@ -46,7 +46,7 @@ class Service:
             self.proc = subprocess.Popen(
                 [*ERN, "serve", "--host", "127.0.0.1", "--port", str(port),
                  "--workers", str(workers), "--no-access-log"],
-                env=env, stdout=out, stderr=subprocess.STDOUT,
+                env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
             )  # fmt: skip
         self.tag = tag
         self.asker: dict[str, str] = {}
@@ -94,7 +94,8 @@ class Service:
         pytest.fail(f"worker process {count} did not start:\n{self.output()[-4000:]}")
 
     def stop(self) -> int:
-        self.proc.send_signal(signal.SIGINT)
+        """Ctrl-C as a terminal sends it: SIGINT to the server's whole process group."""
+        os.killpg(self.proc.pid, signal.SIGINT)
         try:
             return self.proc.wait(timeout=60)
         except subprocess.TimeoutExpired:
@@ -155,6 +156,10 @@ def test_one_worker_process_serves_two_server_processes_and_is_restarted_when_it
     assert code == 0, output[-4000:]
     assert "Traceback" not in output
     assert "exited with -9; restarting" in output
+    assert output.count("restarting") == 1  # not again while the server stopped
+    # Ctrl-C reached the server alone, which then stopped its worker
+    assert "SIGINT: stopping" not in output
+    assert "SIGTERM: stopping after the current batch" in output
     # one worker at a time, both gone with the server; two server processes
     assert service.worker_pids() == [first, second]
     assert gone(first) and gone(second)
