@@ -1,4 +1,4 @@
-"""Background workers run inside the service: outbox delivery and wave escalation."""
+"""Outbox delivery and wave escalation as threads of the app (ERN_WORKER_PROCESS=false, tests)."""
 
 from __future__ import annotations
 
