@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+import ssl
 from pathlib import Path
 from typing import Literal, Self
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -119,6 +120,11 @@ class NotifySettings(_Base):
     smtp_ca_file: Path | None = Field(
         default=None, description="CA certificates to trust for the SMTP server (else the system's)"
     )
+    http_ca_file: Path | None = Field(
+        default=None,
+        description="CA certificates (PEM) trusted for webhook and SMS-gateway TLS in addition "
+        "to certifi's (an internal CA of the gateway or of a closed network's receivers)",
+    )
     sms_base_url: str | None = Field(default=None, description="Twilio-compatible gateway base URL")
     sms_account_sid: str = "ern"
     sms_auth_token: SecretStr = SecretStr("")
@@ -128,6 +134,14 @@ class NotifySettings(_Base):
     backoff_base_s: float = Field(default=1.0, gt=0)
     backoff_cap_s: float = Field(default=300.0, gt=0)
     worker_poll_s: float = Field(default=0.5, gt=0)
+
+    @field_validator("http_ca_file")
+    @classmethod
+    def _usable_http_ca_file(cls, value: Path | None) -> Path | None:
+        # Refused at start, not as a TLS error on every delivery later.
+        if value is not None:
+            trust_http_ca_file(ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT), value)
+        return value
 
     @model_validator(mode="after")
     def _smtp_credentials_only_over_tls(self) -> Self:
@@ -181,6 +195,16 @@ class Settings(DatabaseSettings, SecuritySettings, GeoSettings, AlertSettings, N
             msg = f"ERN_SECRET_KEY is a placeholder or shorter than {MIN_SECRET_LENGTH} characters"
             raise InsecureSettings(msg)
         return value.encode()
+
+
+def trust_http_ca_file(context: ssl.SSLContext, path: Path) -> None:
+    """Add ERN_HTTP_CA_FILE's certificates to ``context``; a ValueError naming it if unusable."""
+    try:
+        context.load_verify_locations(cafile=path)
+    except OSError as exc:  # missing, unreadable, a directory, or no PEM certificate in it
+        msg = f"ERN_HTTP_CA_FILE={str(path)!r} is not a readable PEM file of CA certificates: "
+        msg += exc.strerror or str(exc)
+        raise ValueError(msg) from exc
 
 
 class InsecureSettings(RuntimeError):

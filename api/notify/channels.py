@@ -31,7 +31,7 @@ import httpx
 
 from api.members.crypto import derive_key
 from api.notify.errors import PermanentDeliveryError, TransientDeliveryError
-from api.settings import Settings
+from api.settings import Settings, trust_http_ca_file
 
 _WEBHOOK_KEY_INFO = b"ern webhook signature v1"
 SIGNATURE_HEADER = "X-Ern-Signature"
@@ -815,6 +815,19 @@ def _quit(smtp: smtplib.SMTP) -> None:
             smtp.quit()
     finally:
         smtp.close()
+
+
+def http_tls_context(settings: Settings) -> ssl.SSLContext | None:
+    """Webhook and SMS-gateway TLS trust: certifi's CAs plus ERN_HTTP_CA_FILE's; None if unset.
+
+    A ValueError naming ERN_HTTP_CA_FILE if the file is unusable.
+    """
+    if settings.http_ca_file is None:
+        return None  # HttpPoster's default: certifi's CAs alone
+    # In addition to certifi's: members' webhooks on public CAs keep working.
+    context = httpx.create_ssl_context(trust_env=False)
+    trust_http_ca_file(context, settings.http_ca_file)
+    return context
 
 
 def make_channels(settings: Settings, poster: HttpPoster) -> dict[str, Channel]:

@@ -29,6 +29,7 @@ from api.notify.channels import (
     EmailChannel,
     HttpPoster,
     Message,
+    http_tls_context,
     make_channels,
     scrub,
 )
@@ -116,7 +117,9 @@ class OutboxWorker:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_lock = threading.Lock()
         self._poster = HttpPoster(
-            timeout_s=settings.delivery_timeout_s, max_idle=max(8, self.concurrency)
+            timeout_s=settings.delivery_timeout_s,
+            max_idle=max(8, self.concurrency),
+            tls=http_tls_context(settings),
         )
         self._channels: dict[str, Channel] = make_channels(settings, self._poster)
         email = self._channels["email"]
