@@ -107,6 +107,13 @@ class Service:
     def output(self) -> str:
         return self.log.read_text()
 
+    def clean_output(self, code: int) -> str:
+        """The output of a service that exited with ``code``: 0, and no traceback."""
+        output = self.output()
+        assert code == 0, output[-4000:]
+        assert "Traceback" not in output
+        return output
+
 
 def gone(pid: int) -> bool:
     """No such process, or one that exited and waits to be reaped."""
@@ -152,9 +159,7 @@ def test_one_worker_process_serves_two_server_processes_and_is_restarted_when_it
         service.alert_is_delivered_once()
     finally:
         code = service.stop()
-    output = service.output()
-    assert code == 0, output[-4000:]
-    assert "Traceback" not in output
+    output = service.clean_output(code)
     assert "exited with -9; restarting" in output
     assert output.count("restarting") == 1  # not again while the server stopped
     # Ctrl-C reached the server alone, which then stopped its worker
@@ -194,8 +199,6 @@ def test_with_worker_process_off_each_server_process_delivers_itself(
         service.alert_is_delivered_once()
     finally:
         code = service.stop()
-    output = service.output()
-    assert code == 0, output[-4000:]
-    assert "Traceback" not in output
+    output = service.clean_output(code)
     assert service.worker_pids() == []
     assert len(set(re.findall(r"Started server process \[(\d+)\]", output))) == 2, output[-4000:]
