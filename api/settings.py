@@ -8,7 +8,14 @@ from pathlib import Path
 from typing import Literal, Self
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AnyHttpUrl, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    AnyHttpUrl,
+    Field,
+    SecretStr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PLACEHOLDER_SECRETS = frozenset(
@@ -135,12 +142,13 @@ class NotifySettings(_Base):
     backoff_cap_s: float = Field(default=300.0, gt=0)
     worker_poll_s: float = Field(default=0.5, gt=0)
 
-    @field_validator("http_ca_file")
+    @field_validator("http_ca_file", "smtp_ca_file")
     @classmethod
-    def _usable_http_ca_file(cls, value: Path | None) -> Path | None:
+    def _usable_ca_file(cls, value: Path | None, info: ValidationInfo) -> Path | None:
         # Refused at start, not as a TLS error on every delivery later.
         if value is not None:
-            trust_http_ca_file(ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT), value)
+            name = f"ERN_{str(info.field_name).upper()}"
+            trust_ca_file(ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT), value, setting=name)
         return value
 
     @model_validator(mode="after")
@@ -197,12 +205,14 @@ class Settings(DatabaseSettings, SecuritySettings, GeoSettings, AlertSettings, N
         return value.encode()
 
 
-def trust_http_ca_file(context: ssl.SSLContext, path: Path) -> None:
-    """Add ERN_HTTP_CA_FILE's certificates to ``context``; a ValueError naming it if unusable."""
+def trust_ca_file(
+    context: ssl.SSLContext, path: Path, *, setting: str = "ERN_HTTP_CA_FILE"
+) -> None:
+    """Trust the CA certificates in ``path`` too; a ValueError naming ``setting`` if unusable."""
     try:
         context.load_verify_locations(cafile=path)
     except OSError as exc:  # missing, unreadable, a directory, or no PEM certificate in it
-        msg = f"ERN_HTTP_CA_FILE={str(path)!r} is not a readable PEM file of CA certificates: "
+        msg = f"{setting}={str(path)!r} is not a readable PEM file of CA certificates: "
         msg += exc.strerror or str(exc)
         raise ValueError(msg) from exc
 

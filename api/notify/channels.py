@@ -31,7 +31,7 @@ import httpx
 
 from api.members.crypto import derive_key
 from api.notify.errors import PermanentDeliveryError, TransientDeliveryError
-from api.settings import Settings, trust_http_ca_file
+from api.settings import Settings, trust_ca_file
 
 _WEBHOOK_KEY_INFO = b"ern webhook signature v1"
 SIGNATURE_HEADER = "X-Ern-Signature"
@@ -826,7 +826,7 @@ def http_tls_context(settings: Settings) -> ssl.SSLContext | None:
         return None  # HttpPoster's default: certifi's CAs alone
     # In addition to certifi's: members' webhooks on public CAs keep working.
     context = httpx.create_ssl_context(trust_env=False)
-    trust_http_ca_file(context, settings.http_ca_file)
+    trust_ca_file(context, settings.http_ca_file)
     return context
 
 

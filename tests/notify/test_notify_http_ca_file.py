@@ -209,14 +209,16 @@ class TestInternalCa:
 
 class TestRefusedAtStart:
     @pytest.mark.parametrize("content", [None, b"", b"not a certificate\n"])
+    @pytest.mark.parametrize("field", ["http_ca_file", "smtp_ca_file"])
     def test_a_missing_or_unusable_file_is_refused_by_name(
-        self, settings: Settings, tmp_path: Path, content: bytes | None
+        self, settings: Settings, tmp_path: Path, content: bytes | None, field: str
     ) -> None:
+        # ERN_SMTP_CA_FILE alike: before, a bad one failed every e-mail instead of the start.
         path = tmp_path / "ca.pem"
         if content is not None:
             path.write_bytes(content)
-        with pytest.raises(ValidationError, match="ERN_HTTP_CA_FILE=") as refused:
-            Settings.model_validate({**settings.model_dump(), "http_ca_file": path})
+        with pytest.raises(ValidationError, match=f"ERN_{field.upper()}=") as refused:
+            Settings.model_validate({**settings.model_dump(), field: path})
         assert str(path) in str(refused.value)
 
     def test_a_directory_is_refused_from_the_environment(
