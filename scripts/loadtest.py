@@ -531,6 +531,102 @@ def running_worker(env: dict[str, str], log: Path, say: Callable[[str], None]) -
         _stop(proc, "ern worker", say)
 
 
+# --- CPU per alert ------------------------------------------------------------------------
+
+CPU_PARTS = ("server", "worker", "postgres", "sink", "load generator")
+
+
+def _processes() -> dict[int, tuple[int, str, float]]:
+    """Every process: pid -> (parent pid, command line, CPU seconds so far: user + system)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    out: dict[int, tuple[int, str, float]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
+        except OSError:
+            continue  # ended meanwhile
+        fields = stat[stat.rindex(")") + 2 :].split()
+        command = cmdline.replace(b"\0", b" ").decode(errors="replace").strip()
+        if not command:  # kernel threads
+            command = stat[stat.index("(") + 1 : stat.rindex(")")]
+        out[int(entry)] = (int(fields[1]), command, (int(fields[11]) + int(fields[12])) / ticks)
+    return out
+
+
+def cpu_parts(sink_pid: int | None) -> dict[int, tuple[str, float]]:
+    """CPU seconds so far of the processes taking part, by pid, with their part.
+
+    Of the script's own descendants: `ern serve` and the uvicorn processes it spawned
+    ("server"), any `ern worker`, also the one ern serve starts ("worker"), the sink; the
+    script itself ("load generator"); every PostgreSQL process of the machine ("postgres":
+    backends, WAL writer, checkpointer). Empty where there is no /proc.
+    """
+    if not Path("/proc/self/stat").is_file():
+        return {}
+    procs = _processes()
+    me = os.getpid()
+
+    def part(pid: int) -> str | None:
+        command = procs[pid][1]
+        if pid == me:
+            return "load generator"
+        if pid == sink_pid:
+            return "sink"
+        program = command.split(" ", 1)[0]
+        if program.startswith("postgres") or program.endswith("/postgres"):
+            return "postgres"
+        # ours: a descendant of this script (ern serve, its children, an ern worker)
+        lineage, chain = [], pid
+        while chain in procs and chain != me and len(lineage) < 64:
+            lineage.append(procs[chain][1])
+            chain = procs[chain][0]
+        if chain != me:
+            return None
+        if " worker" in command:
+            return "worker"
+        return "server" if any(" serve " in f"{c} " for c in lineage) else None
+
+    taken: dict[int, tuple[str, float]] = {}
+    for pid, (_, _, cpu_s) in procs.items():
+        name = part(pid)
+        if name is not None:
+            taken[pid] = (name, cpu_s)
+    return taken
+
+
+def cpu_per_alert(
+    before: dict[int, tuple[str, float]],
+    after: dict[int, tuple[str, float]],
+    *,
+    wall_s: float,
+    alerts: int,
+) -> dict[str, Any] | None:
+    """CPU each part spent between two cpu_parts() snapshots, per alert and in all.
+
+    A process that started in between counts from zero; one that ended in between is lost
+    (e.g. a database connection closed during the run).
+    """
+    if not after or alerts == 0 or wall_s <= 0:
+        return None
+    seconds = dict.fromkeys(CPU_PARTS, 0.0)
+    for pid, (name, cpu_s) in after.items():
+        start = before.get(pid, (name, 0.0))[1]
+        seconds[name] += max(0.0, cpu_s - start)
+    total = sum(seconds.values())
+    return {
+        "window_s": wall_s,
+        "seconds": seconds,
+        "per_alert_ms": {
+            **{k: 1e3 * v / alerts for k, v in seconds.items()},
+            "total": 1e3 * total / alerts,
+        },
+        "cores_used": total / wall_s,
+    }
+
+
 def alert_points(graph: Any, n: int, rng: np.random.Generator) -> list[tuple[float, float]]:
     """Points scattered (sigma JITTER_M / 2, clipped at JITTER_M) around random graph nodes."""
     nodes = rng.integers(0, graph.n_nodes, n)
@@ -837,7 +933,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 say(f"warm-up: {dict(warm_status)}, first {warm.latency[0] * 1e3:.1f} ms")
                 at_start, _ = sink.counts()
                 say(f"firing {n_alerts:,} alerts from {clients} clients")
+                cpu_before = cpu_parts(sink.process.pid)
                 fired = run_async(fire(base, jobs, clients, rate_per_s=args.rate))
+                result["cpu"] = cpu_per_alert(
+                    cpu_before, cpu_parts(sink.process.pid), wall_s=fired.wall_s, alerts=n_alerts
+                )
                 latency, status = fired.latency, fired.status
                 ok = [n for n, s in zip(fired.notified, status, strict=True) if s == 201]
                 result["requests"] = len(latency)
@@ -913,8 +1013,19 @@ def render(r: dict[str, Any]) -> str:
             f"{d['expected_from_measured']} expected; alerts short {d['measured_alerts_short']}, "
             f"over {d['measured_alerts_over']}) after {d['drain_wait_s']:.1f} s",
             _render_arrival(r["notification_latency"]),
+            _render_cpu(r.get("cpu")),
             f"load at end {r['loadavg_at_end']}, total {r['total_s']:.0f} s",
         ]
+    )
+
+
+def _render_cpu(c: dict[str, Any] | None) -> str:
+    if c is None:
+        return "CPU per alert: not measured (no /proc)"
+    parts = ", ".join(f"{k} {v:.2f} ms" for k, v in c["per_alert_ms"].items() if k != "total")
+    return (
+        f"CPU per alert while firing: {parts}; total {c['per_alert_ms']['total']:.2f} ms "
+        f"({c['cores_used']:.2f} cores)"
     )
 
 

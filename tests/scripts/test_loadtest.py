@@ -36,6 +36,19 @@ def _run_quick(database_url: str, *extra: str) -> dict[str, Any]:
     return result
 
 
+def _assert_cpu_accounted(result: dict[str, Any]) -> None:
+    # every part ran while the alerts were fired, ern serve's worker process counted as the
+    # worker (not as the server), and the parts add up to the total
+    cpu = result["cpu"]
+    per_alert = cpu["per_alert_ms"]
+    assert set(per_alert) == {"server", "worker", "postgres", "sink", "load generator", "total"}
+    for part in ("server", "worker", "postgres", "sink", "load generator"):
+        assert per_alert[part] > 0, cpu
+    assert per_alert["total"] == pytest.approx(sum(v for k, v in per_alert.items() if k != "total"))
+    assert cpu["window_s"] == result["wall_s"]
+    assert 0 < cpu["cores_used"] <= result["machine"]["cores"] + 0.5
+
+
 def _assert_delivered_alert_by_alert(result: dict[str, Any]) -> None:
     deliveries = result["deliveries"]
     assert deliveries["outbox_states"].get("pending", 0) == 0, deliveries
@@ -75,6 +88,7 @@ def test_quick_load_test_sends_every_alert_and_reports_latency(database_url: str
     assert left == (0,)
     _assert_delivered_alert_by_alert(result)
     assert result["setup"]["server_workers"] == 1 and result["setup"]["outbox_process"] is False
+    _assert_cpu_accounted(result)
 
 
 @pytest.mark.slow
@@ -91,6 +105,7 @@ def test_two_server_processes_and_a_separate_outbox_worker(database_url: str) ->
     _assert_delivered_alert_by_alert(result)
     assert result["deliveries"]["sink_received"] > 0
     assert result["server_log_tracebacks"] == 0
+    _assert_cpu_accounted(result)
 
 
 def _load_loadtest() -> ModuleType:
