@@ -44,13 +44,6 @@ class WorkerProcess:
         self._lock = threading.Lock()
         self._proc: subprocess.Popen[bytes] | None = None
         self._monitor: threading.Thread | None = None
-        self.restarts = 0
-
-    @property
-    def pid(self) -> int | None:
-        """The current child's pid (None before start)."""
-        with self._lock:
-            return None if self._proc is None else self._proc.pid
 
     def start(self) -> None:
         """Start the child and the thread that restarts it."""
@@ -62,8 +55,12 @@ class WorkerProcess:
         # Inherits stdout/stderr: the worker's log lines join the server's. Its own session:
         # a terminal's Ctrl-C reaches the server only, which then stops the worker in order
         # (otherwise the worker would stop first and be restarted during the shutdown).
-        proc = subprocess.Popen(worker_command(os.getpid()), env=self._env, start_new_session=True)
-        with self._lock:
+        with self._lock:  # not after stop(): that child would outlive the server's wait
+            if self._stopping.is_set():
+                return
+            proc = subprocess.Popen(
+                worker_command(os.getpid()), env=self._env, start_new_session=True
+            )
             self._proc = proc
         log.info("outbox and escalation worker process started (pid %d)", proc.pid)
 
@@ -90,13 +87,12 @@ class WorkerProcess:
             )
             if self._stopping.wait(delay):
                 return
-            self.restarts += 1
             self._spawn()
 
     def stop(self) -> int | None:
         """Stop the child (it finishes its current batch); its exit code."""
-        self._stopping.set()
         with self._lock:
+            self._stopping.set()
             proc = self._proc
         if proc is None:
             return None
