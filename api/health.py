@@ -6,10 +6,11 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from sqlalchemy.exc import SQLAlchemyError
 
 from api.database import schema_status
+from api.notify.repository import oldest_due
 
 router = APIRouter(tags=["health"])
 
@@ -23,6 +24,11 @@ class Health(BaseModel):
     schema_head: str | None
     schema_up_to_date: bool
     graphs: dict[str, str]
+    outbox_lag_s: float | None = Field(
+        description="how long the longest-waiting notification has been due without being "
+        "sent (0: none waiting); it grows while no worker delivers, and the status stays ok "
+        "(the API itself works); null when the database is not ready"
+    )
 
 
 @router.get(
@@ -32,7 +38,7 @@ class Health(BaseModel):
     responses={503: {"model": Health, "description": "database down or schema behind"}},
 )
 def healthz(request: Request) -> Any:
-    """Database reachability, schema revision and loaded graphs; 503 unless the DB is ready."""
+    """Database, schema revision, graphs and outbox lag; 503 unless the database is ready."""
     graphs = request.app.state.graphs.status()
     try:
         schema = schema_status(request.app.state.engine)
@@ -41,6 +47,7 @@ def healthz(request: Request) -> Any:
         schema = {"current": None, "head": None, "up_to_date": False}
         database = f"unreachable: {type(exc).__name__}"
     ok = database == "ok" and bool(schema["up_to_date"])
+    lag_s = _outbox_lag_s(request) if ok else None
     body = Health(
         status="ok" if ok else "degraded",
         database=database,
@@ -48,5 +55,16 @@ def healthz(request: Request) -> Any:
         schema_head=schema["head"],  # type: ignore[arg-type]
         schema_up_to_date=bool(schema["up_to_date"]),
         graphs=graphs,
+        outbox_lag_s=lag_s,
     )
     return JSONResponse(body.model_dump(), status_code=200 if ok else 503)
+
+
+def _outbox_lag_s(request: Request) -> float | None:
+    now = request.app.state.clock.now()
+    try:
+        with request.app.state.engine.connect() as conn:
+            oldest = oldest_due(conn, now=now)
+    except SQLAlchemyError:
+        return None
+    return 0.0 if oldest is None else max(0.0, (now - oldest).total_seconds())

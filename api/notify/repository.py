@@ -14,6 +14,7 @@ import psycopg
 from sqlalchemy import (
     ARRAY,
     BigInteger,
+    Connection,
     DateTime,
     Engine,
     Integer,
@@ -338,6 +339,18 @@ def delete_for_alerts(session: Session, alert_ids: Sequence[uuid.UUID]) -> int:
         .execution_options(synchronize_session=False)
     )
     return int(session.execute(stmt).rowcount or 0)  # type: ignore[attr-defined]
+
+
+# Claimable now (pending, or a lease that ran out), by the due index; see claim_due.
+_OLDEST_DUE = text(
+    f"SELECT min(next_attempt_at) FROM outbox WHERE {DUE_PREDICATE} AND next_attempt_at <= :now"
+)
+
+
+def oldest_due(conn: Connection, *, now: datetime) -> datetime | None:
+    """Since when the longest-waiting claimable delivery has been due; None if none is."""
+    oldest: datetime | None = conn.execute(_OLDEST_DUE, {"now": now}).scalar_one()
+    return oldest
 
 
 def deliveries_of(session: Session, alert_id: uuid.UUID) -> Sequence[Delivery]:
