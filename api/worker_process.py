@@ -1,11 +1,10 @@
-"""`ern serve`'s outbox and escalation workers as one child process, restarted if it dies.
+"""`ern serve`'s outbox and escalation workers as one child process, restarted if it dies."""
 
-In the server's own interpreter the workers compete with the requests for the GIL: in the
-load test (2,000 alerts from 32 clients, 2 cores) `ern serve` with in-process workers took
-240 alerts/s at a p99 of 269 ms; with the workers in a child process, 333 alerts/s at 124 ms,
-and messages reached receivers sooner (docs/benchmarks.md). The child is `ern worker`: the
-same code an operator runs by hand, so there is one outbox worker whatever the deployment.
-"""
+# In the server's own interpreter the workers compete with the requests for the GIL: in the
+# load test (2,000 alerts from 32 clients, 2 cores) `ern serve` with in-process workers took
+# 240 alerts/s at a p99 of 269 ms; with the workers in a child process, 333 alerts/s at
+# 124 ms, and messages reached receivers sooner (docs/benchmarks.md). The child is `ern
+# worker`, the same code an operator runs by hand: one outbox worker whatever the deployment.
 
 from __future__ import annotations
 
@@ -30,13 +29,10 @@ def worker_command(parent_pid: int) -> list[str]:
     return [sys.executable, "-m", "api", "worker", "--parent-pid", str(parent_pid)]
 
 
+# The child also watches its parent (--parent-pid): a server killed with SIGKILL leaves no
+# worker behind.
 class WorkerProcess:
-    """One `ern worker` child: started with :meth:`start`, restarted after an unexpected exit,
-    stopped (SIGTERM, then SIGKILL after ``STOP_TIMEOUT_S``) with :meth:`stop`.
-
-    The child watches its parent too (``--parent-pid``), so a server killed with SIGKILL does
-    not leave a worker behind.
-    """
+    """One `ern worker` child: start(), restarted after an unexpected exit, stop()."""
 
     def __init__(self, env: Mapping[str, str] | None = None) -> None:
         self._env = dict(os.environ if env is None else env)
@@ -110,11 +106,9 @@ class WorkerProcess:
 
 
 def watch_parent(parent_pid: int, on_gone: Callable[[], None]) -> None:
-    """Call ``on_gone`` once ``parent_pid`` is no longer this process's parent (polled each second).
-
-    A process whose parent died is re-parented (to init or a subreaper), so its parent pid
-    changes; this needs no platform-specific death signal.
-    """
+    """Call ``on_gone`` once ``parent_pid`` is no longer this process's parent (checked each s)."""
+    # An orphan is re-parented (to init or a subreaper), so its parent pid changes: no
+    # platform-specific death signal needed.
 
     def poll() -> None:
         while os.getppid() == parent_pid:
