@@ -55,6 +55,7 @@ STOP_CHECK_S = 0.5
 DEFAULT_BATCH_SIZE = 256
 DEFAULT_CONCURRENCY = 128
 ABANDONED_CHECK = timedelta(seconds=1)
+RECORD_RETRY_CAP_S = 2.0  # between tries to record a batch's outcomes while the database is away
 # Threads for blocking sends (e-mail) and name lookups: HTTP sends need none, and 128 SMTP
 # connections at once would exceed what a relay lets one client open.
 BLOCKING_THREADS = 32
@@ -291,22 +292,35 @@ class OutboxWorker:
 
     def run_once(self) -> int:
         """Claim, send and record one batch; the number of deliveries attempted."""
+        leased_until = time.monotonic() + self.lease_s
         claims = self.claim()
         if not claims:
             return 0
         outcomes = self.send_all(claims)
-        self._record_with_retries(claims, outcomes)
+        self._record_with_retries(claims, outcomes, until=leased_until)
         return len(claims)
 
-    def _record_with_retries(self, claims: Sequence[Claim], outcomes: Sequence[Outcome]) -> None:
-        # Sent but not recorded means sent again after the lease: worth a few quick retries.
-        for attempt in range(3):
+    def _record_with_retries(
+        self, claims: Sequence[Claim], outcomes: Sequence[Outcome], *, until: float | None = None
+    ) -> None:
+        """Record; while the database is away, retry until the leases run out (``until``)."""
+        # Sent but not recorded means sent again once the lease runs out: a database restart
+        # (seconds) must not double a whole batch, so retry for as long as the leases hold.
+        until = time.monotonic() + self.lease_s if until is None else until
+        attempt = 0
+        while True:
             try:
                 self.record(claims, outcomes)
+                if attempt:
+                    log.info("recorded %d outcomes after %d failed tries", len(claims), attempt)
                 return
             except OperationalError:
-                log.warning("recording %d outcomes failed (try %d)", len(claims), attempt + 1)
-                if self._stop.wait(0.2 * (attempt + 1)):
+                attempt += 1
+                delay_s = min(RECORD_RETRY_CAP_S, 0.2 * 2 ** (attempt - 1))
+                if time.monotonic() + delay_s >= until:
+                    break
+                log.warning("recording %d outcomes failed (try %d)", len(claims), attempt)
+                if self._stop.wait(delay_s):
                     break
         log.error("outcomes of %d deliveries not recorded; their leases will expire", len(claims))
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 
 import psycopg
@@ -37,6 +38,32 @@ def restart_database(database_url: str) -> int:
             " WHERE datname = current_database() AND pid <> pg_backend_pid()"
         ).fetchone()
     return int(killed[0]) if killed else 0
+
+
+@contextmanager
+def database_away(database_url: str, *, for_s: float) -> Iterator[None]:
+    """The test database refuses connections for ``for_s`` seconds, as while it restarts."""
+    url = make_url(database_url)
+    admin = url.set(drivername="postgresql", database="postgres")
+    dsn = admin.render_as_string(hide_password=False)
+    name = url.database
+
+    def allow() -> None:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+        conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,)
+        )
+    timer = threading.Timer(for_s, allow)
+    try:
+        timer.start()
+        yield
+    finally:
+        timer.cancel()
+        allow()
 
 
 class TestConcurrentWorkers:
@@ -277,6 +304,29 @@ class TestLoop:
         worker._record_with_retries(claims, outcomes)
         [row] = deliveries(committed, alert_id)
         assert row.state == "sent"
+        assert len(webhook.requests) == 1
+
+    def test_outcome_is_recorded_once_the_database_is_back_within_the_lease(
+        self,
+        make_member,
+        enqueue_committed,
+        make_worker,
+        webhook: HttpReceiver,
+        committed: sessionmaker[Session],
+        database_url: str,
+    ) -> None:
+        # A restart takes seconds: the outcome waits for the database instead of expiring
+        # with the lease and being sent again.
+        alert_id = enqueue_committed(make_member(webhook_url=webhook.url))
+        worker = make_worker()
+        claims = worker.claim()
+        outcomes = [worker.send(c) for c in claims]
+        started = time.monotonic()
+        with database_away(database_url, for_s=3.0):
+            worker._record_with_retries(claims, outcomes)
+        assert time.monotonic() - started >= 3.0
+        [row] = deliveries(committed, alert_id)
+        assert (row.state, row.attempts) == ("sent", 1)
         assert len(webhook.requests) == 1
 
 
