@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import logging
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -14,6 +14,9 @@ from api.graph_cli import graph_app
 from api.settings import Settings
 from api.synth_cli import synth
 from api.worker_cli import worker
+
+if TYPE_CHECKING:
+    from api.graphs import GraphStore
 
 app = typer.Typer(
     help="ern: routing for community emergency response networks", no_args_is_help=True
@@ -39,62 +42,57 @@ def serve(
     access_log: bool = typer.Option(True, help="log one line per request"),
 ) -> None:
     """Run the HTTP service (embedded PostGIS unless ERN_DATABASE_URL is set)."""
-    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
-    settings = Settings()
-    if not (settings.run_workers and settings.worker_process):
-        _serve(settings, host=host, port=port, workers=workers, access_log=access_log)
-        return
-    from api.worker_process import WorkerProcess
-
-    # The child would race the server over the embedded cluster, migrations and graph builds.
-    _prepare_shared_state(settings)
-    child = WorkerProcess()
-    child.start()
-    # The server processes (also those uvicorn spawns, which read the environment) leave
-    # delivery and escalation to the child.
-    os.environ["ERN_RUN_WORKERS"] = "false"
-    try:
-        _serve(
-            settings.model_copy(update={"run_workers": False}),
-            host=host,
-            port=port,
-            workers=workers,
-            access_log=access_log,
-        )
-    finally:
-        child.stop()
-
-
-def _serve(settings: Settings, *, host: str, port: int, workers: int, access_log: bool) -> None:
     import uvicorn
 
+    from api.worker_process import WorkerProcess
+
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+    settings = Settings()
+    child = None
+    graphs = None
+    if settings.run_workers and settings.worker_process:
+        # The child would race the server over the embedded cluster, migrations, graph builds.
+        graphs = _prepare_shared_state(settings)
+        child = WorkerProcess()
+        child.start()
+        # The server processes (also those uvicorn spawns, which read the environment) leave
+        # delivery and escalation to the child.
+        os.environ["ERN_RUN_WORKERS"] = "false"
+        settings = settings.model_copy(update={"run_workers": False})
+    elif workers > 1:
+        _prepare_shared_state(settings)
     banner = f"ern serving on http://{host}:{port}  (API docs: http://{host}:{port}/docs)"
-    if workers == 1:
-        from api.main import create_app
+    try:
+        if workers == 1:
+            from api.main import create_app
 
-        application = create_app(settings)
-        typer.echo(banner)
-        uvicorn.run(application, host=host, port=port, log_level="info", access_log=access_log)
-        return
-    _prepare_shared_state(settings)
-    typer.echo(f"{banner}, {workers} worker processes")
-    # Worker processes are spawned: each imports the factory and reads the environment.
-    uvicorn.run(
-        "api.main:app_from_env",
-        factory=True,
-        workers=workers,
-        host=host,
-        port=port,
-        log_level="info",
-        access_log=access_log,
-        log_config=_worker_log_config(),
-        # A worker loads the graphs at start-up; uvicorn's default 5 s would kill it mid-way.
-        timeout_worker_healthcheck=WORKER_STARTUP_S,
-    )
+            # The graphs just prepared, not loaded a second time by the lifespan.
+            application = create_app(settings, graphs=graphs)
+            typer.echo(banner)
+            uvicorn.run(application, host=host, port=port, log_level="info", access_log=access_log)
+            return
+        typer.echo(f"{banner}, {workers} worker processes")
+        # Worker processes are spawned: each imports the factory and reads the environment.
+        uvicorn.run(
+            "api.main:app_from_env",
+            factory=True,
+            workers=workers,
+            host=host,
+            port=port,
+            log_level="info",
+            access_log=access_log,
+            log_config=_worker_log_config(),
+            # A worker loads the graphs at start-up; uvicorn's default 5 s would kill it mid-way.
+            timeout_worker_healthcheck=WORKER_STARTUP_S,
+        )
+    finally:
+        if child is not None:
+            child.stop()
 
 
-def _prepare_shared_state(settings: Settings) -> None:
-    """Secret, embedded cluster, schema and graphs made once, before worker processes race."""
+def _prepare_shared_state(settings: Settings) -> GraphStore | None:
+    """Secret, embedded cluster, schema and graphs made once before other processes race."""
+    # Returns the graphs when it loaded them (embedded default or ERN_GRAPH_SOURCE).
     settings.secret_bytes()  # refuse placeholder secrets before spawning anything
     if settings.embedded:
         from api import database
@@ -103,7 +101,8 @@ def _prepare_shared_state(settings: Settings) -> None:
     if settings.embedded or settings.graph_source is not None:
         from api.graphs import load_store
 
-        load_store(settings, build_missing=True)
+        return load_store(settings, build_missing=True)
+    return None
 
 
 def _worker_log_config() -> dict[str, Any]:
