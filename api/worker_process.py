@@ -15,7 +15,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 
 log = logging.getLogger("ern.worker_process")
 
@@ -34,8 +34,7 @@ def worker_command(parent_pid: int) -> list[str]:
 class WorkerProcess:
     """One `ern worker` child: start(), restarted after an unexpected exit, stop()."""
 
-    def __init__(self, env: Mapping[str, str] | None = None) -> None:
-        self._env = dict(os.environ if env is None else env)
+    def __init__(self) -> None:
         self._stopping = threading.Event()
         self._lock = threading.Lock()
         self._proc: subprocess.Popen[bytes] | None = None
@@ -54,9 +53,7 @@ class WorkerProcess:
         with self._lock:  # not after stop(): that child would outlive the server's wait
             if self._stopping.is_set():
                 return
-            proc = subprocess.Popen(
-                worker_command(os.getpid()), env=self._env, start_new_session=True
-            )
+            proc = subprocess.Popen(worker_command(os.getpid()), start_new_session=True)
             self._proc = proc
         log.info("outbox and escalation worker process started (pid %d)", proc.pid)
 
