@@ -30,12 +30,13 @@ def wait_until(condition: Callable[[], bool], *, timeout_s: float = 20.0) -> boo
 
 
 def restart_database(database_url: str) -> int:
-    """What a server restart does to clients: every other connection to the test database dies."""
-    dsn = make_url(database_url).set(drivername="postgresql").render_as_string(hide_password=False)
-    with psycopg.connect(dsn, autocommit=True) as conn:
+    """What a server restart does to clients: every connection to the test database dies."""
+    url = make_url(database_url)
+    admin = url.set(drivername="postgresql", database="postgres")
+    with psycopg.connect(admin.render_as_string(hide_password=False), autocommit=True) as conn:
         killed = conn.execute(
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
-            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = %s",
+            (url.database,),
         ).fetchone()
     return int(killed[0]) if killed else 0
 
@@ -54,11 +55,9 @@ def database_away(database_url: str, *, for_s: float) -> Iterator[None]:
 
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
-        conn.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,)
-        )
     timer = threading.Timer(for_s, allow)
     try:
+        restart_database(database_url)
         timer.start()
         yield
     finally:
