@@ -22,6 +22,9 @@ PLACEHOLDER_SECRETS = frozenset(
     {"", "changeme", "change-me", "change_me", "secret", "placeholder", "dev", "test", "xxx"}
 )
 MIN_SECRET_LENGTH = 32
+# Requests in flight to one webhook or SMS host: as many connections as a relay or gateway
+# may accept from one client, like the outbox's 32 SMTP connections at most.
+HTTP_CONNECTIONS_PER_HOST = 32
 
 
 class _Base(BaseSettings):
@@ -136,6 +139,14 @@ class NotifySettings(_Base):
     sms_account_sid: str = "ern"
     sms_auth_token: SecretStr = SecretStr("")
     sms_from: str = "ern"
+    http_connections_per_host: int = Field(
+        default=HTTP_CONNECTIONS_PER_HOST,
+        ge=1,
+        le=1024,
+        description="webhook and SMS-gateway requests in flight at once to one host (scheme, "
+        "host and port), each on its own connection; more wait up to ERN_DELIVERY_TIMEOUT_S "
+        "for a turn, then are retried later like a timeout",
+    )
     delivery_timeout_s: float = Field(default=5.0, gt=0)
     delivery_max_attempts: int = Field(default=8, ge=1)
     backoff_base_s: float = Field(default=1.0, gt=0)

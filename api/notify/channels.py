@@ -31,7 +31,7 @@ import httpx
 
 from api.members.crypto import derive_key
 from api.notify.errors import PermanentDeliveryError, TransientDeliveryError
-from api.settings import Settings, trust_ca_file
+from api.settings import HTTP_CONNECTIONS_PER_HOST, Settings, trust_ca_file
 
 _WEBHOOK_KEY_INFO = b"ern webhook signature v1"
 SIGNATURE_HEADER = "X-Ern-Signature"
@@ -353,13 +353,22 @@ def _bad(exc: ValueError) -> http.client.HTTPException:
     return bad
 
 
+@dataclass
+class _Turns:
+    """Requests to one origin: a turn each in flight (the semaphore), and how many use it."""
+
+    semaphore: asyncio.Semaphore
+    users: int = 0
+
+
 class HttpPoster:
     """POSTs from one asyncio event loop over kept-alive HTTP/1.1 connections.
 
     A small client of our own on asyncio.Protocol: per delivery it costs a fraction of the
     CPU of http.client in a thread per request in flight (and a tenth of httpx's). Several
-    connections per origin (one per request in flight), at most ``max_idle`` kept idle, for
-    ``idle_s``. No proxies from the environment, no redirects, no compression.
+    connections per origin (one per request in flight, at most ``per_origin``: more wait up
+    to ``timeout_s`` for a turn), at most ``max_idle`` kept idle, for ``idle_s``. No proxies
+    from the environment, no redirects, no compression.
 
     ``tls``: the context https connections use, as given (its CAs, its host name check);
     by default certifi's CAs with verification on, whatever SSL_CERT_* say.
@@ -372,9 +381,13 @@ class HttpPoster:
         max_idle: int = 32,
         idle_s: float = 4.0,
         tls: ssl.SSLContext | None = None,
+        per_origin: int = HTTP_CONNECTIONS_PER_HOST,
     ) -> None:
         self._timeout_s = timeout_s
         self._max_idle = max_idle
+        self._per_origin = per_origin
+        # Turns of origins with requests in flight or waiting (dropped when none are left).
+        self._turns: dict[Origin, _Turns] = {}
         self._idle_s = idle_s
         # Idle connections by origin (most recent last), and all of them oldest first.
         self._idle: dict[Origin, list[_Connection]] = {}
@@ -410,6 +423,30 @@ class HttpPoster:
         scheme, host, port, path, authority = target
         origin = (scheme, host, port, public_only)
         request = _request_bytes(path, authority, headers, body)
+        turns = self._turns.get(origin)
+        if turns is None:
+            turns = self._turns[origin] = _Turns(asyncio.Semaphore(self._per_origin))
+        turns.users += 1
+        try:
+            if turns.semaphore.locked():
+                try:
+                    async with asyncio.timeout(self._timeout_s):
+                        await turns.semaphore.acquire()
+                except TimeoutError:
+                    msg = f"{what} busy: {self._per_origin} requests to its host in flight"
+                    raise TransientDeliveryError(msg) from None
+            else:
+                await turns.semaphore.acquire()  # free: returns at once
+            try:
+                return await self._send(origin, request, what=what)
+            finally:
+                turns.semaphore.release()
+        finally:
+            turns.users -= 1
+            if not turns.users:
+                del self._turns[origin]  # members' URLs come and go: nothing left behind
+
+    async def _send(self, origin: Origin, request: bytes, *, what: str) -> HttpAnswer:
         try:
             conn = self._take(origin)
             if conn is not None:

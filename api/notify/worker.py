@@ -121,6 +121,7 @@ class OutboxWorker:
             timeout_s=settings.delivery_timeout_s,
             max_idle=max(8, self.concurrency),
             tls=http_tls_context(settings),
+            per_origin=settings.http_connections_per_host,
         )
         self._channels: dict[str, Channel] = make_channels(settings, self._poster)
         email = self._channels["email"]

@@ -94,3 +94,20 @@ class TestAlertThreads:
         assert Settings(db_pool_size=2, alert_threads=4).alert_threads == 4
         with pytest.raises(ValidationError, match=r"ERN_ALERT_THREADS=5 .* \(4\)"):
             Settings(db_pool_size=2, alert_threads=5)
+
+
+class TestHttpConnectionsPerHost:
+    """ERN_HTTP_CONNECTIONS_PER_HOST: webhook and SMS requests in flight to one host."""
+
+    def test_read_from_the_environment(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        assert Settings().http_connections_per_host == 32
+        monkeypatch.setenv("ERN_HTTP_CONNECTIONS_PER_HOST", "4")
+        assert Settings().http_connections_per_host == 4
+
+    @pytest.mark.parametrize("value", ["0", "-1", "1025", "many"])
+    def test_out_of_range_is_refused_by_name(
+        self, monkeypatch: pytest.MonkeyPatch, value: str
+    ) -> None:
+        monkeypatch.setenv("ERN_HTTP_CONNECTIONS_PER_HOST", value)
+        with pytest.raises(ValidationError, match="http_connections_per_host"):
+            Settings()

@@ -220,6 +220,47 @@ class TestConnections:
         assert Counter(dropping.ids()) == Counter(r.delivery_id for r in rows)
         assert len({r.client for r in dropping.requests}) == 6
 
+    def test_sends_to_one_host_stay_within_its_connection_cap(
+        self,
+        make_member,
+        enqueue_committed,
+        make_worker,
+        committed: sessionmaker[Session],
+        notify_settings: Settings,
+    ) -> None:
+        slow = SlowReceiver(delay_s=0.1)
+        with contextlib.closing(serve(HttpReceiver(default=slow.answer))) as running:
+            gateway = next(running)
+            members = [make_member(webhook_url=f"{gateway.url}/h/{i}") for i in range(12)]
+            alert_id = enqueue_committed(*members)
+            settings = notify_settings.model_copy(update={"http_connections_per_host": 3})
+            worker = make_worker(settings, batch_size=12, concurrency=12)
+            assert worker.run_once() == 12
+        assert {r.state for r in deliveries(committed, alert_id)} == {"sent"}
+        # Twelve senders, one host: three requests in flight at most, on three connections.
+        assert slow.most_in_flight == 3
+        assert len({r.client for r in gateway.requests}) == 3
+
+
+class SlowReceiver:
+    """Answers 200 after ``delay_s`` (or once ``release`` is set) and counts requests in flight."""
+
+    def __init__(self, delay_s: float) -> None:
+        self.delay_s = delay_s
+        self.release = threading.Event()
+        self.in_flight = 0
+        self.most_in_flight = 0
+        self._lock = threading.Lock()
+
+    def answer(self, request: Received) -> Answer:
+        with self._lock:
+            self.in_flight += 1
+            self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        self.release.wait(self.delay_s)
+        with self._lock:
+            self.in_flight -= 1
+        return 200, {}, b"{}"
+
 
 class TestLifecycle:
     def test_a_worker_is_stopped_from_a_running_event_loop(
@@ -322,6 +363,11 @@ def post(poster: HttpPoster, url: str, **options: Any) -> HttpAnswer:
     return asyncio.run(run())
 
 
+async def post_async(poster: HttpPoster, url: str) -> HttpAnswer:
+    """One webhook-like POST on the running loop."""
+    return await poster.post(url, what="webhook", headers={}, body=b"{}")
+
+
 class TestPoster:
     def test_idle_connections_up_to_the_limit_are_kept(
         self, webhook: HttpReceiver, routed: HttpReceiver
@@ -363,6 +409,63 @@ class TestPoster:
         assert len(webhook.requests) == 15
         # Five at once need five connections; the next bursts reuse them.
         assert len({r.client for r in webhook.requests}) == 5
+
+    def test_requests_beyond_the_per_origin_cap_wait_for_a_turn(self, routed: HttpReceiver) -> None:
+        slow = SlowReceiver(delay_s=0.2)
+        poster = HttpPoster(timeout_s=5.0, per_origin=2)
+
+        async def run(url: str) -> tuple[list[int], float, float]:
+            start = time.monotonic()
+
+            async def to_other_host() -> float:
+                answer = await post_async(poster, f"{routed.url}/s/200")
+                assert answer.status == 200
+                return time.monotonic() - start
+
+            capped = [post_async(poster, f"{url}/c/{i}") for i in range(6)]
+            *answers, other_s = await asyncio.gather(*capped, to_other_host())
+            elapsed = time.monotonic() - start
+            await poster.aclose()
+            return [a.status for a in answers], elapsed, other_s
+
+        with contextlib.closing(serve(HttpReceiver(default=slow.answer))) as running:
+            receiver = next(running)
+            statuses, elapsed, other_s = asyncio.run(run(receiver.url))
+        assert statuses == [200] * 6
+        assert slow.most_in_flight == 2
+        assert len({r.client for r in receiver.requests}) == 2
+        # Three turns of 0.2 s each; another host's request did not wait for them.
+        assert elapsed >= 0.6
+        assert other_s < 0.6
+
+    def test_a_request_without_a_turn_within_the_timeout_fails_as_busy_unsent(self) -> None:
+        stuck = SlowReceiver(delay_s=10.0)
+        poster = HttpPoster(timeout_s=0.5, per_origin=1)
+
+        async def run(url: str) -> list[BaseException | HttpAnswer]:
+            # The first takes the only turn and hangs; the second waits for it and gives up
+            # first (it started waiting before the first was even connected).
+            outcomes = await asyncio.gather(
+                post_async(poster, f"{url}/first"),
+                post_async(poster, f"{url}/second"),
+                return_exceptions=True,
+            )
+            stuck.release.set()
+            # The turn is free again: the next request goes out.
+            outcomes.append(await post_async(poster, f"{url}/third"))
+            await poster.aclose()
+            return outcomes
+
+        with contextlib.closing(serve(HttpReceiver(default=stuck.answer))) as running:
+            receiver = next(running)
+            first, second, third = asyncio.run(run(receiver.url))
+        assert isinstance(first, TransientDeliveryError)
+        assert "timed out" in str(first)
+        assert isinstance(second, TransientDeliveryError)
+        assert str(second) == "webhook busy: 1 requests to its host in flight"
+        assert isinstance(third, HttpAnswer)
+        assert third.status == 200
+        assert [r.path for r in receiver.requests] == ["/first", "/third"]
 
     def test_answers_and_transport_errors_are_classified(self, routed: HttpReceiver) -> None:
         from tests.notify.conftest import free_port
