@@ -1,0 +1,448 @@
+"""Races in an alert's lifecycle on committed data: answers, closes and escalation passes at once.
+
+Every racer runs in its own thread on its own connection behind a barrier, through the HTTP
+API (answers, closes) or a real EscalationWorker; the outcome is checked against the rules
+whatever order the database chose.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from api import database
+from api.alerts.escalation import EscalationWorker
+from api.alerts.models import NOTIFIED_STATES, Alert, AlertResponder
+from api.clock import ManualClock
+from api.members import service as members_service
+from api.members.models import Member
+from api.members.schemas import MemberCreate
+from api.notify.models import Delivery
+from tests.alerts.conftest import START
+from tests.alerts.helpers import HOOK, Site, post_alert
+from tests.api.factories import auth, member_body, unique_handle
+
+RESPONDERS = 12
+
+
+def body_at(site: Site, node: int | None, *, roles: Iterable[str] = ("responder",)) -> MemberCreate:
+    """A member living around a graph node (None: the alert site), with a webhook contact."""
+    lon = site.lon if node is None else float(site.graph.lon[node])
+    lat = site.lat if node is None else float(site.graph.lat[node])
+    data = member_body(
+        unique_handle("race"),
+        roles=roles,
+        lon=lon,
+        lat=lat,
+        side_m=220.0,
+        contact={"webhook_url": HOOK},
+    )
+    return MemberCreate.model_validate(data)
+
+
+@dataclass
+class Arena:
+    """An app on real commits: a requester, a coordinator and twelve responders near the site."""
+
+    app: Any
+    factory: sessionmaker[Session]
+    settings: Any
+    graphs: Any
+    clock: ManualClock
+    site: Site
+    requester: tuple[uuid.UUID, str]
+    coordinator: tuple[uuid.UUID, str]
+    # member id -> token, nearest first
+    responders: dict[uuid.UUID, str]
+    # members made by the test itself (deleted afterwards with the others)
+    extra: list[uuid.UUID]
+
+    def add_responder(self, node: int) -> uuid.UUID:
+        """One more responder, committed, living around ``node``."""
+        with database.transaction(self.factory) as session:
+            member, token = members_service.create_member(
+                session, self.settings, body_at(self.site, node), actor=None
+            )
+        self.extra.append(member.id)
+        self.responders[member.id] = token
+        return member.id
+
+    def client(self) -> TestClient:
+        return TestClient(self.app, raise_server_exceptions=False)
+
+    def worker(self) -> EscalationWorker:
+        return EscalationWorker(self.factory, self.settings, self.graphs, clock=self.clock)
+
+    def raise_alert(self, *, needed: int, kind: str = "personal") -> uuid.UUID:
+        body = {"location": self.site.point(), "kind": kind, "needed": needed}
+        res = post_alert(self.client(), self.requester[1], body, key=str(uuid.uuid4()))
+        assert res.status_code == 201, res.text
+        return uuid.UUID(res.json()["id"])
+
+    def answer(self, member_id: uuid.UUID, alert_id: uuid.UUID, value: str) -> Any:
+        tokens = {**self.responders, self.coordinator[0]: self.coordinator[1]}
+        return self.client().post(
+            f"/v1/alerts/{alert_id}/responses",
+            json={"answer": value},
+            headers=auth(tokens[member_id]),
+        )
+
+    def close(self, token: str, alert_id: uuid.UUID) -> Any:
+        return self.client().post(f"/v1/alerts/{alert_id}/close", headers=auth(token))
+
+    def alert(self, alert_id: uuid.UUID) -> Alert:
+        with self.factory() as session:
+            alert = session.get(Alert, alert_id)
+            assert alert is not None
+            return alert
+
+    def rows(self, alert_id: uuid.UUID) -> dict[uuid.UUID, AlertResponder]:
+        with self.factory() as session:
+            stmt = select(AlertResponder).where(AlertResponder.alert_id == alert_id)
+            return {r.member_id: r for r in session.scalars(stmt)}
+
+    def outbox(self, alert_id: uuid.UUID, kind: str | None = None) -> list[Delivery]:
+        with self.factory() as session:
+            stmt = select(Delivery).where(Delivery.alert_id == alert_id)
+            if kind is not None:
+                stmt = stmt.where(Delivery.message_kind == kind)
+            return list(session.scalars(stmt))
+
+    def in_state(self, alert_id: uuid.UUID, *states: str) -> set[uuid.UUID]:
+        return {m for m, r in self.rows(alert_id).items() if r.state in states}
+
+    def wave(self, alert_id: uuid.UUID, wave: int) -> list[uuid.UUID]:
+        rows = sorted(self.rows(alert_id).values(), key=lambda r: (r.eta_s, r.position))
+        return [r.member_id for r in rows if r.wave == wave]
+
+
+@pytest.fixture
+def arena(database_url, settings, graphs, site) -> Iterator[Arena]:
+    """Members committed for real, an app on its own engine (enough connections for the racers)."""
+    from api.main import create_app
+
+    engine = database.make_engine(database_url, pool_size=16)
+    factory = database.make_session_factory(engine)
+    clock = ManualClock(START)
+    nodes = site.nodes_by_time()[5:200:16][:RESPONDERS]
+    made: list[tuple[Member, str]] = []
+    extra: list[uuid.UUID] = []
+    with database.transaction(factory) as session:
+        for roles, node in [((), None), (("coordinator",), None)] + [
+            (("responder",), n) for n in nodes
+        ]:
+            body = body_at(site, node, roles=roles)
+            made.append(members_service.create_member(session, settings, body, actor=None))
+    app = create_app(settings, engine=engine, session_factory=factory, graphs=graphs, clock=clock)
+    (requester, requester_token), (coord, coord_token), *people = made
+    yield Arena(
+        app=app,
+        factory=factory,
+        settings=settings,
+        graphs=graphs,
+        clock=clock,
+        site=site,
+        requester=(requester.id, requester_token),
+        coordinator=(coord.id, coord_token),
+        responders={m.id: t for m, t in people},
+        extra=extra,
+    )
+    ids = [m.id for m, _ in made] + extra
+    with database.transaction(factory) as session:
+        alert_ids = session.scalars(select(Alert.id).where(Alert.requester_id.in_(ids))).all()
+        session.execute(delete(Delivery).where(Delivery.alert_id.in_(alert_ids)))
+        session.execute(delete(Alert).where(Alert.id.in_(alert_ids)))
+        session.execute(delete(Member).where(Member.id.in_(ids)))
+    engine.dispose()
+
+
+def race(*calls: Callable[[], Any], stagger_s: float = 0.0) -> list[Any]:
+    """Run the calls in threads released together; their results in order (errors re-raised).
+
+    ``stagger_s``: each call starts after a random delay up to this, so that racers of unequal
+    speed (a worker pass, an HTTP request) also meet in the other order.
+    """
+    barrier = threading.Barrier(len(calls))
+    results: list[Any] = [None] * len(calls)
+    errors: list[BaseException] = []
+    delays = [random.uniform(0.0, stagger_s) for _ in calls]
+
+    def run(i: int, call: Callable[[], Any]) -> None:
+        try:
+            barrier.wait()
+            time.sleep(delays[i])
+            results[i] = call()
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(i, c)) for i, c in enumerate(calls)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not any(t.is_alive() for t in threads), "a racer did not finish"
+    if errors:
+        raise errors[0]
+    return results
+
+
+def withdrawal_racing_passes(
+    arena: Arena, workers: list[EscalationWorker], member: uuid.UUID, alert_id: uuid.UUID
+) -> list[Any]:
+    """Each worker's count of escalations, then the answer to the member's withdrawal."""
+    withdrawn = threading.Event()
+
+    def passes(worker: EscalationWorker) -> int:
+        # Passes until the withdrawal is in, then one more: the wave it makes due goes out.
+        done = 0
+        while not withdrawn.is_set():
+            done += worker.run_once()
+        return done + worker.run_once()
+
+    def withdraw() -> Any:
+        try:
+            return arena.answer(member, alert_id, "decline")
+        finally:
+            withdrawn.set()
+
+    return race(*(partial(passes, w) for w in workers), withdraw)
+
+
+def errors_of(responses: list[Any]) -> Counter[tuple[int, str]]:
+    """(status, error) of each answer; ('', 200) for successes."""
+    out: Counter[tuple[int, str]] = Counter()
+    for res in responses:
+        out[(res.status_code, "" if res.status_code == 200 else res.json().get("error", ""))] += 1
+    return out
+
+
+def check_consistent(arena: Arena, alert_id: uuid.UUID, *, closed_by_coordinator: bool) -> None:
+    """The rules every alert meets whatever order its racers ran in."""
+    alert = arena.alert(alert_id)
+    rows = arena.rows(alert_id)
+    accepted = {m for m, r in rows.items() if r.state == "accepted"}
+    notified = {m for m, r in rows.items() if r.state in NOTIFIED_STATES}
+    outbox = arena.outbox(alert_id)
+    # One row per (member, channel, kind): the delivery id is unique, and nothing was made twice.
+    keys = Counter((d.member_id, d.channel, d.message_kind) for d in outbox)
+    assert max(keys.values()) == 1
+    assert all(
+        d.delivery_id == f"{d.alert_id}:{d.member_id}:{d.channel}:{d.message_kind}" for d in outbox
+    )
+    by_kind: dict[str, set[uuid.UUID]] = {}
+    for d in outbox:
+        by_kind.setdefault(d.message_kind, set()).add(d.member_id)
+    # Everyone who was notified got the alert message once, and nobody else did.
+    assert by_kind.get("alert", set()) == notified
+    # Waves are numbered 1..wave, each notified member in one of them, nobody else in any.
+    waves = {r.wave for r in rows.values() if r.state in NOTIFIED_STATES}
+    assert waves == set(range(1, alert.wave + 1))
+    assert all(r.wave is None for r in rows.values() if r.state == "ranked")
+    stood_down = {m for m, r in rows.items() if r.state == "stood_down"}
+    told_to_stand_down = by_kind.get("stand_down", set())
+    assert stood_down <= told_to_stand_down
+    assert not told_to_stand_down & accepted
+    # A stood-down member's unsent alert message was cancelled.
+    assert all(
+        d.state == "cancelled"
+        for d in outbox
+        if d.message_kind == "alert" and d.member_id in stood_down
+    )
+    if alert.status == "closed":
+        assert alert.next_wave_at is None
+        expected = notified | ({alert.requester_id} if closed_by_coordinator else set())
+        assert by_kind.get("close", set()) == expected
+        assert {d.state for d in outbox if d.message_kind == "alert"} <= {"cancelled"}
+    else:
+        assert "close" not in by_kind
+        if alert.kind != "mass":
+            assert len(accepted) <= alert.needed
+        assert alert.status == ("fulfilled" if len(accepted) >= alert.needed else "open")
+        if alert.status == "fulfilled":
+            assert alert.next_wave_at is None
+            assert not {m for m, r in rows.items() if r.state == "notified"} or alert.kind == "mass"
+        else:
+            assert alert.next_wave_at is not None
+
+
+class TestSimultaneousAnswers:
+    def test_many_accepting_at_once_exactly_needed_are_accepted_and_the_rest_stand_down(
+        self, arena
+    ):
+        alert_id = arena.raise_alert(needed=2)
+        first = arena.wave(alert_id, 1)
+        assert len(first) == 6
+        answers = race(*(partial(arena.answer, m, alert_id, "accept") for m in first))
+        assert errors_of(answers) == Counter({(200, ""): 2, (409, "StoodDown"): 4})
+        winners = {m for m, res in zip(first, answers, strict=True) if res.status_code == 200}
+        assert all(res.json()["state"] == "accepted" for res in answers if res.status_code == 200)
+        assert arena.in_state(alert_id, "accepted") == winners
+        assert arena.in_state(alert_id, "stood_down") == set(first) - winners
+        stand_downs = arena.outbox(alert_id, "stand_down")
+        assert sorted(d.member_id for d in stand_downs) == sorted(set(first) - winners)
+        alert = arena.alert(alert_id)
+        assert (alert.status, alert.fulfilled_at, alert.wave) == ("fulfilled", START, 1)
+        check_consistent(arena, alert_id, closed_by_coordinator=False)
+        # No wave follows a fulfilled alert.
+        arena.clock.advance(3 * arena.settings.wave_timeout_s)
+        assert arena.worker().run_once() == 0
+
+    def test_everyone_accepting_a_mass_alert_at_once_is_accepted(self, arena):
+        alert_id = arena.raise_alert(needed=2, kind="mass")
+        notified = arena.in_state(alert_id, "notified")
+        # A mass alert goes to every available member: the coordinator lives there too.
+        assert notified == {*arena.responders, arena.coordinator[0]}
+        answers = race(*(partial(arena.answer, m, alert_id, "accept") for m in notified))
+        assert errors_of(answers) == Counter({(200, ""): RESPONDERS + 1})
+        assert arena.in_state(alert_id, "accepted") == notified
+        assert arena.alert(alert_id).status == "fulfilled"
+        assert arena.outbox(alert_id, "stand_down") == []
+        check_consistent(arena, alert_id, closed_by_coordinator=False)
+
+    @pytest.mark.parametrize("value", ["accept", "decline"])
+    def test_the_same_answer_sent_many_times_at_once_counts_once(self, arena, value):
+        alert_id = arena.raise_alert(needed=1)
+        first = arena.wave(alert_id, 1)
+        member = first[0]
+        answers = race(*[partial(arena.answer, member, alert_id, value)] * 8)
+        assert errors_of(answers) == Counter({(200, ""): 8})
+        assert len({res.text for res in answers}) == 1
+        state = "accepted" if value == "accept" else "declined"
+        assert arena.rows(alert_id)[member].state == state
+        if value == "accept":
+            assert arena.alert(alert_id).status == "fulfilled"
+            assert sorted(d.member_id for d in arena.outbox(alert_id, "stand_down")) == sorted(
+                first[1:]
+            )
+        else:
+            assert arena.alert(alert_id).status == "open"
+            assert arena.outbox(alert_id, "stand_down") == []
+        check_consistent(arena, alert_id, closed_by_coordinator=False)
+
+    def test_accept_and_decline_from_one_member_at_once_leave_one_consistent_answer(self, arena):
+        for _ in range(3):
+            alert_id = arena.raise_alert(needed=1)
+            member = arena.wave(alert_id, 1)[0]
+            calls = [partial(arena.answer, member, alert_id, v) for v in ("accept", "decline")]
+            answers = race(*(calls * 3), stagger_s=0.02)
+            assert errors_of(answers) == Counter({(200, ""): 6})
+            check_consistent(arena, alert_id, closed_by_coordinator=False)
+
+
+class TestCloseRaces:
+    @pytest.mark.parametrize("closer", ["requester", "coordinator"])
+    def test_accepts_racing_a_close(self, arena, closer):
+        token = arena.requester[1] if closer == "requester" else arena.coordinator[1]
+        for _ in range(4):
+            alert_id = arena.raise_alert(needed=1)
+            first = arena.wave(alert_id, 1)
+            calls = [partial(arena.answer, m, alert_id, "accept") for m in first]
+            *answers, closed = race(*calls, partial(arena.close, token, alert_id), stagger_s=0.02)
+            assert closed.status_code == 200, closed.text
+            assert closed.json()["status"] == "closed"
+            outcomes = errors_of(answers)
+            assert set(outcomes) <= {(200, ""), (409, "StoodDown"), (409, "AlertClosed")}
+            assert outcomes[(200, "")] <= 1
+            assert arena.in_state(alert_id, "accepted") == {
+                m for m, res in zip(first, answers, strict=True) if res.status_code == 200
+            }
+            check_consistent(arena, alert_id, closed_by_coordinator=closer == "coordinator")
+
+    def test_two_closes_at_once_tell_everyone_once(self, arena):
+        for _ in range(3):
+            alert_id = arena.raise_alert(needed=2)
+            arena.answer(arena.wave(alert_id, 1)[0], alert_id, "accept")
+            tokens = [arena.requester[1], arena.coordinator[1]] * 2
+            answers = race(*(partial(arena.close, t, alert_id) for t in tokens))
+            assert [res.status_code for res in answers] == [200] * 4
+            told = Counter(d.member_id for d in arena.outbox(alert_id, "close"))
+            assert set(told.values()) == {1}
+            # The requester hears of it only when a coordinator's close came first.
+            by_coordinator = arena.requester[0] in told
+            check_consistent(arena, alert_id, closed_by_coordinator=by_coordinator)
+
+
+class TestEscalationRaces:
+    def test_several_workers_at_once_send_each_wave_once(self, arena):
+        alerts = [arena.raise_alert(needed=1) for _ in range(6)]
+        workers = [arena.worker() for _ in range(4)]
+        # Waves 2-4 drain the reserve of 12; wave 5 ranks again (nobody new comes into reach).
+        for wave in (2, 3, 4, 5):
+            arena.clock.advance(arena.settings.wave_timeout_s)
+            done = race(*(w.run_once for w in workers))
+            assert sum(done) == len(alerts)
+            for alert_id in alerts:
+                alert = arena.alert(alert_id)
+                expected = min(RESPONDERS, 3 * wave)
+                assert (alert.wave, len(arena.outbox(alert_id, "alert"))) == (
+                    min(wave, 4),
+                    expected,
+                )
+                check_consistent(arena, alert_id, closed_by_coordinator=False)
+        assert sum(race(*(w.run_once for w in workers))) == 0
+
+    def test_answers_racing_escalation_passes(self, arena):
+        for _ in range(6):
+            alert_id = arena.raise_alert(needed=2)
+            first = arena.wave(alert_id, 1)
+            arena.clock.advance(arena.settings.wave_timeout_s)
+            workers = [arena.worker() for _ in range(2)]
+            answers = race(
+                *(w.run_once for w in workers),
+                *(partial(arena.answer, m, alert_id, "accept") for m in first[:2]),
+                *(partial(arena.answer, m, alert_id, "decline") for m in first[2:]),
+                stagger_s=0.05,
+            )
+            done, responses = answers[:2], answers[2:]
+            assert sum(done) <= 1
+            assert errors_of(responses) == Counter({(200, ""): 6})
+            alert = arena.alert(alert_id)
+            assert alert.status == "fulfilled"
+            assert alert.wave == 1 + sum(done)
+            # Whoever a second wave reached before the accepts fulfilled the alert stands down.
+            assert arena.in_state(alert_id, "stood_down") == set(arena.wave(alert_id, 2))
+            check_consistent(arena, alert_id, closed_by_coordinator=False)
+
+    def test_a_withdrawal_racing_escalation_passes_sends_the_next_wave_once(self, arena):
+        for _ in range(3):
+            alert_id = arena.raise_alert(needed=1)
+            first = arena.wave(alert_id, 1)
+            assert arena.answer(first[0], alert_id, "accept").status_code == 200
+            workers = [arena.worker() for _ in range(3)]
+            *done, res = withdrawal_racing_passes(arena, workers, first[0], alert_id)
+            assert res.status_code == 200
+            assert res.json()["state"] == "declined"
+            assert sum(done) == 1
+            alert = arena.alert(alert_id)
+            assert (alert.status, alert.wave) == ("open", 2)
+            assert len(arena.wave(alert_id, 2)) == 3
+            check_consistent(arena, alert_id, closed_by_coordinator=False)
+
+    def test_a_close_racing_escalation_passes_stops_the_waves(self, arena):
+        for _ in range(6):
+            alert_id = arena.raise_alert(needed=1)
+            arena.clock.advance(arena.settings.wave_timeout_s)
+            workers = [arena.worker() for _ in range(2)]
+            *done, closed = race(
+                *(w.run_once for w in workers),
+                partial(arena.close, arena.requester[1], alert_id),
+                stagger_s=0.05,
+            )
+            assert closed.status_code == 200
+            assert sum(done) <= 1
+            assert arena.alert(alert_id).wave == 1 + sum(done)
+            check_consistent(arena, alert_id, closed_by_coordinator=False)
+            arena.clock.advance(arena.settings.wave_timeout_s)
+            assert arena.worker().run_once() == 0
