@@ -504,17 +504,17 @@ def respond(
         if target == "accepted" and alert.status == "open" and accepted >= alert.needed:
             fulfil(session, settings, alert=alert, now=now)
         elif previous == "accepted" and alert.status == "fulfilled" and accepted < alert.needed:
-            _reopen(session, alert=alert, now=now)
+            _reopen(alert, now=now)
         session.flush()
     return responder_view(session, alert, row)
 
 
-def _reopen(session: Session, *, alert: Alert, now: datetime) -> None:
-    # Someone withdrew after the alert was fulfilled: look for more people at once.
+def _reopen(alert: Alert, *, now: datetime) -> None:
+    # Someone withdrew after the alert was fulfilled: look for more people at once. Also with
+    # an empty reserve: the worker ranks again for newcomers, as for any alert still short.
     alert.status = "open"
     alert.fulfilled_at = None
-    has_reserve = repo.count_in_states(session, alert.id, ("ranked",)) > 0
-    alert.next_wave_at = now if has_reserve and alert.kind != "mass" else None
+    alert.next_wave_at = None if alert.kind == "mass" else now
 
 
 def close(session: Session, settings: Settings, *, access: AlertAccess, now: datetime) -> AlertView:

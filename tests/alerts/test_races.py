@@ -446,3 +446,25 @@ class TestEscalationRaces:
             check_consistent(arena, alert_id, closed_by_coordinator=False)
             arena.clock.advance(arena.settings.wave_timeout_s)
             assert arena.worker().run_once() == 0
+
+
+class TestWithdrawal:
+    def test_a_withdrawal_with_an_empty_reserve_still_looks_for_newcomers(self, arena):
+        # needed 4: the first wave (12) takes everyone ranked; the reserve is empty.
+        alert_id = arena.raise_alert(needed=4)
+        first = arena.wave(alert_id, 1)
+        assert len(first) == RESPONDERS == len(arena.rows(alert_id))
+        for member in first[:4]:
+            assert arena.answer(member, alert_id, "accept").status_code == 200
+        assert arena.alert(alert_id).status == "fulfilled"
+        # Someone comes into reach, then an accepter withdraws: the alert is short again.
+        newcomer = arena.add_responder(arena.site.nodes_by_time()[2])
+        assert arena.answer(first[0], alert_id, "decline").status_code == 200
+        alert = arena.alert(alert_id)
+        assert alert.status == "open"
+        # An open alert short of people keeps looking, as it did before it was fulfilled.
+        assert arena.worker().run_once() == 1
+        rows = arena.rows(alert_id)
+        assert (rows[newcomer].wave, rows[newcomer].state) == (2, "notified")
+        assert arena.alert(alert_id).next_wave_at is not None
+        check_consistent(arena, alert_id, closed_by_coordinator=False)
