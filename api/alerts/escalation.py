@@ -44,7 +44,10 @@ def escalate(
     if graphs is not None and repo.count_in_states(session, alert.id, ("ranked",)) < size:
         # The reserve ranked at the start runs short: people may have come into reach since.
         top_up_reserve(session, graphs, settings, alert=alert, now=now)
-    rows = repo.rows_in_states(session, alert.id, ("ranked",), limit=size)
+    picked = repo.rows_in_states(session, alert.id, ("ranked",), limit=size)
+    # Members before their rows (see lock_members); one who left just now is not notified.
+    present = repo.lock_members(session, [row.member_id for row in picked])
+    rows = [row for row in picked if row.member_id in present]
     wave = alert.wave + 1
     ids = [row.member_id for row in rows]
     repo.mark_notified(session, alert.id, ids, wave=wave, now=now)

@@ -165,16 +165,38 @@ def count_in_states(session: Session, alert_id: uuid.UUID, states: Iterable[str]
 def rows_in_states(
     session: Session, alert_id: uuid.UUID, states: Iterable[str], *, limit: int | None = None
 ) -> list[AlertResponder]:
-    """Rows of the alert in ``states``, best first, locked (waves and stand-downs update them)."""
+    """Rows of the alert in ``states``, best first.
+
+    Not locked: their states change only under the alert's lock. Before updating them or
+    queueing messages to their members, hold the members (lock_members).
+    """
     stmt = (
         select(AlertResponder)
         .where(AlertResponder.alert_id == alert_id, AlertResponder.state.in_(tuple(states)))
         .order_by(AlertResponder.eta_s, AlertResponder.position)
         .limit(limit)
-        .with_for_update()
         .execution_options(populate_existing=True)
     )
     return list(session.scalars(stmt))
+
+
+def lock_members(session: Session, member_ids: Iterable[uuid.UUID]) -> set[uuid.UUID]:
+    """Hold members until commit (FOR KEY SHARE, in id order); the ids of those still there.
+
+    A member's deletion locks the member row, then cascades to their alert and outbox rows.
+    Taking the member first, before touching those rows, takes the locks in the same order:
+    a deletion in progress is waited for (and its member left out), never deadlocked with.
+    """
+    ids = sorted(set(member_ids))
+    if not ids:
+        return set()
+    stmt = (
+        select(Member.id)
+        .where(Member.id.in_(ids))
+        .order_by(Member.id)
+        .with_for_update(read=True, key_share=True)
+    )
+    return set(session.scalars(stmt))
 
 
 def mark_notified(

@@ -464,7 +464,9 @@ def fulfil(session: Session, settings: Settings, *, alert: Alert, now: datetime)
         # A mass counter-presence has no head-count cap: nobody is told to stay away.
         return
     pending = repo.rows_in_states(session, alert.id, ("notified",))
-    ids = [row.member_id for row in pending]
+    # Members before their rows and outbox rows (see lock_members).
+    present = repo.lock_members(session, [row.member_id for row in pending])
+    ids = [row.member_id for row in pending if row.member_id in present]
     repo.set_state(session, alert.id, ids, "stood_down")
     # An alert message still waiting in the outbox would only arrive to be countermanded.
     cancel(session, alert_id=alert.id, member_ids=ids, message_kind="alert")
@@ -529,9 +531,11 @@ def close(session: Session, settings: Settings, *, access: AlertAccess, now: dat
         alert.closed_at = now
         alert.next_wave_at = None
         if not alert.exercise:
-            cancel(session, alert_id=alert.id, member_ids=None, message_kind="alert")
             rows = repo.rows_in_states(session, alert.id, NOTIFIED_STATES)
-            ids = [row.member_id for row in rows]
+            # Members before their outbox rows (see lock_members).
+            present = repo.lock_members(session, [row.member_id for row in rows])
+            cancel(session, alert_id=alert.id, member_ids=None, message_kind="alert")
+            ids = [row.member_id for row in rows if row.member_id in present]
             # The requester hears of it too when a coordinator closes their alert.
             if alert.requester_id is not None and alert.requester_id != access.caller.id:
                 ids.append(alert.requester_id)

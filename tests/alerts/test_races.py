@@ -7,6 +7,7 @@ whatever order the database chose.
 
 from __future__ import annotations
 
+import logging
 import random
 import threading
 import time
@@ -19,7 +20,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import delete, select
+from sqlalchemy import Engine, delete, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from api import database
@@ -57,6 +58,7 @@ class Arena:
     """An app on real commits: a requester, a coordinator and twelve responders near the site."""
 
     app: Any
+    engine: Engine
     factory: sessionmaker[Session]
     settings: Any
     graphs: Any
@@ -149,6 +151,7 @@ def arena(database_url, settings, graphs, site) -> Iterator[Arena]:
     (requester, requester_token), (coord, coord_token), *people = made
     yield Arena(
         app=app,
+        engine=engine,
         factory=factory,
         settings=settings,
         graphs=graphs,
@@ -467,4 +470,126 @@ class TestWithdrawal:
         rows = arena.rows(alert_id)
         assert (rows[newcomer].wave, rows[newcomer].state) == (2, "notified")
         assert arena.alert(alert_id).next_wave_at is not None
+        check_consistent(arena, alert_id, closed_by_coordinator=False)
+
+
+# --- members leaving while their alert moves on ----------------------------------------------
+
+LOCK_WAITERS = text(
+    "SELECT count(*) FROM pg_stat_activity "
+    "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+)
+
+
+def wait_for_lock_waiters(engine: Engine, count: int) -> None:
+    """Return once ``count`` sessions of the database wait for a lock (10 s at most)."""
+    deadline = time.monotonic() + 10.0
+    with engine.connect() as conn:
+        while conn.execute(LOCK_WAITERS).scalar_one() < count:
+            assert time.monotonic() < deadline, f"never {count} sessions waiting for a lock"
+            conn.rollback()
+            time.sleep(0.005)
+
+
+def cascade_order(engine: Engine) -> list[str]:
+    """Tables a member's deletion cascades to, in the order PostgreSQL's triggers fire."""
+    query = text(
+        "SELECT c.relname FROM pg_trigger t "
+        "JOIN pg_constraint k ON k.oid = t.tgconstraint "
+        "JOIN pg_class c ON c.oid = k.conrelid "
+        "WHERE t.tgrelid = 'member'::regclass AND k.confdeltype = 'c' "
+        "AND t.tgname LIKE 'RI_ConstraintTrigger_a_%' ORDER BY t.tgname"
+    )
+    with engine.connect() as conn:
+        return list(dict.fromkeys(conn.scalars(query)))
+
+
+def leaving_during(arena: Arena, member: uuid.UUID, step: Callable[[], Any]) -> tuple[Any, Any]:
+    """The member deletes their account while ``step`` runs: (DELETE's answer, step's result).
+
+    Deterministic interleaving: a gate (another connection) holds the member's token row, so the
+    deletion stops right after removing the member row, in its cascade to api_token; ``step``
+    then starts and runs until it waits too; then the gate opens and the cascade goes on to
+    the member's alert rows.
+    """
+    order = cascade_order(arena.engine)
+    assert order.index("api_token") < order.index("alert_responder"), order
+    token = arena.responders[member]
+    results: dict[str, Any] = {}
+    errors: list[BaseException] = []
+
+    def run(name: str, call: Callable[[], Any]) -> None:
+        try:
+            results[name] = call()
+        except BaseException as exc:
+            errors.append(exc)
+
+    url = f"/v1/members/{member}"
+    leave = threading.Thread(
+        target=run, args=("delete", partial(arena.client().delete, url, headers=auth(token)))
+    )
+    other = threading.Thread(target=run, args=("step", step))
+    with arena.engine.connect() as gate:
+        gate.execute(text("SELECT 1 FROM api_token WHERE member_id = :m FOR UPDATE"), {"m": member})
+        leave.start()
+        wait_for_lock_waiters(arena.engine, 1)
+        other.start()
+        wait_for_lock_waiters(arena.engine, 2)
+        gate.rollback()
+    leave.join(30)
+    other.join(30)
+    assert not leave.is_alive() and not other.is_alive()
+    if errors:
+        raise errors[0]
+    arena.responders.pop(member)
+    return results["delete"], results["step"]
+
+
+class TestMembersLeaving:
+    def test_a_member_leaving_while_the_next_wave_notifies_them(self, arena, caplog):
+        caplog.set_level(logging.ERROR, logger="ern.escalation")
+        alert_id = arena.raise_alert(needed=1)
+        reserve = sorted(
+            (r for r in arena.rows(alert_id).values() if r.state == "ranked"),
+            key=lambda r: (r.eta_s, r.position),
+        )
+        leaver = reserve[0].member_id
+        arena.clock.advance(arena.settings.wave_timeout_s)
+        deleted, escalated = leaving_during(arena, leaver, arena.worker().run_once)
+        assert deleted.status_code == 204, deleted.text
+        # The wave went out now, not a wave timeout later, to the others of its wave.
+        assert escalated == 1
+        assert [r.message for r in caplog.records] == []
+        alert = arena.alert(alert_id)
+        assert alert.wave == 2
+        second = arena.wave(alert_id, 2)
+        assert leaver not in second
+        assert set(second) <= {r.member_id for r in reserve[:3]}
+        assert leaver not in {d.member_id for d in arena.outbox(alert_id)}
+        check_consistent(arena, alert_id, closed_by_coordinator=False)
+
+    def test_a_member_leaving_while_an_accept_stands_them_down(self, arena):
+        alert_id = arena.raise_alert(needed=1)
+        accepter, leaver, other = arena.wave(alert_id, 1)
+        deleted, accepted = leaving_during(
+            arena, leaver, partial(arena.answer, accepter, alert_id, "accept")
+        )
+        assert deleted.status_code == 204, deleted.text
+        assert accepted.status_code == 200, accepted.text
+        assert accepted.json()["state"] == "accepted"
+        assert arena.alert(alert_id).status == "fulfilled"
+        assert [d.member_id for d in arena.outbox(alert_id, "stand_down")] == [other]
+        check_consistent(arena, alert_id, closed_by_coordinator=False)
+
+    def test_a_member_leaving_while_the_alert_is_closed(self, arena):
+        alert_id = arena.raise_alert(needed=1)
+        first = arena.wave(alert_id, 1)
+        leaver = first[1]
+        deleted, closed = leaving_during(
+            arena, leaver, partial(arena.close, arena.requester[1], alert_id)
+        )
+        assert deleted.status_code == 204, deleted.text
+        assert closed.status_code == 200, closed.text
+        told = {d.member_id for d in arena.outbox(alert_id, "close")}
+        assert told == set(first) - {leaver}
         check_consistent(arena, alert_id, closed_by_coordinator=False)
