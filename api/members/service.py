@@ -277,28 +277,31 @@ def update_member(
             msg = f"handle: {patch.handle!r} is taken"
             raise HandleTaken(msg)
         member.handle = patch.handle
-    if "roles" in sent and patch.roles is not None:
-        member.roles = list(patch.roles)
-    if "mode" in sent and patch.mode is not None:
-        member.mode = patch.mode
-    if "speed_mps" in sent:
-        member.speed_mps = patch.speed_mps
-    if "home_zone" in sent:
-        member.home_zone = (
-            from_shape(patch.home_zone.to_shapely(), srid=4326) if patch.home_zone else None
-        )
-    if "available" in sent and patch.available is not None:
-        member.available = patch.available
-    if "quiet_hours" in sent:
-        member.quiet_start = patch.quiet_hours.start if patch.quiet_hours else None
-        member.quiet_end = patch.quiet_hours.end if patch.quiet_hours else None
-    if "contact" in sent:
-        member.contact_ciphertext = _encrypt_contact(settings, patch.contact)
-    if "zones" in sent and patch.zones is not None:
-        member.zones = [_zone_row(z) for z in patch.zones]
-    if "routes" in sent and patch.routes is not None:
-        member.routes = [_route_row(r) for r in patch.routes]
-    _check_home_zone_rule(member)
+    # Replacing zones or routes loads the old list; an autoflush there would send a half-applied
+    # member (e.g. a field role without home zone) to the database before the rule below: a 500.
+    with session.no_autoflush:
+        if "roles" in sent and patch.roles is not None:
+            member.roles = list(patch.roles)
+        if "mode" in sent and patch.mode is not None:
+            member.mode = patch.mode
+        if "speed_mps" in sent:
+            member.speed_mps = patch.speed_mps
+        if "home_zone" in sent:
+            member.home_zone = (
+                from_shape(patch.home_zone.to_shapely(), srid=4326) if patch.home_zone else None
+            )
+        if "available" in sent and patch.available is not None:
+            member.available = patch.available
+        if "quiet_hours" in sent:
+            member.quiet_start = patch.quiet_hours.start if patch.quiet_hours else None
+            member.quiet_end = patch.quiet_hours.end if patch.quiet_hours else None
+        if "contact" in sent:
+            member.contact_ciphertext = _encrypt_contact(settings, patch.contact)
+        if "zones" in sent and patch.zones is not None:
+            member.zones = [_zone_row(z) for z in patch.zones]
+        if "routes" in sent and patch.routes is not None:
+            member.routes = [_route_row(r) for r in patch.routes]
+        _check_home_zone_rule(member)
     repository.touch(member)
     _flush(session, member.handle)
     audit(session, actor, member.id, "member.update")

@@ -385,6 +385,20 @@ class TestUpdateMember:
         stored = fresh(db, member.id)
         assert stored is not None and stored.home_zone is not None
 
+    @pytest.mark.parametrize("lists", [{"zones": []}, {"routes": []}], ids=["zones", "routes"])
+    def test_dropping_the_home_zone_with_new_lists_is_422_not_500(
+        self, client: TestClient, responder: Caller, db: Session, lists: dict[str, Any]
+    ) -> None:
+        # Found by tests/api/test_fuzz_openapi.py: replacing a list loaded the old one, whose
+        # autoflush sent home_zone = NULL to the database before the rule was checked (a 500).
+        member, token = responder
+        body = {"home_zone": None, **lists}
+        r = client.patch("/v1/members/me", json=body, headers=auth(token))
+        assert r.status_code == 422, r.text
+        assert r.json()["detail"].startswith("home_zone:")
+        stored = fresh(db, member.id)
+        assert stored is not None and stored.home_zone is not None
+
     def test_granting_a_field_role_to_an_account_without_home_zone_is_422(
         self, client: TestClient, coordinator: Caller, make_member: MakeMember, db: Session
     ) -> None:
