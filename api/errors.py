@@ -13,6 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import compile_path
 
 from geo import errors as geo_errors
 
@@ -116,6 +117,21 @@ def describe_validation(errors: list[Any]) -> str:
     return "; ".join(lines) or "invalid request"
 
 
+def allowed_methods(request: Request) -> str | None:
+    """The methods the OpenAPI schema lists for the request's path (a 405's Allow header)."""
+    matches = [
+        (template.count("{"), operations)
+        for template, operations in request.app.openapi()["paths"].items()
+        if compile_path(template)[0].match(request.url.path)
+    ]
+    # /v1/members/me also fits /v1/members/{member_id}: the most literal template is the resource.
+    fewest = min((params for params, _ in matches), default=0)
+    methods = {m.upper() for params, ops in matches if params == fewest for m in ops}
+    if "GET" in methods:
+        methods.add("HEAD")
+    return ", ".join(sorted(methods)) or None
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Render every error as ErrorBody; unexpected errors are logged and answered 500."""
 
@@ -134,9 +150,20 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(422, "ValidationError", describe_validation(errors))
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400 and isinstance(exc.__cause__, UnicodeDecodeError):
+            # FastAPI's bare 400 for a body that is not text; malformed JSON text is a 422.
+            detail = f"body: not valid JSON text ({exc.__cause__.reason})"
+            return error_response(422, "ValidationError", detail)
         name = HTTP_NAMES.get(exc.status_code, "HTTPError")
-        return error_response(exc.status_code, name, str(exc.detail), exc.headers)
+        headers = exc.headers
+        if exc.status_code == 405:
+            # Starlette lists the methods of the first route of the path only (one route per
+            # method here); RFC 9110 asks for all of them.
+            allow = allowed_methods(request)
+            if allow:
+                headers = {**(headers or {}), "Allow": allow}
+        return error_response(exc.status_code, name, str(exc.detail), headers)
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:

@@ -32,7 +32,10 @@ def _no_nul(value: str) -> str:
 
 
 # Free text that is stored: PostgreSQL text and jsonb cannot hold U+0000 (a 500 otherwise).
-PlainText = Annotated[str, AfterValidator(_no_nul)]
+NoNul = AfterValidator(_no_nul)
+PlainText = Annotated[str, NoNul]
+# A pattern put after PlainText is enforced but missing from the OpenAPI input schema (pydantic):
+# patterned free text is Annotated[str, StringConstraints(pattern=...), NoNul].
 
 # Strict: "8.69" or true are not coordinates; allow_inf_nan=False also refuses a JSON NaN literal.
 Lon = Annotated[float, Field(ge=-180.0, le=180.0, allow_inf_nan=False, strict=True)]

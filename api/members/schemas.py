@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated, Literal, Self
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import (
     AfterValidator,
@@ -16,7 +16,7 @@ from pydantic import (
     model_validator,
 )
 
-from api.types import Days, LineString, PlainText, Polygon, TimeWindow
+from api.types import Days, LineString, NoNul, PlainText, Polygon, TimeWindow
 
 Role = Literal["responder", "defense", "coordinator"]
 Mode = Literal["walk", "bike", "drive"]
@@ -26,7 +26,7 @@ Handle = Annotated[
     Field(description="unique public name: letters, digits, '_', '.', '-'", examples=["rosa"]),
 ]
 Email = Annotated[
-    PlainText, StringConstraints(max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+    str, StringConstraints(max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$"), NoNul
 ]
 Phone = Annotated[
     str,
@@ -118,8 +118,23 @@ class MemberCreate(_Body):
 NULLABLE_UPDATES = frozenset({"speed_mps", "home_zone", "quiet_hours", "contact"})
 
 
+def _only_nullable_updates_take_null(schema: dict[str, Any]) -> None:
+    # The Python types say None ("not sent"); the OpenAPI schema says what a client may send.
+    for name, prop in schema.get("properties", {}).items():
+        if name in NULLABLE_UPDATES or "anyOf" not in prop:
+            continue
+        kept = [branch for branch in prop.pop("anyOf") if branch != {"type": "null"}]
+        if len(kept) == 1:
+            prop.update(kept[0])
+        else:
+            prop["anyOf"] = kept
+        prop.pop("default", None)
+
+
 class MemberUpdate(_Body):
     """A partial change: only the fields sent change; ``zones``/``routes`` replace the lists."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_only_nullable_updates_take_null)
 
     handle: Handle | None = None
     roles: Roles | None = Field(default=None, description="coordinators only")

@@ -495,6 +495,70 @@ class TestDatabaseBackstop:
             )
 
 
+class TestSchemaSaysWhatIsRefused:
+    """Found by tests/api/test_fuzz_openapi.py: the OpenAPI schema and the answers agree."""
+
+    def test_email_pattern_is_in_the_request_schema(self, client: TestClient) -> None:
+        # The pattern sat after the NUL check and dropped out of Contact-Input: clients and
+        # generators were told "" is an e-mail address, and got a 422 for it.
+        components = client.get("/openapi.json").json()["components"]["schemas"]
+        contact = components["MemberCreate"]["properties"]["contact"]["anyOf"][0]["$ref"]
+        email = components[contact.rsplit("/", 1)[1]]["properties"]["email"]["anyOf"][0]
+        assert email["pattern"] == r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
+
+    def test_patch_schema_allows_null_only_where_null_clears(self, client: TestClient) -> None:
+        props = client.get("/openapi.json").json()["components"]["schemas"]["MemberUpdate"]
+        takes_null = {
+            name
+            for name, prop in props["properties"].items()
+            if {"type": "null"} in prop.get("anyOf", [])
+        }
+        assert takes_null == {"speed_mps", "home_zone", "quiet_hours", "contact"}
+
+    def test_null_where_the_schema_forbids_it_is_422(
+        self, client: TestClient, responder: Caller
+    ) -> None:
+        r = client.patch("/v1/members/me", json={"available": None}, headers=auth(responder[1]))
+        assert r.status_code == 422, r.text
+        assert "available" in ErrorBody.model_validate(r.json()).detail
+
+    @pytest.mark.parametrize(
+        ("method", "url"),
+        [
+            ("POST", "/v1/members"),
+            ("PATCH", "/v1/members/me"),
+            ("POST", "/v1/alerts"),
+            ("PUT", "/v1/members/me/location"),
+        ],
+    )
+    def test_body_that_is_not_text_is_422_not_an_undocumented_400(
+        self, client: TestClient, coordinator: Caller, method: str, url: str
+    ) -> None:
+        # Fuzzer's reproduction: curl -X POST -H 'Content-Type: application/json' -d $'\x07\xe9h'
+        headers = {**auth(coordinator[1]), "Content-Type": "application/json"}
+        r = client.request(method, url, content=b"\x07\xe9h", headers=headers)
+        assert r.status_code == 422, r.text
+        answer = ErrorBody.model_validate(r.json())
+        assert answer.error == "ValidationError"
+        assert answer.detail.startswith("body: ")
+
+    @pytest.mark.parametrize(
+        ("url", "allow"),
+        [
+            ("/v1/members/me", "GET, HEAD, PATCH"),
+            ("/v1/members/me/token", "DELETE, POST"),
+            ("/v1/alerts", "GET, HEAD, POST"),
+        ],
+    )
+    def test_405_allow_lists_every_method_of_the_path(
+        self, client: TestClient, coordinator: Caller, url: str, allow: str
+    ) -> None:
+        # Starlette answered with the methods of the path's first route only (Allow: GET).
+        r = client.options(url, headers=auth(coordinator[1]))
+        assert r.status_code == 405, r.text
+        assert r.headers["allow"] == allow
+
+
 # --- hypothesis: generated hostile geometry ---------------------------------------------------
 
 number = st.one_of(
