@@ -332,6 +332,9 @@ def top_up_reserve(
     # Presence moves on with the clock, also for drills evaluated at a chosen time.
     at = alert.presence_at + (now - alert.created_at)
     ranking = _rank(session, graphs, settings, facts=AlertFacts.of(alert), exclude=exclude, at=at)
+    # Members before their new rows (see repo.lock_members): one who left just now is not ranked.
+    present = repo.lock_members(session, [c.member_id for c in ranking.candidates])
+    candidates = [c for c in ranking.candidates if c.member_id in present]
     start = len(known)
     rows = [
         {
@@ -344,7 +347,7 @@ def top_up_reserve(
             "state": "ranked",
             "notified_at": None,
         }
-        for i, c in enumerate(ranking.candidates)
+        for i, c in enumerate(candidates)
     ]
     repo.insert_responders(session, rows)
     if ranking.method == "straight_line":
@@ -524,6 +527,9 @@ def close(session: Session, settings: Settings, *, access: AlertAccess, now: dat
     if access.party == "responder":
         msg = "only the requester or a coordinator may close an alert"
         raise NotAllowedToClose(msg)
+    # The requester before the alert, as their account's deletion does (the member, then
+    # requester_id set null on the alert): the close message to them needs the member.
+    repo.lock_members(session, [access.alert.requester_id] if access.alert.requester_id else [])
     alert = repo.get_alert(session, access.alert.id, for_update=True)
     assert alert is not None
     if alert.status != "closed":

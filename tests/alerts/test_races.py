@@ -492,12 +492,12 @@ def wait_for_lock_waiters(engine: Engine, count: int) -> None:
 
 
 def cascade_order(engine: Engine) -> list[str]:
-    """Tables a member's deletion cascades to, in the order PostgreSQL's triggers fire."""
+    """Tables a member's deletion cascades (or sets null) to, in the order the triggers fire."""
     query = text(
         "SELECT c.relname FROM pg_trigger t "
         "JOIN pg_constraint k ON k.oid = t.tgconstraint "
         "JOIN pg_class c ON c.oid = k.conrelid "
-        "WHERE t.tgrelid = 'member'::regclass AND k.confdeltype = 'c' "
+        "WHERE t.tgrelid = 'member'::regclass AND k.confdeltype IN ('c', 'n') "
         "AND t.tgname LIKE 'RI_ConstraintTrigger_a_%' ORDER BY t.tgname"
     )
     with engine.connect() as conn:
@@ -513,8 +513,9 @@ def leaving_during(arena: Arena, member: uuid.UUID, step: Callable[[], Any]) -> 
     the member's alert rows.
     """
     order = cascade_order(arena.engine)
-    assert order.index("api_token") < order.index("alert_responder"), order
-    token = arena.responders[member]
+    assert order.index("api_token") < min(order.index("alert_responder"), order.index("alert"))
+    tokens = {**arena.responders, arena.requester[0]: arena.requester[1]}
+    token = tokens[member]
     results: dict[str, Any] = {}
     errors: list[BaseException] = []
 
@@ -541,7 +542,7 @@ def leaving_during(arena: Arena, member: uuid.UUID, step: Callable[[], Any]) -> 
     assert not leave.is_alive() and not other.is_alive()
     if errors:
         raise errors[0]
-    arena.responders.pop(member)
+    arena.responders.pop(member, None)
     return results["delete"], results["step"]
 
 
@@ -592,4 +593,29 @@ class TestMembersLeaving:
         assert closed.status_code == 200, closed.text
         told = {d.member_id for d in arena.outbox(alert_id, "close")}
         assert told == set(first) - {leaver}
+        check_consistent(arena, alert_id, closed_by_coordinator=False)
+
+    def test_a_requester_leaving_while_a_coordinator_closes_their_alert(self, arena):
+        alert_id = arena.raise_alert(needed=1)
+        first = arena.wave(alert_id, 1)
+        deleted, closed = leaving_during(
+            arena, arena.requester[0], partial(arena.close, arena.coordinator[1], alert_id)
+        )
+        assert deleted.status_code == 204, deleted.text
+        assert closed.status_code == 200, closed.text
+        alert = arena.alert(alert_id)
+        assert (alert.status, alert.requester_id) == ("closed", None)
+        assert {d.member_id for d in arena.outbox(alert_id, "close")} == set(first)
+
+    def test_a_member_leaving_while_the_worker_ranks_them_again(self, arena, caplog):
+        caplog.set_level(logging.ERROR, logger="ern.escalation")
+        # needed 4: the first wave takes everyone ranked; the next pass ranks again.
+        alert_id = arena.raise_alert(needed=4)
+        newcomers = [arena.add_responder(n) for n in arena.site.nodes_by_time()[2:4]]
+        arena.clock.advance(arena.settings.wave_timeout_s)
+        deleted, escalated = leaving_during(arena, newcomers[0], arena.worker().run_once)
+        assert deleted.status_code == 204, deleted.text
+        assert escalated == 1
+        assert [r.message for r in caplog.records] == []
+        assert arena.wave(alert_id, 2) == newcomers[1:]
         check_consistent(arena, alert_id, closed_by_coordinator=False)
