@@ -70,6 +70,8 @@ class Arena:
     responders: dict[uuid.UUID, str]
     # members made by the test itself (deleted afterwards with the others)
     extra: list[uuid.UUID]
+    # alerts raised (deleted afterwards, also those whose requester left)
+    raised: list[uuid.UUID]
 
     def add_responder(self, node: int) -> uuid.UUID:
         """One more responder, committed, living around ``node``."""
@@ -91,7 +93,8 @@ class Arena:
         body = {"location": self.site.point(), "kind": kind, "needed": needed}
         res = post_alert(self.client(), self.requester[1], body, key=str(uuid.uuid4()))
         assert res.status_code == 201, res.text
-        return uuid.UUID(res.json()["id"])
+        self.raised.append(uuid.UUID(res.json()["id"]))
+        return self.raised[-1]
 
     def answer(self, member_id: uuid.UUID, alert_id: uuid.UUID, value: str) -> Any:
         tokens = {**self.responders, self.coordinator[0]: self.coordinator[1]}
@@ -141,6 +144,7 @@ def arena(database_url, settings, graphs, site) -> Iterator[Arena]:
     nodes = site.nodes_by_time()[5:200:16][:RESPONDERS]
     made: list[tuple[Member, str]] = []
     extra: list[uuid.UUID] = []
+    raised: list[uuid.UUID] = []
     with database.transaction(factory) as session:
         for roles, node in [((), None), (("coordinator",), None)] + [
             (("responder",), n) for n in nodes
@@ -161,10 +165,12 @@ def arena(database_url, settings, graphs, site) -> Iterator[Arena]:
         coordinator=(coord.id, coord_token),
         responders={m.id: t for m, t in people},
         extra=extra,
+        raised=raised,
     )
     ids = [m.id for m, _ in made] + extra
     with database.transaction(factory) as session:
-        alert_ids = session.scalars(select(Alert.id).where(Alert.requester_id.in_(ids))).all()
+        by_them = session.scalars(select(Alert.id).where(Alert.requester_id.in_(ids))).all()
+        alert_ids = [*by_them, *raised]
         session.execute(delete(Delivery).where(Delivery.alert_id.in_(alert_ids)))
         session.execute(delete(Alert).where(Alert.id.in_(alert_ids)))
         session.execute(delete(Member).where(Member.id.in_(ids)))
