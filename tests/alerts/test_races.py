@@ -31,14 +31,18 @@ from api.members import service as members_service
 from api.members.models import Member
 from api.members.schemas import MemberCreate
 from api.notify.models import Delivery
+from api.notify.worker import OutboxWorker
 from tests.alerts.conftest import START
 from tests.alerts.helpers import HOOK, Site, post_alert
 from tests.api.factories import auth, member_body, unique_handle
+from tests.notify.conftest import webhook  # noqa: F401  (fixture: a real local HTTP receiver)
 
 RESPONDERS = 12
 
 
-def body_at(site: Site, node: int | None, *, roles: Iterable[str] = ("responder",)) -> MemberCreate:
+def body_at(
+    site: Site, node: int | None, *, roles: Iterable[str] = ("responder",), hook: str = HOOK
+) -> MemberCreate:
     """A member living around a graph node (None: the alert site), with a webhook contact."""
     lon = site.lon if node is None else float(site.graph.lon[node])
     lat = site.lat if node is None else float(site.graph.lat[node])
@@ -48,7 +52,7 @@ def body_at(site: Site, node: int | None, *, roles: Iterable[str] = ("responder"
         lon=lon,
         lat=lat,
         side_m=220.0,
-        contact={"webhook_url": HOOK},
+        contact={"webhook_url": hook},
     )
     return MemberCreate.model_validate(data)
 
@@ -64,6 +68,7 @@ class Arena:
     graphs: Any
     clock: ManualClock
     site: Site
+    hook: str
     requester: tuple[uuid.UUID, str]
     coordinator: tuple[uuid.UUID, str]
     # member id -> token, nearest first
@@ -77,7 +82,7 @@ class Arena:
         """One more responder, committed, living around ``node``."""
         with database.transaction(self.factory) as session:
             member, token = members_service.create_member(
-                session, self.settings, body_at(self.site, node), actor=None
+                session, self.settings, body_at(self.site, node, hook=self.hook), actor=None
             )
         self.extra.append(member.id)
         self.responders[member.id] = token
@@ -134,7 +139,13 @@ class Arena:
 
 
 @pytest.fixture
-def arena(database_url, settings, graphs, site) -> Iterator[Arena]:
+def arena_hook() -> str:
+    """Where the arena's members take their webhooks (a closed port: nothing is sent)."""
+    return HOOK
+
+
+@pytest.fixture
+def arena(database_url, settings, graphs, site, arena_hook) -> Iterator[Arena]:
     """Members committed for real, an app on its own engine (enough connections for the racers)."""
     from api.main import create_app
 
@@ -149,7 +160,7 @@ def arena(database_url, settings, graphs, site) -> Iterator[Arena]:
         for roles, node in [((), None), (("coordinator",), None)] + [
             (("responder",), n) for n in nodes
         ]:
-            body = body_at(site, node, roles=roles)
+            body = body_at(site, node, roles=roles, hook=arena_hook)
             made.append(members_service.create_member(session, settings, body, actor=None))
     app = create_app(settings, engine=engine, session_factory=factory, graphs=graphs, clock=clock)
     (requester, requester_token), (coord, coord_token), *people = made
@@ -161,6 +172,7 @@ def arena(database_url, settings, graphs, site) -> Iterator[Arena]:
         graphs=graphs,
         clock=clock,
         site=site,
+        hook=arena_hook,
         requester=(requester.id, requester_token),
         coordinator=(coord.id, coord_token),
         responders={m.id: t for m, t in people},
@@ -237,8 +249,15 @@ def errors_of(responses: list[Any]) -> Counter[tuple[int, str]]:
     return out
 
 
-def check_consistent(arena: Arena, alert_id: uuid.UUID, *, closed_by_coordinator: bool) -> None:
-    """The rules every alert meets whatever order its racers ran in."""
+def check_consistent(
+    arena: Arena, alert_id: uuid.UUID, *, closed_by_coordinator: bool, delivering: bool = False
+) -> None:
+    """The rules every alert meets whatever order its racers ran in.
+
+    ``delivering``: an outbox worker ran meanwhile, so alert messages may have gone out before
+    they could be cancelled.
+    """
+    unsent = {"cancelled", "sent"} if delivering else {"cancelled"}
     alert = arena.alert(alert_id)
     rows = arena.rows(alert_id)
     accepted = {m for m, r in rows.items() if r.state == "accepted"}
@@ -265,15 +284,13 @@ def check_consistent(arena: Arena, alert_id: uuid.UUID, *, closed_by_coordinator
     assert not told_to_stand_down & accepted
     # A stood-down member's unsent alert message was cancelled.
     assert all(
-        d.state == "cancelled"
-        for d in outbox
-        if d.message_kind == "alert" and d.member_id in stood_down
+        d.state in unsent for d in outbox if d.message_kind == "alert" and d.member_id in stood_down
     )
     if alert.status == "closed":
         assert alert.next_wave_at is None
         expected = notified | ({alert.requester_id} if closed_by_coordinator else set())
         assert by_kind.get("close", set()) == expected
-        assert {d.state for d in outbox if d.message_kind == "alert"} <= {"cancelled"}
+        assert {d.state for d in outbox if d.message_kind == "alert"} <= unsent
     else:
         assert "close" not in by_kind
         if alert.kind != "mass":
@@ -642,3 +659,58 @@ class TestStoodDown:
         res = arena.answer(stood_down, alert_id, "accept")
         assert res.status_code == 409
         assert arena.in_state(alert_id, "accepted") == {accepter}
+
+
+class TestDeliveredOnce:
+    @pytest.fixture
+    def arena_hook(self, webhook):  # noqa: F811
+        return f"{webhook.url}/hook"
+
+    def test_outbox_workers_draining_during_the_races_send_each_message_once(
+        self,
+        arena,
+        webhook,  # noqa: F811
+    ):
+        alert_id = arena.raise_alert(needed=2)
+        first = arena.wave(alert_id, 1)
+        arena.clock.advance(arena.settings.wave_timeout_s)
+        outboxes = [
+            OutboxWorker(arena.factory, arena.settings, clock=arena.clock, listen=False)
+            for _ in range(2)
+        ]
+        stop = threading.Event()
+
+        def drain(outbox: OutboxWorker) -> int:
+            sent = 0
+            while not stop.is_set():
+                sent += outbox.run_once()
+            return sent
+
+        def answers_then_stop() -> list[Any]:
+            try:
+                return race(
+                    *(partial(arena.answer, m, alert_id, "accept") for m in first),
+                    *(w.run_once for w in [arena.worker(), arena.worker()]),
+                    stagger_s=0.03,
+                )
+            finally:
+                stop.set()
+
+        try:
+            *_, results = race(*(partial(drain, o) for o in outboxes), answers_then_stop)
+            while sum(o.run_once() for o in outboxes):
+                pass
+        finally:
+            for o in outboxes:
+                o.close()
+        responses = [r for r in results if not isinstance(r, int)]
+        assert {r.status_code for r in responses} <= {200, 409}
+        check_consistent(arena, alert_id, closed_by_coordinator=False, delivering=True)
+        rows = arena.outbox(alert_id)
+        assert {d.state for d in rows} <= {"sent", "cancelled"}
+        received = Counter(webhook.ids())
+        # Each message sent arrived exactly once; nothing cancelled arrived.
+        assert received == Counter(d.delivery_id for d in rows if d.state == "sent")
+        accepted = arena.in_state(alert_id, "accepted")
+        assert len(accepted) == 2
+        assert not {d.member_id for d in rows if d.message_kind == "stand_down"} & accepted
