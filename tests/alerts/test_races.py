@@ -2,7 +2,8 @@
 
 Every racer runs in its own thread on its own connection behind a barrier, through the HTTP
 API (answers, closes) or a real EscalationWorker; the outcome is checked against the rules
-whatever order the database chose.
+whatever order the database chose. Members deleting their account meet the other racers at
+one chosen point (a lock held by another connection), so those races always run the same way.
 """
 
 from __future__ import annotations
