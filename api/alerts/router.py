@@ -187,13 +187,17 @@ def read_alert(access: AlertDep, session: SessionDep) -> Any:
     response_model=AlertResponderView,
     summary="Accept or decline an alert",
     description="Notified members only (others: 404). Repeating an answer changes nothing. "
-    "An answer may change while the alert is not closed; a member who was stood down may "
-    "still decline but not accept (409). A withdrawal that leaves a fulfilled alert short "
-    "reopens it and the next wave goes out at once.",
+    "An answer may change while the alert is not closed, except that once enough have "
+    "accepted (a fulfilled personal or defence alert) nobody else may accept (409), stood "
+    "down or not; declining is always possible. A withdrawal that leaves a fulfilled alert "
+    "short reopens it and the next wave goes out at once.",
     responses={
         **COMMON_RESPONSES,
         404: {"model": ErrorBody, "description": "no such alert, or the caller was not notified"},
-        409: {"model": ErrorBody, "description": "alert closed, or the member was stood down"},
+        409: {
+            "model": ErrorBody,
+            "description": "alert closed, or enough accepted (the member was stood down)",
+        },
     },
 )
 def respond(

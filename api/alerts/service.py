@@ -501,6 +501,11 @@ def respond(
         if target == "accepted" and row.state == "stood_down":
             msg = "enough responders accepted; you were stood down"
             raise StoodDown(msg)
+        if target == "accepted" and alert.status == "fulfilled" and alert.kind != "mass":
+            # Enough have accepted: a decline cannot be turned into an extra accept (a member
+            # stood down could otherwise get around the stand-down by declining first).
+            msg = "enough responders accepted"
+            raise StoodDown(msg)
         previous = row.state
         row.state = target
         row.responded_at = now

@@ -646,11 +646,6 @@ class TestMembersLeaving:
 
 
 class TestStoodDown:
-    @pytest.mark.xfail(
-        strict=True,
-        reason="a stood-down member who declines becomes 'declined' and may then accept: the "
-        "row keeps no trace of the stand-down (needs a column or a rule change)",
-    )
     def test_a_stood_down_member_cannot_accept_by_declining_first(self, arena):
         alert_id = arena.raise_alert(needed=1)
         accepter, stood_down, _ = arena.wave(alert_id, 1)
@@ -660,6 +655,19 @@ class TestStoodDown:
         res = arena.answer(stood_down, alert_id, "accept")
         assert res.status_code == 409
         assert arena.in_state(alert_id, "accepted") == {accepter}
+
+    def test_once_fulfilled_a_decline_cannot_become_an_extra_accept_until_it_reopens(self, arena):
+        alert_id = arena.raise_alert(needed=1)
+        accepter, decliner, _ = arena.wave(alert_id, 1)
+        assert arena.answer(decliner, alert_id, "decline").status_code == 200
+        assert arena.answer(accepter, alert_id, "accept").status_code == 200
+        res = arena.answer(decliner, alert_id, "accept")
+        assert res.status_code == 409
+        assert "enough responders accepted" in res.json()["detail"]
+        # The accepter withdraws: the alert is short again and open to accepts.
+        assert arena.answer(accepter, alert_id, "decline").status_code == 200
+        assert arena.answer(decliner, alert_id, "accept").status_code == 200
+        assert arena.in_state(alert_id, "accepted") == {decliner}
 
 
 class TestDeliveredOnce:
