@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import random
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,3 +82,33 @@ def deliveries(db: Session, alert_id: Any, *, message_kind: str | None = None) -
 
 def count_rows(db: Session, model: Any) -> int:
     return int(db.scalar(select(func.count()).select_from(model)) or 0)
+
+
+def race(*calls: Callable[[], Any], stagger_s: float = 0.0) -> list[Any]:
+    """Run the calls in threads released together; their results in order (errors re-raised).
+
+    ``stagger_s``: each call starts after a random delay up to this, so that racers of unequal
+    speed (a worker pass, an HTTP request) also meet in the other order.
+    """
+    barrier = threading.Barrier(len(calls))
+    results: list[Any] = [None] * len(calls)
+    errors: list[BaseException] = []
+    delays = [random.uniform(0.0, stagger_s) for _ in calls]
+
+    def run(i: int, call: Callable[[], Any]) -> None:
+        try:
+            barrier.wait()
+            time.sleep(delays[i])
+            results[i] = call()
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(i, c)) for i, c in enumerate(calls)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not any(t.is_alive() for t in threads), "a racer did not finish"
+    if errors:
+        raise errors[0]
+    return results

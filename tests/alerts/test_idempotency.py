@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import threading
+from functools import partial
 from typing import Any
 
 from fastapi.testclient import TestClient
@@ -10,7 +10,7 @@ from sqlalchemy import func, select, text
 
 from api.alerts.models import Alert, AlertResponder
 from api.notify.models import Delivery
-from tests.alerts.helpers import count_rows, deliveries, post_alert
+from tests.alerts.helpers import count_rows, deliveries, post_alert, race
 
 
 def body(site: Any, **extra: Any) -> dict[str, Any]:
@@ -153,19 +153,10 @@ class TestCommitted:
         app = committed["app"]
         token = committed["tokens"]["requester"]
         n = 8
-        barrier = threading.Barrier(n)
-        results: list[Any] = [None] * n
-
-        def send(i: int) -> None:
-            client = TestClient(app, raise_server_exceptions=False)
-            barrier.wait()
-            results[i] = post_alert(client, token, body(site, needed=1), key="storm")
-
-        threads = [threading.Thread(target=send, args=(i,)) for i in range(n)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        clients = [TestClient(app, raise_server_exceptions=False) for _ in range(n)]
+        results = race(
+            *(partial(post_alert, c, token, body(site, needed=1), key="storm") for c in clients)
+        )
         codes = sorted(r.status_code for r in results)
         assert codes == [200] * (n - 1) + [201]
         assert len({r.json()["id"] for r in results}) == 1

@@ -9,7 +9,6 @@ one chosen point (a lock held by another connection), so those races always run 
 from __future__ import annotations
 
 import logging
-import random
 import threading
 import time
 import uuid
@@ -34,7 +33,7 @@ from api.members.schemas import MemberCreate
 from api.notify.models import Delivery
 from api.notify.worker import OutboxWorker
 from tests.alerts.conftest import START
-from tests.alerts.helpers import HOOK, Site, post_alert
+from tests.alerts.helpers import HOOK, Site, post_alert, race
 from tests.api.factories import auth, member_body, unique_handle
 from tests.notify.conftest import webhook  # noqa: F401  (fixture: a real local HTTP receiver)
 
@@ -188,36 +187,6 @@ def arena(database_url, settings, graphs, site, arena_hook) -> Iterator[Arena]:
         session.execute(delete(Alert).where(Alert.id.in_(alert_ids)))
         session.execute(delete(Member).where(Member.id.in_(ids)))
     engine.dispose()
-
-
-def race(*calls: Callable[[], Any], stagger_s: float = 0.0) -> list[Any]:
-    """Run the calls in threads released together; their results in order (errors re-raised).
-
-    ``stagger_s``: each call starts after a random delay up to this, so that racers of unequal
-    speed (a worker pass, an HTTP request) also meet in the other order.
-    """
-    barrier = threading.Barrier(len(calls))
-    results: list[Any] = [None] * len(calls)
-    errors: list[BaseException] = []
-    delays = [random.uniform(0.0, stagger_s) for _ in calls]
-
-    def run(i: int, call: Callable[[], Any]) -> None:
-        try:
-            barrier.wait()
-            time.sleep(delays[i])
-            results[i] = call()
-        except BaseException as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=run, args=(i, c)) for i, c in enumerate(calls)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    assert not any(t.is_alive() for t in threads), "a racer did not finish"
-    if errors:
-        raise errors[0]
-    return results
 
 
 def withdrawal_racing_passes(
