@@ -138,6 +138,8 @@ def create_app(
         version="0.1.0",
         summary="Geospatial matching and routing for community emergency response networks",
         lifespan=lifespan,
+        docs_url=None,  # served by api.docs from packaged files, not from a CDN
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.session_factory = session_factory
@@ -156,12 +158,14 @@ def create_app(
 
     from api import health
     from api.alerts.router import router as alerts_router
+    from api.docs import install_docs
     from api.members.router import router as members_router
     from api.notify.router import key_router as webhook_key_router
     from api.notify.router import router as deliveries_router
     from api.presence.router import router as location_router
 
     app.include_router(health.router)
+    install_docs(app)
     # Routes are matched in order: the alerts first, as POST /v1/alerts is the hot path.
     app.include_router(alerts_router)
     app.include_router(location_router)
