@@ -494,6 +494,13 @@ def respond(
         msg = f"alert {alert_id} not found"
         raise AlertNotFound(msg)
     target = "accepted" if answer == "accept" else "declined"
+    if target == "declined" and row.state == "stood_down":
+        # Told to stay away already: the decline changes nothing, and the alert's record
+        # keeps the stand-down (the answer's time is still noted).
+        if row.responded_at is None:
+            row.responded_at = now
+            session.flush()
+        return responder_view(session, alert, row)
     if row.state != target:
         if alert.status == "closed":
             msg = "the alert is closed"

@@ -407,8 +407,12 @@ class TestEscalationRaces:
             alert = arena.alert(alert_id)
             assert alert.status == "fulfilled"
             assert alert.wave == 1 + sum(done)
-            # Whoever a second wave reached before the accepts fulfilled the alert stands down.
-            assert arena.in_state(alert_id, "stood_down") == set(arena.wave(alert_id, 2))
+            # Whoever a second wave reached before the accepts fulfilled the alert stands down;
+            # a decliner stood down before their decline came in stays stood down.
+            second, decliners = set(arena.wave(alert_id, 2)), set(first[2:])
+            stood_down = arena.in_state(alert_id, "stood_down")
+            assert second <= stood_down <= second | decliners
+            assert arena.in_state(alert_id, "declined") == decliners - stood_down
             check_consistent(arena, alert_id, closed_by_coordinator=False)
 
     def test_a_withdrawal_racing_escalation_passes_sends_the_next_wave_once(self, arena):
@@ -620,10 +624,22 @@ class TestStoodDown:
         accepter, stood_down, _ = arena.wave(alert_id, 1)
         assert arena.answer(accepter, alert_id, "accept").status_code == 200
         assert arena.answer(stood_down, alert_id, "accept").status_code == 409
-        assert arena.answer(stood_down, alert_id, "decline").json()["state"] == "declined"
+        assert arena.answer(stood_down, alert_id, "decline").json()["state"] == "stood_down"
         res = arena.answer(stood_down, alert_id, "accept")
         assert res.status_code == 409
         assert arena.in_state(alert_id, "accepted") == {accepter}
+
+    def test_a_stood_down_members_decline_keeps_the_row_stood_down(self, arena):
+        alert_id = arena.raise_alert(needed=1)
+        accepter, stood_down, other = arena.wave(alert_id, 1)
+        assert arena.answer(accepter, alert_id, "accept").status_code == 200
+        declined = arena.answer(stood_down, alert_id, "decline")
+        assert declined.status_code == 200, declined.text
+        assert declined.json()["state"] == "stood_down"
+        # Declining again, too, leaves the stand-down on the alert's record.
+        assert arena.answer(stood_down, alert_id, "decline").json()["state"] == "stood_down"
+        assert arena.in_state(alert_id, "stood_down") == {stood_down, other}
+        assert arena.in_state(alert_id, "declined") == set()
 
     def test_once_fulfilled_a_decline_cannot_become_an_extra_accept_until_it_reopens(self, arena):
         alert_id = arena.raise_alert(needed=1)

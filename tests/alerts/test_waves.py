@@ -144,9 +144,10 @@ class TestEscalation:
         clock.advance(5 * settings.wave_timeout_s)
         assert worker(session_factory, settings, graphs, clock).run_once() == 0
         assert coordinator_view(api, token, alert_id).notified_count == 3
-        # A stood-down member's offer is refused; declining is still recorded.
+        # A stood-down member's offer is refused; declining keeps the stand-down on record.
         assert answer(api, tokens[first_wave[0]], alert_id, "accept").status_code == 409
-        assert answer(api, tokens[first_wave[0]], alert_id, "decline").json()["state"] == "declined"
+        declined = answer(api, tokens[first_wave[0]], alert_id, "decline").json()
+        assert declined["state"] == "stood_down"
 
     def test_a_withdrawal_after_fulfilment_escalates_at_once(
         self, api, db, site, crowd, coordinator, clock, session_factory, settings, graphs
