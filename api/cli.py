@@ -36,8 +36,8 @@ def serve(
     workers: int = typer.Option(
         1,
         min=1,
-        help="uvicorn processes; the outbox/escalation workers run beside them in one child "
-        "process (ERN_WORKER_PROCESS=false: inside each; ERN_RUN_WORKERS=false: not at all)",
+        help="uvicorn processes; the outbox and escalation workers run beside them in one "
+        "child process (see ERN_WORKER_PROCESS and ERN_RUN_WORKERS)",
     ),
     access_log: bool = typer.Option(True, help="log one line per request"),
 ) -> None:
@@ -46,6 +46,7 @@ def serve(
 
     from api.worker_process import WorkerProcess
 
+    _refuse_busy_port(host, port)
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     settings = Settings()
     child = None
@@ -88,6 +89,22 @@ def serve(
     finally:
         if child is not None:
             child.stop()
+
+
+def _refuse_busy_port(host: str, port: int) -> None:
+    """Exit with a message before starting anything if host:port cannot be listened on."""
+    import socket
+
+    try:
+        with socket.create_server((host, port)):
+            pass
+    except OSError as exc:
+        typer.echo(
+            f"ern serve: cannot listen on {host}:{port}: {exc.strerror or exc} "
+            f"(another server there? pick a free one with --port)",
+            err=True,
+        )
+        raise typer.Exit(1) from None
 
 
 def _prepare_shared_state(settings: Settings) -> GraphStore | None:

@@ -132,10 +132,11 @@ def synth(
         Path | None, typer.Option("--graph-dir", help="compiled graph directory")
     ] = None,
     source: Annotated[
-        str | None, typer.Option("--source", help="OSM extract (.osm.pbf/.osm/.osm.bz2) to build")
+        str | None, typer.Option("--source", help="OSM extract to build from (.osm.pbf, .osm or .osm.bz2)")
     ] = None,
     seed: Annotated[int, typer.Option(help="random seed: the same seed, the same members")] = 0,
-    modes: Annotated[str, typer.Option(help="travel-mode mix")] = "walk=0.5,bike=0.2,drive=0.3",
+    # Spaces after the commas, so that the default shown in --help wraps instead of being cut.
+    modes: Annotated[str, typer.Option(help="travel-mode mix")] = "walk=0.5, bike=0.2, drive=0.3",
     responder_share: Annotated[
         float, typer.Option(min=0.0, max=1.0, help="share with the responder role")
     ] = 0.6,
