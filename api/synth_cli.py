@@ -132,7 +132,8 @@ def synth(
         Path | None, typer.Option("--graph-dir", help="compiled graph directory")
     ] = None,
     source: Annotated[
-        str | None, typer.Option("--source", help="OSM extract to build from (.osm.pbf, .osm or .osm.bz2)")
+        str | None,
+        typer.Option("--source", help="OSM extract to build from (.osm.pbf, .osm or .osm.bz2)"),
     ] = None,
     seed: Annotated[int, typer.Option(help="random seed: the same seed, the same members")] = 0,
     # Spaces after the commas, so that the default shown in --help wraps instead of being cut.
