@@ -10,9 +10,25 @@ from pydantic import BaseModel, Field
 from sqlalchemy.exc import SQLAlchemyError
 
 from api.database import schema_status
-from api.notify.repository import oldest_due
+from api.notify.models import CHANNELS
+from api.notify.repository import oldest_due, recent_outcomes
+from api.settings import Settings
 
 router = APIRouter(tags=["health"])
+
+
+class ChannelHealth(BaseModel):
+    """How a channel's newest attempted deliveries went."""
+
+    configured: bool = Field(description="false: the SMS channel without ERN_SMS_BASE_URL")
+    status: str = Field(
+        description="ok; degraded: none of the last ERN_HEALTH_DELIVERY_WINDOW attempted "
+        "deliveries was sent; idle: none attempted yet; not configured"
+    )
+    recent: int = Field(description="attempted deliveries looked at (at most the window)")
+    sent: int
+    failed: int = Field(description="of those, failed for good or waiting for a retry")
+    last_error: str | None = Field(description="the newest failure's reason")
 
 
 class Health(BaseModel):
@@ -28,6 +44,12 @@ class Health(BaseModel):
         description="how long the longest-waiting notification has been due without being "
         "sent (0: none waiting); it grows while no worker delivers, and the status stays ok "
         "(the API itself works); null when the database is not ready"
+    )
+    deliveries: dict[str, ChannelHealth] | None = Field(
+        default=None,
+        description="per channel, its newest attempted deliveries; a configured channel none "
+        "of whose last ERN_HEALTH_DELIVERY_WINDOW was sent makes the status degraded (200: "
+        "the API answers, a load balancer must keep it); null when the database is not ready",
     )
 
 
@@ -48,14 +70,17 @@ def healthz(request: Request) -> Any:
         database = f"unreachable: {type(exc).__name__}"
     ok = database == "ok" and bool(schema["up_to_date"])
     lag_s = _outbox_lag_s(request) if ok else None
+    channels = _deliveries(request) if ok else None
+    delivering = channels is None or all(c.status != "degraded" for c in channels.values())
     body = Health(
-        status="ok" if ok else "degraded",
+        status="ok" if ok and delivering else "degraded",
         database=database,
         schema_revision=schema["current"],  # type: ignore[arg-type]
         schema_head=schema["head"],  # type: ignore[arg-type]
         schema_up_to_date=bool(schema["up_to_date"]),
         graphs=graphs,
         outbox_lag_s=lag_s,
+        deliveries=channels,
     )
     return JSONResponse(body.model_dump(), status_code=200 if ok else 503)
 
@@ -68,3 +93,33 @@ def _outbox_lag_s(request: Request) -> float | None:
     except SQLAlchemyError:
         return None
     return 0.0 if oldest is None else max(0.0, (now - oldest).total_seconds())
+
+
+def _deliveries(request: Request) -> dict[str, ChannelHealth] | None:
+    settings: Settings = request.app.state.settings
+    window = settings.health_delivery_window
+    try:
+        with request.app.state.engine.connect() as conn:
+            outcomes = {c: recent_outcomes(conn, channel=c, limit=window) for c in CHANNELS}
+    except SQLAlchemyError:
+        return None
+    report: dict[str, ChannelHealth] = {}
+    for channel, rows in outcomes.items():
+        configured = channel != "sms" or settings.sms_base_url is not None
+        sent = sum(state == "sent" for state, _ in rows)
+        errors = [error for state, error in rows if state != "sent"]
+        if not configured:
+            status = "not configured"
+        elif sent == 0 and len(rows) >= window:
+            status = "degraded"
+        else:
+            status = "ok" if rows else "idle"
+        report[channel] = ChannelHealth(
+            configured=configured,
+            status=status,
+            recent=len(rows),
+            sent=sent,
+            failed=len(errors),
+            last_error=errors[0] if errors else None,
+        )
+    return report

@@ -152,6 +152,13 @@ class NotifySettings(_Base):
     backoff_base_s: float = Field(default=1.0, gt=0)
     backoff_cap_s: float = Field(default=300.0, gt=0)
     worker_poll_s: float = Field(default=0.5, gt=0)
+    health_delivery_window: int = Field(
+        default=20,
+        ge=1,
+        le=10_000,
+        description="/healthz says degraded when none of a configured channel's last this many "
+        "attempted deliveries was sent",
+    )
 
     @field_validator("http_ca_file", "smtp_ca_file")
     @classmethod

@@ -358,3 +358,19 @@ def deliveries_of(session: Session, alert_id: uuid.UUID) -> Sequence[Delivery]:
     return session.scalars(
         select(Delivery).where(Delivery.alert_id == alert_id).order_by(Delivery.id)
     ).all()
+
+
+# The newest attempted deliveries of one channel (in flight ones left out), newest first.
+_RECENT_OUTCOMES = text(
+    "SELECT state, last_error FROM outbox WHERE channel = :channel AND attempts > 0 "
+    "AND state IN ('sent', 'failed', 'pending') ORDER BY id DESC LIMIT :limit"
+)
+
+
+def recent_outcomes(conn: Connection, *, channel: str, limit: int) -> list[tuple[str, str | None]]:
+    """(state, last_error) of the channel's ``limit`` newest attempted deliveries, newest first.
+
+    ``pending`` there means an attempt failed and a retry is due.
+    """
+    rows = conn.execute(_RECENT_OUTCOMES, {"channel": channel, "limit": limit}).all()
+    return [(str(state), error) for state, error in rows]

@@ -34,6 +34,7 @@ from api.notify.channels import (
     scrub,
 )
 from api.notify.errors import DeliveryError
+from api.notify.quiet import FailureLog
 from api.notify.service import backoff_s
 from api.settings import Settings
 
@@ -129,6 +130,8 @@ class OutboxWorker:
         self._email = email
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        # Failures by (channel, cause) once per interval with a count; each delivery at DEBUG.
+        self.failure_log = FailureLog(log)
         # LISTEN needs a real engine; sessions bound to one test connection just poll.
         bind = session_factory.kw.get("bind")
         self._wakeup = repo.Wakeup(bind) if listen and isinstance(bind, Engine) else None
@@ -256,7 +259,7 @@ class OutboxWorker:
             await self._channels[claim.channel].send(message, contact, now=now)
         except DeliveryError as exc:
             if not exc.retryable:
-                return self._failed(claim, now, str(exc))
+                return self._failed(claim, now, str(exc), cause=str(exc))
             return self._retry(claim, now, str(exc), retry_after_s=exc.retry_after_s)
         except Exception as exc:  # a bug in a channel must not stop the worker
             log.exception("delivery %s: unexpected error", claim.delivery_id)
@@ -266,9 +269,12 @@ class OutboxWorker:
         log.debug("delivery %s sent (attempt %d)", claim.delivery_id, claim.attempt)
         return Outcome("sent", done, done)
 
-    def _failed(self, claim: Claim, now: datetime, error: str) -> Outcome:
+    def _failed(
+        self, claim: Claim, now: datetime, error: str, *, cause: str | None = None
+    ) -> Outcome:
         error = scrub(error)
-        log.warning("delivery %s failed (attempt %d): %s", claim.delivery_id, claim.attempt, error)
+        log.debug("delivery %s failed (attempt %d): %s", claim.delivery_id, claim.attempt, error)
+        self.failure_log.failed(claim.channel, claim.delivery_id, scrub(cause or error), final=True)
         return Outcome("failed", now, now, error)
 
     def _retry(
@@ -276,17 +282,19 @@ class OutboxWorker:
     ) -> Outcome:
         error = scrub(error)
         if claim.attempt >= self._settings.delivery_max_attempts:
-            return self._failed(claim, now, f"{error}; gave up after {claim.attempt} attempts")
+            gave_up = f"{error}; gave up after {claim.attempt} attempts"
+            return self._failed(claim, now, gave_up, cause=error)
         delay_s = backoff_s(
             claim.attempt, self._settings, retry_after_s=retry_after_s, rng=self._rng
         )
-        log.warning(
+        log.debug(
             "delivery %s: attempt %d failed, retry in %.1f s: %s",
             claim.delivery_id,
             claim.attempt,
             delay_s,
             error,
         )
+        self.failure_log.failed(claim.channel, claim.delivery_id, error, final=False)
         return Outcome("pending", now, now + timedelta(seconds=delay_s), error)
 
     # --- loop ---------------------------------------------------------------------------------
@@ -294,6 +302,7 @@ class OutboxWorker:
     def run_once(self) -> int:
         """Claim, send and record one batch; the number of deliveries attempted."""
         leased_until = time.monotonic() + self.lease_s
+        self.failure_log.flush()
         claims = self.claim()
         if not claims:
             return 0

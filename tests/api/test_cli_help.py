@@ -27,7 +27,7 @@ COMMANDS = _commands(typer.main.get_command(app))
 
 def test_the_walk_finds_every_command() -> None:
     names = {" ".join(path) for path in COMMANDS}
-    assert {"", "serve", "db upgrade", "synth", "worker"} <= names
+    assert {"", "serve", "db upgrade", "synth", "worker", "inbox"} <= names
     assert {"admin create-coordinator", "graph build"} <= names
 
 
