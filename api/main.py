@@ -160,6 +160,7 @@ def create_app(
     from api.notify.router import key_router as webhook_key_router
     from api.notify.router import router as deliveries_router
     from api.presence.router import router as location_router
+    from api.web.router import router as map_router
 
     app.include_router(health.router)
     # Routes are matched in order: the alerts first, as POST /v1/alerts is the hot path.
@@ -168,6 +169,7 @@ def create_app(
     app.include_router(members_router)
     app.include_router(deliveries_router)
     app.include_router(webhook_key_router)
+    app.include_router(map_router)
     return app
 
 
