@@ -156,6 +156,7 @@ def create_app(
 
     from api import health
     from api.alerts.router import router as alerts_router
+    from api.coverage.router import router as coverage_router
     from api.members.router import router as members_router
     from api.notify.router import key_router as webhook_key_router
     from api.notify.router import router as deliveries_router
@@ -170,6 +171,7 @@ def create_app(
     app.include_router(deliveries_router)
     app.include_router(webhook_key_router)
     app.include_router(map_router)
+    app.include_router(coverage_router)
     return app
 
 
