@@ -14,6 +14,7 @@ merged field is the k smallest per row (:func:`merge_fields`).
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -449,8 +450,12 @@ def cell_center(cell: str) -> tuple[float, float]:
     return float(lon), float(lat)
 
 
+@functools.lru_cache(maxsize=1 << 18)
 def cell_polygon(cell: str) -> list[list[float]]:
-    """The cell's boundary as a closed GeoJSON ring of [lon, lat] (counter-clockwise)."""
+    """The cell's boundary as a closed GeoJSON ring of [lon, lat] (counter-clockwise); memoised.
+
+    The ring is shared between calls: callers copy it (pydantic does) and never mutate it.
+    """
     ring = [[float(lon), float(lat)] for lat, lon in h3.cell_to_boundary(cell)]
     ring.append(ring[0])
     return ring

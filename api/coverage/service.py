@@ -234,13 +234,13 @@ def coverage_map(
     found = _cache_get(key) if token is not None else None
     if found is not None:
         return found, True
-    result = _map_at(index, graphs, settings, params, modes, weekday, second, now)
+    result = map_at(index, graphs, settings, params, modes, weekday, second, now)
     if token is not None:
         _cache_put(key, result)
     return result, False
 
 
-def _map_at(
+def map_at(
     index: PresenceIndex,
     graphs: GraphStore,
     settings: Settings,
@@ -308,7 +308,7 @@ def weekly_profile(
     session: Session, graphs: GraphStore, settings: Settings, params: Params, *, now: datetime
 ) -> tuple[Profile, bool]:
     """The 168 hours sampled at half past; hours in one presence segment share one field."""
-    modes = _modes(graphs, params.mode)
+    _modes(graphs, params.mode)  # 409 before any work
     token = repo.presence_token(session)
     index = presence_index(session, graphs, settings, token=token)
     since = now - timedelta(days=ALERT_DAYS)
@@ -318,6 +318,23 @@ def weekly_profile(
     found = _cache_get(key) if token is not None else None
     if found is not None:
         return found, True
+    result = profile_of(index, graphs, settings, params, alerts=alerts, now=now)
+    if token is not None:
+        _cache_put(key, result)
+    return result, False
+
+
+def profile_of(
+    index: PresenceIndex,
+    graphs: GraphStore,
+    settings: Settings,
+    params: Params,
+    *,
+    alerts: list[tuple[float, float, datetime]],
+    now: datetime,
+) -> Profile:
+    """The 168 hours from a presence index and past alert points (no database)."""
+    modes = _modes(graphs, params.mode)
     ev = evaluation(graphs, settings, params.mode)
     g = ev.graph.graph
     threshold = params.minutes * 60.0
@@ -377,10 +394,7 @@ def weekly_profile(
                 alerts_covered_share=share,
             )
         )
-    result = Profile(hours=out, computed_at=now)
-    if token is not None:
-        _cache_put(key, result)
-    return result, False
+    return Profile(hours=out, computed_at=now)
 
 
 def default_recruit_hours() -> list[int]:
@@ -454,7 +468,7 @@ def recruit(
     Gain of a site = street metres newly covered (k within N minutes), summed over the
     hours and divided by their number: the mean street length gained in one of those hours.
     """
-    modes = _modes(graphs, params.mode)
+    _modes(graphs, params.mode)  # 409 before any work
     if "walk" not in graphs.by_mode:
         msg = "recruitment places walking volunteers: the walk graph is not loaded"
         raise ModeWithoutGraph(msg)
@@ -464,6 +478,24 @@ def recruit(
     found = _cache_get(key) if token is not None else None
     if found is not None:
         return found, True
+    result = recruit_of(index, graphs, settings, params, n=n, hours=hours, now=now)
+    if token is not None:
+        _cache_put(key, result)
+    return result, False
+
+
+def recruit_of(
+    index: PresenceIndex,
+    graphs: GraphStore,
+    settings: Settings,
+    params: Params,
+    *,
+    n: int,
+    hours: list[int],
+    now: datetime,
+) -> RecruitResult:
+    """Greedy recruitment from a presence index (no database)."""
+    modes = _modes(graphs, params.mode)
     ev = evaluation(graphs, settings, params.mode)
     g = ev.graph.graph
     threshold = params.minutes * 60.0
@@ -532,10 +564,7 @@ def recruit(
                 gain_share=gain / total,
             )
         )
-    result = RecruitResult(suggestions=suggestions, hours=hours, computed_at=now)
-    if token is not None:
-        _cache_put(key, result)
-    return result, False
+    return RecruitResult(suggestions=suggestions, hours=hours, computed_at=now)
 
 
 def public_cells(result: CoverageResult) -> list[str]:
@@ -581,6 +610,13 @@ def read_coverage(
 ) -> CoverageCollection:
     """GET /v1/coverage: the cells as GeoJSON polygons."""
     result, cached = coverage_map(session, graphs, settings, params, at=at, now=now)
+    return coverage_answer(result, settings, params, at=at, cached=cached)
+
+
+def coverage_answer(
+    result: CoverageResult, settings: Settings, params: Params, *, at: datetime, cached: bool
+) -> CoverageCollection:
+    """The map as GeoJSON: counts k-anonymous, times rounded to the minute."""
     s = result.stats
     features = [
         CellFeature(

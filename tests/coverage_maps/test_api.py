@@ -247,3 +247,51 @@ class TestRecruit:
         )
         assert r.status_code == 422
         assert json.loads(r.text)["detail"]
+
+
+class TestProfileAlerts:
+    def test_past_alerts_count_at_their_hour_without_exercises_or_old_ones(
+        self, client: Any, coordinator: Any, seeded: list[Any], db: Session, graphs: GraphStore
+    ) -> None:
+        import uuid
+        from datetime import UTC, datetime, timedelta
+        from zoneinfo import ZoneInfo
+
+        from geoalchemy2.shape import from_shape
+        from shapely.geometry import Point
+
+        from api.alerts.models import Alert
+
+        walk = graphs.by_mode["walk"].graph
+        node = int(seeded[0].id.int % walk.n_nodes)
+        now = datetime.now(UTC)
+        # Tuesday 14:xx Helsinki time, within the last 90 days
+        base = now - timedelta(days=7)
+        local = base.astimezone(ZoneInfo("Europe/Helsinki"))
+        hour = local.weekday() * 24 + local.hour
+        for i, (when, exercise) in enumerate(
+            [(base, False), (base, True), (now - timedelta(days=100), False)]
+        ):
+            db.add(
+                Alert(
+                    id=uuid.uuid4(),
+                    requester_id=coordinator[0].id,
+                    idempotency_key=f"cov-{i}",
+                    request_hash=b"x",
+                    kind="personal",
+                    needed=1,
+                    location=from_shape(
+                        Point(float(walk.lon[node]), float(walk.lat[node])), srid=4326
+                    ),
+                    presence_at=when,
+                    exercise=exercise,
+                    created_at=when,
+                )
+            )
+        db.commit()
+        body = client.get(
+            "/v1/coverage/profile", params={"mode": "walk"}, headers=_auth(coordinator[1])
+        ).json()
+        counts = {h["hour"]: h["alerts"] for h in body["hours"] if h["alerts"]}
+        assert counts == {hour: 1}
+        assert body["hours"][hour]["alerts_covered_share"] in (0.0, 1.0)
