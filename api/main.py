@@ -159,10 +159,12 @@ def create_app(
     from api import health
     from api.alerts.router import router as alerts_router
     from api.docs import install_docs
+    from api.coverage.router import router as coverage_router
     from api.members.router import router as members_router
     from api.notify.router import key_router as webhook_key_router
     from api.notify.router import router as deliveries_router
     from api.presence.router import router as location_router
+    from api.web.router import router as map_router
 
     app.include_router(health.router)
     install_docs(app)
@@ -172,6 +174,8 @@ def create_app(
     app.include_router(members_router)
     app.include_router(deliveries_router)
     app.include_router(webhook_key_router)
+    app.include_router(map_router)
+    app.include_router(coverage_router)
     return app
 
 

@@ -61,6 +61,13 @@ class GeoSettings(_Base):
     max_zone_m2: float = Field(default=25_000_000.0, gt=0)
     max_vertices: int = Field(default=2000, ge=4)
     max_route_m: float = Field(default=100_000.0, gt=0)
+    # Coverage maps (issue 12)
+    coverage_target: float = Field(
+        default=0.9, gt=0, le=1, description="a cell below this p_covered is a gap"
+    )
+    k_anon: int = Field(
+        default=3, ge=1, description="coverage cells never show a responder count below this"
+    )
 
 
 class AlertSettings(_Base):

@@ -701,6 +701,233 @@ def check_targets(result: dict[str, Any]) -> dict[str, Any]:
 # --------------------------------------------------------------------------- main
 
 
+# --------------------------------------------------------------------------- coverage (issue 12)
+
+COVERAGE_AT = (1, 12 * 3600 + 1800)  # Tuesday 12:30 local (the bench's index runs in UTC)
+COVERAGE_REPS = {"full": 15, "quick": 5}
+
+
+def _presence_index(store: Any, members: list[dict[str, Any]]) -> tuple[Any, Any]:
+    """A real api.presence PresenceIndex of synthetic members, built without a database."""
+    sys.path.insert(0, str(REPO / "scripts"))
+    from bench_presence import _rows
+
+    from api.presence.service import PresenceIndex
+    from api.settings import Settings
+
+    settings = Settings(database_url="postgresql://unused", secret_key="b" * 40, timezone="UTC")
+    rows, zones, routes = _rows(members)
+    index = PresenceIndex.build(
+        store, settings, key=("bench",), members=rows, zones=zones, routes=routes
+    )
+    return index, settings
+
+
+def measure_coverage(
+    graph: Any, members: list[dict[str, Any]], reps: int, say: Callable[[str], None]
+) -> dict[str, Any]:
+    """Field + cells (k = 3) in geo, the service answer cached/uncached, k = 1 baselines."""
+    from datetime import UTC, datetime
+
+    from api.coverage import service as cs
+    from api.graphs import GraphStore, ModeGraph
+    from api.presence.service import _roles_mask
+    from geo import coverage as gcv
+    from geo.snap import Snapper
+
+    mode = graph.mode
+    store = GraphStore(by_mode={mode: ModeGraph(graph=graph, snapper=Snapper(graph))})
+    index, settings = _presence_index(store, members)
+    params = cs.Params(mode=mode, minutes=cs.default_minutes(mode), k=3, res=9)
+    threshold = params.minutes * 60
+    horizon = threshold * cs.HORIZON_FACTOR
+    weekday, second = COVERAGE_AT
+    mp = index.modes[mode]
+    ok = index.member_filter(_roles_mask(cs.RESPONDER_ROLES), weekday, second)
+    idx = mp.active(weekday=weekday, second=second, member_ok=ok)
+    nodes, ids = mp.table.node[idx].astype(np.int64), mp.table.member[idx]
+    off = np.full(nodes.size, settings.mobilization_s)
+    cells = gcv.cell_index(graph, 9)
+    street = gcv.node_street_m(graph)
+    labels = max(3, gcv.P_LABELS)
+
+    def geo_once(lab: int) -> None:
+        f = gcv.mode_field(graph, nodes, ids, labels=lab, max_time_s=horizon, offset_s=off)
+        p = gcv.p_covered(f, settings.acceptance_rate, threshold_s=threshold)
+        gcv.cell_stats(cells, f, p, street, k=3, threshold_s=threshold, target=0.9)
+
+    geo_once(labels)  # compile and warm
+    out: dict[str, Any] = {
+        "responders_present": int(np.unique(ids).size),
+        "anchors": int(nodes.size),
+        "cells": len(cells.ids),
+        "minutes": params.minutes,
+        "labels_for_p": labels,
+    }
+    for name, lab in (("geo_field_cells_k3", 3), ("geo_field_cells_k3_p_labels", labels)):
+        times = []
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            geo_once(lab)
+            times.append(time.perf_counter() - t0)
+        out[name] = _ms(times)
+        say(f"{mode}: coverage {name} p50 {out[name]['p50_ms']:.1f} ms")
+    # the service answer: active anchors + field + cells + GeoJSON + JSON text (no HTTP/DB)
+    at = datetime(2026, 12, 1, 12, 30, tzinfo=UTC)
+    now = datetime.now(UTC)
+    modes = [mode]
+    unc, cac = [], []
+    for _ in range(max(reps // 3, 3)):
+        t0 = time.perf_counter()
+        result = cs.map_at(index, store, settings, params, modes, weekday, second, now)
+        body = cs.coverage_answer(result, settings, params, at=at, cached=False)
+        body.model_dump_json()
+        unc.append(time.perf_counter() - t0)
+    key = ("bench", params)
+    cs._cache_put(key, result)
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        hit = cs._cache_get(key)
+        cs.coverage_answer(hit, settings, params, at=at, cached=True).model_dump_json()
+        cac.append(time.perf_counter() - t0)
+    out["answer_uncached"] = _ms(unc)
+    out["answer_cached"] = _ms(cac)
+    out["answer_bytes"] = len(body.model_dump_json())
+    say(
+        f"{mode}: answer uncached {out['answer_uncached']['p50_ms']:.0f} ms, cached "
+        f"{out['answer_cached']['p50_ms']:.1f} ms"
+    )
+    # baselines, k = 1, same sources and horizon
+    g = graph.to_networkx()
+    src = set(nodes.tolist())
+    nx_t = []
+    for _ in range(max(reps // 5, 2)):
+        t0 = time.perf_counter()
+        nx.multi_source_dijkstra_path_length(g, src, cutoff=horizon, weight="travel_time_s")
+        nx_t.append(time.perf_counter() - t0)
+    fwd = _fwd_scipy(graph)
+    sp_t = []
+    uniq = np.unique(nodes)
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        dijkstra(fwd, directed=True, indices=uniq, min_only=True, limit=horizon)
+        sp_t.append(time.perf_counter() - t0)
+    k1 = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        gcv.mode_field(graph, nodes, ids, labels=1, max_time_s=horizon)
+        k1.append(time.perf_counter() - t0)
+    out["ern_field_k1"] = _ms(k1)
+    out["networkx_k1"] = _ms(nx_t)
+    out["scipy_min_only_k1"] = _ms(sp_t)
+    out["k3_cells_vs_networkx_k1"] = (
+        out["networkx_k1"]["p50_ms"] / out["geo_field_cells_k3"]["p50_ms"]
+    )
+    out["k3_cells_vs_scipy_k1"] = (
+        out["scipy_min_only_k1"]["p50_ms"] / out["geo_field_cells_k3"]["p50_ms"]
+    )
+    say(
+        f"{mode}: NetworkX k=1 {out['networkx_k1']['p50_ms']:.0f} ms, SciPy min_only k=1 "
+        f"{out['scipy_min_only_k1']['p50_ms']:.1f} ms, "
+        f"ern k=1 {out['ern_field_k1']['p50_ms']:.1f} ms"
+    )
+    if mode == "drive":
+        t0 = time.perf_counter()
+        prof = cs.profile_of(index, store, settings, params, alerts=[], now=now)
+        out["profile_168h_s"] = time.perf_counter() - t0
+        out["profile_distinct_fields"] = len(
+            {cs._segment_key(index, modes, h // 24, (h % 24) * 3600 + 1800) for h in range(168)}
+        )
+        out["profile_hours"] = len(prof.hours)
+        say(f"drive: 168-hour profile {out['profile_168h_s']:.2f} s")
+    if mode == "walk":
+        hours = cs.parse_hours("evenings")
+        t0 = time.perf_counter()
+        rec = cs.recruit_of(index, store, settings, params, n=10, hours=hours, now=now)
+        out["recruit_n10_evenings_s"] = time.perf_counter() - t0
+        out["recruit_picks"] = len(rec.suggestions)
+        out["recruit_gain_share_total"] = float(sum(r.gain_share for r in rec.suggestions))
+        say(f"walk: recruitment n=10 over evenings {out['recruit_n10_evenings_s']:.2f} s")
+    return out
+
+
+def run_coverage(args: argparse.Namespace) -> dict[str, Any]:
+    """Only the coverage section (``--coverage``): Porto walk and drive, 10,000 members each."""
+    from geo.graph import load_graph
+
+    say = _say(args.silent)
+    n = max(int(s) for s in args.members.split(","))
+    d, name, source = resolve_graphs(args.graph, quick=args.quick, say=say)
+    cache = d if source is not None else None
+    reps = COVERAGE_REPS["quick" if args.quick else "full"]
+    result: dict[str, Any] = {
+        "command": " ".join(["python", "scripts/bench.py", *sys.argv[1:]]),
+        "machine": machine_info(),
+        "graph": name,
+        "members": n,
+        "coverage": {},
+    }
+    started, cpu = time.perf_counter(), time.process_time()
+    for mode in MODES:
+        graph = load_graph(d, mode)
+        members, _ = make_members(graph, n, args.seed, cache, say)
+        result["coverage"][mode] = measure_coverage(graph, members, reps, say)
+        result["coverage"][mode]["nodes"] = graph.n_nodes
+        del members
+        gc.collect()
+    result["cpu_over_wall"] = (time.process_time() - cpu) / (time.perf_counter() - started)
+    result["machine"]["loadavg_at_end"] = list(os.getloadavg())
+    return result
+
+
+def render_coverage(result: dict[str, Any]) -> str:
+    """Markdown table of the coverage section."""
+    lines = [
+        f"`{result['command']}` on {result['graph']}, {result['members']:,} members per mode",
+        "",
+        "| figure | walk | drive |",
+        "|---|---|---|",
+    ]
+    cov = result["coverage"]
+
+    def row(label: str, get: Callable[[dict[str, Any]], Any]) -> None:
+        vals = []
+        for mode in MODES:
+            try:
+                vals.append(get(cov[mode]))
+            except KeyError:
+                vals.append("-")
+        lines.append(f"| {label} | " + " | ".join(str(v) for v in vals) + " |")
+
+    row("nodes / cells (res 9)", lambda c: f"{c['nodes']:,} / {c['cells']:,}")
+    row("responders present / anchors", lambda c: f"{c['responders_present']:,} / {c['anchors']:,}")
+    for key, label in (
+        ("geo_field_cells_k3", "geo field + cells, k = 3"),
+        ("geo_field_cells_k3_p_labels", "geo field + cells, 12 labels for p_covered"),
+        ("answer_uncached", "service answer uncached (GeoJSON text, no HTTP)"),
+        ("answer_cached", "service answer cached"),
+        ("ern_field_k1", "ern field k = 1"),
+        ("networkx_k1", "NetworkX multi_source_dijkstra_path_length k = 1"),
+        ("scipy_min_only_k1", "SciPy dijkstra(min_only=True) k = 1"),
+    ):
+        row(
+            f"{label}: p50 / p99 ms",
+            lambda c, k=key: f"{c[k]['p50_ms']:.1f} / {c[k]['p99_ms']:.1f}",
+        )
+    row("k=3 + cells vs NetworkX k=1", lambda c: f"{c['k3_cells_vs_networkx_k1']:.1f}x faster")
+    row("k=3 + cells vs SciPy k=1", lambda c: f"{c['k3_cells_vs_scipy_k1']:.2f}x")
+    row(
+        "168-hour profile",
+        lambda c: f"{c['profile_168h_s']:.2f} s ({c['profile_distinct_fields']} fields)",
+    )
+    row("recruitment n = 10, evenings", lambda c: f"{c['recruit_n10_evenings_s']:.2f} s")
+    lines.append("")
+    lines.append(
+        f"cpu/wall {result['cpu_over_wall']:.2f}, load at end {result['machine']['loadavg_at_end']}"
+    )
+    return "\n".join(lines)
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Run every measurement and return the result object."""
     from geo.graph import Speeds
@@ -852,7 +1079,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--e2e", action="store_true", help="also run the end-to-end alerts load test")
     p.add_argument("--silent", action="store_true", help="no progress lines on stderr")
+    p.add_argument("--coverage", action="store_true", help="only the coverage section (issue 12)")
     args = p.parse_args(argv)
+    if args.coverage:
+        cov = run_coverage(args)
+        print(json.dumps(cov, indent=2, allow_nan=False) if args.json else render_coverage(cov))
+        return 0
     result = run(args)
     if args.json:
         print(json.dumps(result, indent=2, allow_nan=False))

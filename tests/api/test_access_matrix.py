@@ -149,6 +149,8 @@ MATRIX: dict[tuple[str, str], Row] = {
         note="only notified members answer; nobody in this cell was notified",
     ),
     ("POST", "/v1/alerts/{alert_id}/close"): Row(401, 200, 404, 200, path_params=_alert_id),
+    # --- map page (map helper): the street base layer is for coordinators only ---
+    ("GET", "/v1/coverage/streets"): Row(401, 403, 403, 200),
 }
 
 

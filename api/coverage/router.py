@@ -1,0 +1,171 @@
+"""Coverage routes: GET /v1/coverage, /profile, /recruit (coordinators) and /public (members)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query, Request, Response
+
+from api.coverage import service
+from api.coverage.schemas import (
+    CoverageCollection,
+    Mode,
+    ProfileRead,
+    PublicCollection,
+    RecruitCollection,
+)
+from api.deps import ClockDep, Coordinator, CurrentMember, SessionDep, SettingsDep
+from api.errors import ErrorBody, Unprocessable
+from geo.coverage import H3_RES_MAX, H3_RES_MIN, K_MAX
+
+router = APIRouter(prefix="/v1/coverage", tags=["coverage"])
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorBody, "description": "missing, bad or revoked token"},
+    403: {"model": ErrorBody, "description": "not a coordinator"},
+    409: {"model": ErrorBody, "description": "the mode has no loaded street graph"},
+    422: {"model": ErrorBody, "description": "bad parameters"},
+}
+ModeQ = Annotated[Mode, Query(description="travel mode, or all (each responder's own)")]
+MinutesQ = Annotated[
+    float | None, Query(gt=0, le=120, description="arrival limit; default 5 walk/all, 8 drive")
+]
+KQ = Annotated[int, Query(ge=1, le=K_MAX, description="responders wanted per place")]
+ResQ = Annotated[int, Query(ge=H3_RES_MIN, le=H3_RES_MAX, description="H3 resolution")]
+AtQ = Annotated[datetime | None, Query(description="ISO 8601 time of week; default now")]
+
+
+def _params(mode: str, minutes: float | None, k: int, res: int) -> service.Params:
+    return service.Params(
+        mode=mode,
+        minutes=minutes if minutes is not None else service.default_minutes(mode),
+        k=k,
+        res=res,
+    )
+
+
+@router.get(
+    "", response_model=CoverageCollection, summary="Coverage cells at a time", responses=ERRORS
+)
+def read_coverage(
+    _: Coordinator,
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    clock: ClockDep,
+    at: AtQ = None,
+    mode: ModeQ = "all",
+    minutes: MinutesQ = None,
+    k: KQ = 3,
+    res: ResQ = 9,
+) -> CoverageCollection:
+    """H3 cells with the nearest responders' times, p_covered and gaps (GeoJSON)."""
+    now = clock.now()
+    return service.read_coverage(
+        session,
+        request.app.state.graphs,
+        settings,
+        _params(mode, minutes, k, res),
+        at=at or now,
+        now=now,
+    )
+
+
+@router.get(
+    "/profile",
+    response_model=ProfileRead,
+    summary="Coverage over the 168 hours of the week",
+    responses={**ERRORS, 200: {"content": {"text/csv": {}}}},
+)
+def read_profile(
+    _: Coordinator,
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    clock: ClockDep,
+    mode: ModeQ = "all",
+    minutes: MinutesQ = None,
+    k: KQ = 3,
+    res: ResQ = 9,
+    accept: Annotated[str | None, Header()] = None,
+) -> Any:
+    """Per hour: street share covered, mean p_covered, gap cells, past alerts covered."""
+    profile = service.read_profile(
+        session, request.app.state.graphs, settings, _params(mode, minutes, k, res), now=clock.now()
+    )
+    if accept is not None and "text/csv" in accept:
+        return Response(service.profile_csv(profile), media_type="text/csv")
+    return profile
+
+
+@router.get(
+    "/recruit",
+    response_model=RecruitCollection,
+    summary="Where one more volunteer would close the most gap",
+    responses=ERRORS,
+)
+def read_recruit(
+    _: Coordinator,
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    clock: ClockDep,
+    n: Annotated[int, Query(ge=1, le=50, description="sites wanted")] = 10,
+    hours: Annotated[
+        str | None,
+        Query(
+            description="hours of the week the volunteer is at home (0 = Monday 00:00): "
+            "'default' (weekdays outside 08-18, all weekend), 'evenings', 'night', or "
+            "a list like '0-7,18-23'"
+        ),
+    ] = None,
+    mode: ModeQ = "all",
+    minutes: MinutesQ = None,
+    k: KQ = 3,
+    res: ResQ = 9,
+) -> RecruitCollection:
+    """Greedy maximal covering: numbered sites with the street length they would cover."""
+    try:
+        wanted = service.parse_hours(hours)
+    except ValueError as exc:
+        raise Unprocessable(str(exc)) from None
+    return service.read_recruit(
+        session,
+        request.app.state.graphs,
+        settings,
+        _params(mode, minutes, k, res),
+        n=n,
+        hours=wanted,
+        now=clock.now(),
+    )
+
+
+@router.get(
+    "/public",
+    response_model=PublicCollection,
+    summary="Gap cells for the whole network",
+    responses={k: v for k, v in ERRORS.items() if k != 403},
+)
+def read_public(
+    _: CurrentMember,
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    clock: ClockDep,
+    at: AtQ = None,
+    mode: ModeQ = "all",
+    minutes: MinutesQ = None,
+    k: KQ = 3,
+    res: Annotated[int, Query(ge=H3_RES_MIN, le=service.PUBLIC_RES)] = service.PUBLIC_RES,
+) -> PublicCollection:
+    """Gap cells only, at resolution 8 or coarser, without times or counts."""
+    now = clock.now()
+    return service.read_public(
+        session,
+        request.app.state.graphs,
+        settings,
+        _params(mode, minutes, k, res),
+        at=at or now,
+        now=now,
+    )

@@ -1,0 +1,1 @@
+"""The coordinators' coverage map page and its static files."""
