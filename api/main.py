@@ -168,6 +168,10 @@ def create_app(
     app.include_router(members_router)
     app.include_router(deliveries_router)
     app.include_router(webhook_key_router)
+    # Issue 14: snoozes (and, below, SMS replies and rallies).
+    from api.presence.router import snooze_router
+
+    app.include_router(snooze_router)
     return app
 
 

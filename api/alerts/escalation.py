@@ -17,7 +17,7 @@ from api.alerts.service import notify_alert, purge_alerts, top_up_reserve
 from api.clock import Clock, SystemClock
 from api.database import transaction
 from api.graphs import GraphStore
-from api.presence.service import purge_expired_locations
+from api.presence.service import away_member_ids, purge_expired_locations
 from api.settings import Settings
 
 log = logging.getLogger("ern.escalation")
@@ -44,7 +44,10 @@ def escalate(
     if graphs is not None and repo.count_in_states(session, alert.id, ("ranked",)) < size:
         # The reserve ranked at the start runs short: people may have come into reach since.
         top_up_reserve(session, graphs, settings, alert=alert, now=now)
-    picked = repo.rows_in_states(session, alert.id, ("ranked",), limit=size)
+    # Someone in reserve who snoozed or accepted another alert since is passed over (and
+    # stays in reserve: the snooze may end before the next wave).
+    away = away_member_ids(session, at=now)
+    picked = repo.rows_in_states(session, alert.id, ("ranked",), limit=size, skip=away)
     # Members before their rows (see lock_members); one who left just now is not notified.
     present = repo.lock_members(session, [row.member_id for row in picked])
     rows = [row for row in picked if row.member_id in present]

@@ -163,9 +163,14 @@ def count_in_states(session: Session, alert_id: uuid.UUID, states: Iterable[str]
 
 
 def rows_in_states(
-    session: Session, alert_id: uuid.UUID, states: Iterable[str], *, limit: int | None = None
+    session: Session,
+    alert_id: uuid.UUID,
+    states: Iterable[str],
+    *,
+    limit: int | None = None,
+    skip: Iterable[uuid.UUID] = (),
 ) -> list[AlertResponder]:
-    """Rows of the alert in ``states``, best first.
+    """Rows of the alert in ``states``, best first, leaving out the members in ``skip``.
 
     Not locked: their states change only under the alert's lock. Before updating them or
     queueing messages to their members, hold the members (lock_members).
@@ -177,6 +182,9 @@ def rows_in_states(
         .limit(limit)
         .execution_options(populate_existing=True)
     )
+    skipped = tuple(set(skip))
+    if skipped:
+        stmt = stmt.where(AlertResponder.member_id.not_in(skipped))
     return list(session.scalars(stmt))
 
 

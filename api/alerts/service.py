@@ -97,6 +97,9 @@ class AlertFacts:
 def request_hash(body: AlertCreate) -> bytes:
     """SHA-256 of the canonical request body (what an idempotent retry must repeat)."""
     data = body.model_dump(mode="json")
+    if not body.include_busy:
+        # Absent and false hash alike, and as they did before the field existed.
+        del data["include_busy"]
     if body.at is not None:
         data["at"] = body.at.astimezone(UTC).isoformat()
     canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
@@ -134,6 +137,9 @@ def create_alert(
     if (body.at is not None or body.exercise) and not coordinator:
         msg = "only coordinators may set `at` or `exercise`"
         raise CoordinatorOnly(msg)
+    if body.include_busy and not coordinator:
+        msg = "only coordinators may set `include_busy`"
+        raise CoordinatorOnly(msg)
     lon, lat = body.location.coordinates
     check_in_service_area(graphs, settings, lon=lon, lat=lat)
     facts = AlertFacts(
@@ -147,6 +153,7 @@ def create_alert(
         facts=facts,
         at=presence_at,
         exclude=frozenset({requester.id}),
+        include_busy=body.include_busy,
     )
     candidates = ranking.candidates
     if body.kind == "mass":
@@ -302,6 +309,7 @@ def _rank(
     facts: AlertFacts,
     at: datetime,
     exclude: frozenset[uuid.UUID],
+    include_busy: bool = False,
 ) -> Ranking:
     if facts.kind == "mass":
         limit = None
@@ -320,6 +328,7 @@ def _rank(
         # Personal and defence alerts use the same outer bound as mass ones: nobody further
         # away than that is useful, and the waves take the nearest first anyway.
         max_eta_s=settings.mass_max_eta_s,
+        include_busy=include_busy,
     )
 
 

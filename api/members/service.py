@@ -126,8 +126,14 @@ def _polygon(value: Any) -> Polygon | None:
     return None if value is None else Polygon.from_shapely(to_shape(value))
 
 
-def to_read(member: Member, settings: Settings) -> MemberRead:
-    """The full view of a member (for itself and coordinators only)."""
+def to_read(member: Member, settings: Settings, *, now: datetime | None = None) -> MemberRead:
+    """The full view of a member (for itself and coordinators only).
+
+    ``now``: a snooze that ended before it shows as none (without: as stored).
+    """
+    snoozed = member.snoozed_until
+    if snoozed is not None and now is not None and snoozed <= now:
+        snoozed = None
     quiet = (
         QuietHours(start=member.quiet_start, end=member.quiet_end)
         if member.quiet_start is not None and member.quiet_end is not None
@@ -166,6 +172,7 @@ def to_read(member: Member, settings: Settings) -> MemberRead:
         available=member.available,
         quiet_hours=quiet,
         contact=Contact.model_validate(contact),
+        snoozed_until=snoozed,
         created_at=member.created_at,
         updated_at=member.updated_at,
     )

@@ -410,6 +410,9 @@ class TestEscalationRaces:
             # Whoever a second wave reached before the accepts fulfilled the alert stands down.
             assert arena.in_state(alert_id, "stood_down") == set(arena.wave(alert_id, 2))
             check_consistent(arena, alert_id, closed_by_coordinator=False)
+            # Those who accepted are busy while the alert is open (issue 14): free them for the
+            # next round, which ranks the same responders.
+            assert arena.close(arena.coordinator[1], alert_id).status_code == 200
 
     def test_a_withdrawal_racing_escalation_passes_sends_the_next_wave_once(self, arena):
         for _ in range(3):
