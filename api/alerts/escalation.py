@@ -19,6 +19,7 @@ from api.database import transaction
 from api.graphs import GraphStore
 from api.presence.service import away_member_ids, purge_expired_locations
 from api.settings import Settings
+from api.sms import repository as sms_repo
 
 log = logging.getLogger("ern.escalation")
 # How long an unfulfilled alert keeps ranking again for people who came into reach.
@@ -81,6 +82,8 @@ class Purged:
 
     alerts: int
     live_locations: int
+    # Processed inbound SMS ids (and the replies they got, which may name an alert's place).
+    sms_replies: int = 0
 
 
 def purge_expired(session: Session, settings: Settings, *, now: datetime) -> Purged:
@@ -89,6 +92,7 @@ def purge_expired(session: Session, settings: Settings, *, now: datetime) -> Pur
     return Purged(
         alerts=purge_alerts(session, before=now - retention),
         live_locations=purge_expired_locations(session, now=now),
+        sms_replies=sms_repo.purge_before(session, before=now - retention),
     )
 
 

@@ -397,6 +397,11 @@ def respond_url(settings: Settings, alert_id: uuid.UUID) -> str:
     return str(settings.public_url).rstrip("/") + path
 
 
+def location_text(*, lon: float, lat: float) -> str:
+    """An alert's place as messages show it: "(lat, lon): 60.17000, 24.94000" (about 1 m)."""
+    return f"(lat, lon): {lat:.5f}, {lon:.5f}"
+
+
 def alert_payload(
     settings: Settings, alert: AlertFacts, *, requester_handle: str | None, eta_s: float
 ) -> dict[str, Any]:
@@ -406,7 +411,7 @@ def alert_payload(
     minutes = max(1, round(eta_s / 60))
     text_lines = [
         f"ern {alert.kind} alert from {who}: {alert.needed} needed.",
-        f"Location (lat, lon): {lat:.5f}, {lon:.5f}; about {minutes} min away for you.",
+        f"Location {location_text(lon=lon, lat=lat)}; about {minutes} min away for you.",
     ]
     if alert.note:
         text_lines.append(f"Note: {alert.note}")
