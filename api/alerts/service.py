@@ -11,7 +11,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
+import numpy as np
 from geoalchemy2.shape import to_shape
+from numpy.typing import NDArray
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.alerts import repository as repo
@@ -46,6 +48,7 @@ from api.notify.service import cancel, delivery_id, enqueue_many, member_channel
 from api.presence.service import Candidate, Ranking, check_in_service_area, rank_members
 from api.settings import Settings
 from api.types import Point
+from geo.acceptance import arrival_order, shrunk_rates, wave_size
 
 RATE_WINDOW = timedelta(hours=1)
 # Retries come within seconds or minutes. A key seen again days later is a client reusing
@@ -54,6 +57,8 @@ RATE_WINDOW = timedelta(hours=1)
 IDEMPOTENCY_WINDOW = timedelta(hours=24)
 # Waves' worth of candidates ranked up front: escalation then needs no new search.
 RESERVE_WAVES = 4
+# How far back a member's answers count for their acceptance probability.
+HISTORY_WINDOW = timedelta(days=90)
 # Who a kind of alert goes to. Buddy groups (issue 5) do not exist yet: once they do, a
 # personal alert also goes to the requester's group and its point contact, ahead of the ranking.
 KIND_ROLES: dict[str, frozenset[str] | None] = {
@@ -111,6 +116,57 @@ def first_wave_size(needed: int, settings: Settings) -> int:
     return math.ceil(needed / settings.acceptance_rate - 1e-9)
 
 
+def acceptance_probabilities(
+    session: Session,
+    settings: Settings,
+    member_ids: Sequence[uuid.UUID],
+    *,
+    exercise: bool,
+    now: datetime,
+) -> NDArray[np.float64]:
+    """Each member's chance to accept: own record of the last 90 days shrunk to the network's.
+
+    Beta prior of weight ERN_ACCEPTANCE_PRIOR_N around the network's rate over the same
+    alerts (ERN_ACCEPTANCE_RATE while the network has no history); exercises count only for
+    exercises.
+    """
+    per, (net_accepted, net_notified) = repo.acceptance_history(
+        session, member_ids, since=now - HISTORY_WINDOW, include_exercises=exercise
+    )
+    network = net_accepted / net_notified if net_notified else settings.acceptance_rate
+    accepted = [per.get(m, (0, 0))[0] for m in member_ids]
+    notified = [per.get(m, (0, 0))[1] for m in member_ids]
+    return shrunk_rates(accepted, notified, prior_rate=network, prior_n=settings.acceptance_prior_n)
+
+
+def arrival_ranking(
+    session: Session,
+    settings: Settings,
+    candidates: list[Candidate],
+    *,
+    needed: int,
+    exercise: bool,
+    now: datetime,
+) -> tuple[list[Candidate], int]:
+    """Candidates in arrival order (geo.acceptance.arrival_order) and the first wave's size.
+
+    The first wave is the smallest prefix with P(at least ``needed`` accept) >=
+    ERN_WAVE_CONFIDENCE (Poisson-binomial), capped as before at ceil(needed /
+    ERN_ACCEPTANCE_RATE) (and at everyone ranked): reliable members make it smaller,
+    never larger.
+    """
+    if not candidates:
+        return candidates, 0
+    p = acceptance_probabilities(
+        session, settings, [c.member_id for c in candidates], exercise=exercise, now=now
+    )
+    order = arrival_order([c.eta_s for c in candidates], p)
+    ordered = [candidates[i] for i in order.tolist()]
+    cap = first_wave_size(needed, settings)
+    size = wave_size(p[order], needed, confidence=settings.wave_confidence, cap=cap)
+    return ordered, max(1, size)
+
+
 def lonlat(alert: Alert) -> tuple[float, float]:
     """The alert's (lon, lat)."""
     point = to_shape(alert.location)
@@ -159,7 +215,9 @@ def create_alert(
     if body.kind == "mass":
         wave_size = len(candidates)
     else:
-        wave_size = min(len(candidates), first_wave_size(body.needed, settings))
+        candidates, wave_size = arrival_ranking(
+            session, settings, candidates, needed=body.needed, exercise=body.exercise, now=now
+        )
     first = candidates[:wave_size]
     deliveries = (
         [] if body.exercise else _first_wave(session, settings, facts, first, requester.handle)
