@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 
-DOMAINS = ("members", "notify", "presence", "alerts")
+DOMAINS = ("members", "notify", "presence", "alerts", "sms")
 
 
 def import_all_models() -> None:

@@ -76,6 +76,13 @@ class AlertSettings(_Base):
     wave_timeout_s: float = Field(default=60.0, gt=0)
     mass_max_eta_s: float = Field(default=1800.0, gt=0)
     acceptance_rate: float = Field(default=0.35, gt=0, le=1)
+    # Issue 14: per-member acceptance probabilities and confidence-sized first waves.
+    acceptance_prior_n: float = Field(
+        default=10.0, ge=0, description="weight (in notifications) of the network's rate"
+    )
+    wave_confidence: float = Field(
+        default=0.9, gt=0, lt=1, description="P(at least `needed` accept) the first wave aims at"
+    )
     alert_threads: int = Field(
         default=4,
         ge=1,

@@ -17,8 +17,9 @@ from api.alerts.service import notify_alert, purge_alerts, top_up_reserve
 from api.clock import Clock, SystemClock
 from api.database import transaction
 from api.graphs import GraphStore
-from api.presence.service import purge_expired_locations
+from api.presence.service import away_member_ids, purge_expired_locations
 from api.settings import Settings
+from api.sms import repository as sms_repo
 
 log = logging.getLogger("ern.escalation")
 # How long an unfulfilled alert keeps ranking again for people who came into reach.
@@ -44,7 +45,10 @@ def escalate(
     if graphs is not None and repo.count_in_states(session, alert.id, ("ranked",)) < size:
         # The reserve ranked at the start runs short: people may have come into reach since.
         top_up_reserve(session, graphs, settings, alert=alert, now=now)
-    picked = repo.rows_in_states(session, alert.id, ("ranked",), limit=size)
+    # Someone in reserve who snoozed or accepted another alert since is passed over (and
+    # stays in reserve: the snooze may end before the next wave).
+    away = away_member_ids(session, at=now)
+    picked = repo.rows_in_states(session, alert.id, ("ranked",), limit=size, skip=away)
     # Members before their rows (see lock_members); one who left just now is not notified.
     present = repo.lock_members(session, [row.member_id for row in picked])
     rows = [row for row in picked if row.member_id in present]
@@ -78,6 +82,8 @@ class Purged:
 
     alerts: int
     live_locations: int
+    # Processed inbound SMS ids (and the replies they got, which may name an alert's place).
+    sms_replies: int = 0
 
 
 def purge_expired(session: Session, settings: Settings, *, now: datetime) -> Purged:
@@ -86,6 +92,7 @@ def purge_expired(session: Session, settings: Settings, *, now: datetime) -> Pur
     return Purged(
         alerts=purge_alerts(session, before=now - retention),
         live_locations=purge_expired_locations(session, now=now),
+        sms_replies=sms_repo.purge_before(session, before=now - retention),
     )
 
 

@@ -88,6 +88,12 @@ class AlertResponder(Base):
         CheckConstraint(_in("state", STATES), name="state"),
         CheckConstraint("eta_s >= 0", name="eta_nonnegative"),
         Index("ix_alert_responder_member_id", "member_id"),
+        # Busy members (accepted a still-open alert) are looked up for every ranking.
+        Index(
+            "ix_alert_responder_accepted",
+            "member_id",
+            postgresql_where=text("state = 'accepted'"),
+        ),
     )
 
     alert_id: Mapped[uuid.UUID] = mapped_column(

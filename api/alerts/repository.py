@@ -163,9 +163,14 @@ def count_in_states(session: Session, alert_id: uuid.UUID, states: Iterable[str]
 
 
 def rows_in_states(
-    session: Session, alert_id: uuid.UUID, states: Iterable[str], *, limit: int | None = None
+    session: Session,
+    alert_id: uuid.UUID,
+    states: Iterable[str],
+    *,
+    limit: int | None = None,
+    skip: Iterable[uuid.UUID] = (),
 ) -> list[AlertResponder]:
-    """Rows of the alert in ``states``, best first.
+    """Rows of the alert in ``states``, best first, leaving out the members in ``skip``.
 
     Not locked: their states change only under the alert's lock. Before updating them or
     queueing messages to their members, hold the members (lock_members).
@@ -177,6 +182,9 @@ def rows_in_states(
         .limit(limit)
         .execution_options(populate_existing=True)
     )
+    skipped = tuple(set(skip))
+    if skipped:
+        stmt = stmt.where(AlertResponder.member_id.not_in(skipped))
     return list(session.scalars(stmt))
 
 
@@ -334,3 +342,41 @@ def list_alerts(session: Session, filters: AlertFilter) -> list[tuple[Alert, str
     if filters.until is not None:
         stmt = stmt.where(Alert.created_at < filters.until)
     return [(a, h, int(n), int(k)) for a, h, n, k in session.execute(stmt).all()]
+
+
+# Outcomes that say whether a notified member accepted (stood down: never had the chance).
+_OUTCOME_STATES = ("notified", "accepted", "declined")
+
+
+def acceptance_history(
+    session: Session,
+    member_ids: Sequence[uuid.UUID],
+    *,
+    since: datetime,
+    include_exercises: bool,
+) -> tuple[dict[uuid.UUID, tuple[int, int]], tuple[int, int]]:
+    """(accepted, notified) per member and for the whole network, alerts raised since ``since``.
+
+    Only alerts no longer open count (an open one may still be answered); exercises only when
+    ``include_exercises``.
+    """
+    accepted = func.count().filter(AlertResponder.state == "accepted")
+    where = [
+        AlertResponder.state.in_(_OUTCOME_STATES),
+        Alert.created_at >= since,
+        Alert.status != "open",
+    ]
+    if not include_exercises:
+        where.append(Alert.exercise.is_(False))
+    base = select(accepted, func.count()).join(Alert, Alert.id == AlertResponder.alert_id)
+    total = session.execute(base.where(*where)).one()
+    per: dict[uuid.UUID, tuple[int, int]] = {}
+    if member_ids:
+        stmt = (
+            select(AlertResponder.member_id, accepted, func.count())
+            .join(Alert, Alert.id == AlertResponder.alert_id)
+            .where(*where, AlertResponder.member_id.in_(list(member_ids)))
+            .group_by(AlertResponder.member_id)
+        )
+        per = {m: (int(a), int(n)) for m, a, n in session.execute(stmt)}
+    return per, (int(total[0]), int(total[1]))

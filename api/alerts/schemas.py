@@ -5,9 +5,9 @@ from __future__ import annotations
 import math
 import uuid
 from datetime import datetime
-from typing import Literal
+from typing import Literal, Self
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from api.types import PlainText, Point
 
@@ -38,6 +38,18 @@ class AlertCreate(BaseModel):
     exercise: bool = Field(
         default=False, description="coordinators: rank and record, deliver to no live channel"
     )
+    include_busy: bool = Field(
+        default=False,
+        description="coordinators, mass alerts: also rank members already on their way to "
+        "another open alert (snoozed members never)",
+    )
+
+    @model_validator(mode="after")
+    def _busy_only_for_mass(self) -> Self:
+        if self.include_busy and self.kind != "mass":
+            msg = "`include_busy` is for mass alerts only"
+            raise ValueError(msg)
+        return self
 
 
 class ResponseCreate(BaseModel):

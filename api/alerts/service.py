@@ -11,7 +11,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
+import numpy as np
 from geoalchemy2.shape import to_shape
+from numpy.typing import NDArray
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.alerts import repository as repo
@@ -46,6 +48,7 @@ from api.notify.service import cancel, delivery_id, enqueue_many, member_channel
 from api.presence.service import Candidate, Ranking, check_in_service_area, rank_members
 from api.settings import Settings
 from api.types import Point
+from geo.acceptance import arrival_order, shrunk_rates, wave_size
 
 RATE_WINDOW = timedelta(hours=1)
 # Retries come within seconds or minutes. A key seen again days later is a client reusing
@@ -54,6 +57,8 @@ RATE_WINDOW = timedelta(hours=1)
 IDEMPOTENCY_WINDOW = timedelta(hours=24)
 # Waves' worth of candidates ranked up front: escalation then needs no new search.
 RESERVE_WAVES = 4
+# How far back a member's answers count for their acceptance probability.
+HISTORY_WINDOW = timedelta(days=90)
 # Who a kind of alert goes to. Buddy groups (issue 5) do not exist yet: once they do, a
 # personal alert also goes to the requester's group and its point contact, ahead of the ranking.
 KIND_ROLES: dict[str, frozenset[str] | None] = {
@@ -97,6 +102,9 @@ class AlertFacts:
 def request_hash(body: AlertCreate) -> bytes:
     """SHA-256 of the canonical request body (what an idempotent retry must repeat)."""
     data = body.model_dump(mode="json")
+    if not body.include_busy:
+        # Absent and false hash alike, and as they did before the field existed.
+        del data["include_busy"]
     if body.at is not None:
         data["at"] = body.at.astimezone(UTC).isoformat()
     canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
@@ -106,6 +114,57 @@ def request_hash(body: AlertCreate) -> bytes:
 def first_wave_size(needed: int, settings: Settings) -> int:
     """ceil(needed / acceptance_rate): how many to notify to expect ``needed`` acceptances."""
     return math.ceil(needed / settings.acceptance_rate - 1e-9)
+
+
+def acceptance_probabilities(
+    session: Session,
+    settings: Settings,
+    member_ids: Sequence[uuid.UUID],
+    *,
+    exercise: bool,
+    now: datetime,
+) -> NDArray[np.float64]:
+    """Each member's chance to accept: own record of the last 90 days shrunk to the network's.
+
+    Beta prior of weight ERN_ACCEPTANCE_PRIOR_N around the network's rate over the same
+    alerts (ERN_ACCEPTANCE_RATE while the network has no history); exercises count only for
+    exercises.
+    """
+    per, (net_accepted, net_notified) = repo.acceptance_history(
+        session, member_ids, since=now - HISTORY_WINDOW, include_exercises=exercise
+    )
+    network = net_accepted / net_notified if net_notified else settings.acceptance_rate
+    accepted = [per.get(m, (0, 0))[0] for m in member_ids]
+    notified = [per.get(m, (0, 0))[1] for m in member_ids]
+    return shrunk_rates(accepted, notified, prior_rate=network, prior_n=settings.acceptance_prior_n)
+
+
+def arrival_ranking(
+    session: Session,
+    settings: Settings,
+    candidates: list[Candidate],
+    *,
+    needed: int,
+    exercise: bool,
+    now: datetime,
+) -> tuple[list[Candidate], int]:
+    """Candidates in arrival order (geo.acceptance.arrival_order) and the first wave's size.
+
+    The first wave is the smallest prefix with P(at least ``needed`` accept) >=
+    ERN_WAVE_CONFIDENCE (Poisson-binomial), capped as before at ceil(needed /
+    ERN_ACCEPTANCE_RATE) (and at everyone ranked): reliable members make it smaller,
+    never larger.
+    """
+    if not candidates:
+        return candidates, 0
+    p = acceptance_probabilities(
+        session, settings, [c.member_id for c in candidates], exercise=exercise, now=now
+    )
+    order = arrival_order([c.eta_s for c in candidates], p)
+    ordered = [candidates[i] for i in order.tolist()]
+    cap = first_wave_size(needed, settings)
+    size = wave_size(p[order], needed, confidence=settings.wave_confidence, cap=cap)
+    return ordered, max(1, size)
 
 
 def lonlat(alert: Alert) -> tuple[float, float]:
@@ -134,6 +193,9 @@ def create_alert(
     if (body.at is not None or body.exercise) and not coordinator:
         msg = "only coordinators may set `at` or `exercise`"
         raise CoordinatorOnly(msg)
+    if body.include_busy and not coordinator:
+        msg = "only coordinators may set `include_busy`"
+        raise CoordinatorOnly(msg)
     lon, lat = body.location.coordinates
     check_in_service_area(graphs, settings, lon=lon, lat=lat)
     facts = AlertFacts(
@@ -147,12 +209,15 @@ def create_alert(
         facts=facts,
         at=presence_at,
         exclude=frozenset({requester.id}),
+        include_busy=body.include_busy,
     )
     candidates = ranking.candidates
     if body.kind == "mass":
         wave_size = len(candidates)
     else:
-        wave_size = min(len(candidates), first_wave_size(body.needed, settings))
+        candidates, wave_size = arrival_ranking(
+            session, settings, candidates, needed=body.needed, exercise=body.exercise, now=now
+        )
     first = candidates[:wave_size]
     deliveries = (
         [] if body.exercise else _first_wave(session, settings, facts, first, requester.handle)
@@ -302,6 +367,7 @@ def _rank(
     facts: AlertFacts,
     at: datetime,
     exclude: frozenset[uuid.UUID],
+    include_busy: bool = False,
 ) -> Ranking:
     if facts.kind == "mass":
         limit = None
@@ -320,6 +386,7 @@ def _rank(
         # Personal and defence alerts use the same outer bound as mass ones: nobody further
         # away than that is useful, and the waves take the nearest first anyway.
         max_eta_s=settings.mass_max_eta_s,
+        include_busy=include_busy,
     )
 
 
@@ -388,6 +455,11 @@ def respond_url(settings: Settings, alert_id: uuid.UUID) -> str:
     return str(settings.public_url).rstrip("/") + path
 
 
+def location_text(*, lon: float, lat: float) -> str:
+    """An alert's place as messages show it: "(lat, lon): 60.17000, 24.94000" (about 1 m)."""
+    return f"(lat, lon): {lat:.5f}, {lon:.5f}"
+
+
 def alert_payload(
     settings: Settings, alert: AlertFacts, *, requester_handle: str | None, eta_s: float
 ) -> dict[str, Any]:
@@ -397,7 +469,7 @@ def alert_payload(
     minutes = max(1, round(eta_s / 60))
     text_lines = [
         f"ern {alert.kind} alert from {who}: {alert.needed} needed.",
-        f"Location (lat, lon): {lat:.5f}, {lon:.5f}; about {minutes} min away for you.",
+        f"Location {location_text(lon=lon, lat=lat)}; about {minutes} min away for you.",
     ]
     if alert.note:
         text_lines.append(f"Note: {alert.note}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import json
 import secrets
 from typing import Any
@@ -49,6 +50,22 @@ class ContactCipher:
 def contact_cipher(settings: Settings) -> ContactCipher:
     """The cipher keyed from ERN_SECRET_KEY."""
     return ContactCipher(derive_key(settings.secret_bytes(), info=_HKDF_INFO))
+
+
+_PHONE_INDEX_INFO = b"ern phone blind index v1"
+
+
+def phone_index(settings: Settings, phone: str | None) -> bytes | None:
+    """Keyed HMAC-SHA256 of the E.164 number: finds a member by phone without decrypting anyone.
+
+    The key is a subkey of ERN_SECRET_KEY, so the column alone does not reveal the numbers
+    (unlike a plain hash, which anyone could compute for every possible number).
+    """
+    if not phone:
+        return None
+    number = "".join(phone.split())
+    key = derive_key(settings.secret_bytes(), info=_PHONE_INDEX_INFO)
+    return hmac.new(key, number.encode(), hashlib.sha256).digest()
 
 
 def new_token() -> str:

@@ -73,6 +73,10 @@ class Member(Base):
     quiet_start: Mapped[time | None] = mapped_column(Time)
     quiet_end: Mapped[time | None] = mapped_column(Time)
     contact_ciphertext: Mapped[bytes | None] = mapped_column(LargeBinary)
+    # Keyed HMAC of the contact's phone number (crypto.phone_index): SMS replies find the member.
+    phone_index: Mapped[bytes | None] = mapped_column(LargeBinary, index=True)
+    # No alerts until then (UTC); a past time means the snooze has ended by itself.
+    snoozed_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now(), onupdate=func.now()

@@ -85,9 +85,9 @@ def list_members(
     summary="The caller's own record",
     responses={**E401},
 )
-def read_me(caller: CurrentMember, settings: SettingsDep) -> MemberRead:
+def read_me(caller: CurrentMember, settings: SettingsDep, clock: ClockDep) -> MemberRead:
     """The caller's member record, with zones, routes and contact details."""
-    return service.to_read(caller, settings)
+    return service.to_read(caller, settings, now=clock.now())
 
 
 @router.patch(
@@ -145,10 +145,15 @@ def revoke_my_token(
     responses={**E401, **E404, **E422},
 )
 def read_member(
-    member: MemberDep, caller: CurrentMember, session: SessionDep, settings: SettingsDep
+    member: MemberDep,
+    caller: CurrentMember,
+    session: SessionDep,
+    settings: SettingsDep,
+    clock: ClockDep,
 ) -> MemberRead:
     """One member with zones, routes and contact details (itself, or anyone for coordinators)."""
-    return service.to_read(service.read_member(session, member, actor=caller), settings)
+    read = service.read_member(session, member, actor=caller)
+    return service.to_read(read, settings, now=clock.now())
 
 
 @router.patch(

@@ -170,6 +170,8 @@ class MemberRead(BaseModel):
     available: bool
     quiet_hours: QuietHours | None
     contact: Contact
+    # No alerts until then (null: not snoozed); never why.
+    snoozed_until: datetime | None = None
     created_at: datetime
     updated_at: datetime
 

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from api.members import repository
 from api.members.auth import is_coordinator
-from api.members.crypto import contact_cipher, hash_token, new_token
+from api.members.crypto import contact_cipher, hash_token, new_token, phone_index
 from api.members.errors import FieldNotAllowed, HandleTaken, InvalidMember, MemberNotFound
 from api.members.models import FIELD_ROLES, Member, MemberRoute, MemberZone
 from api.members.schemas import (
@@ -126,8 +126,14 @@ def _polygon(value: Any) -> Polygon | None:
     return None if value is None else Polygon.from_shapely(to_shape(value))
 
 
-def to_read(member: Member, settings: Settings) -> MemberRead:
-    """The full view of a member (for itself and coordinators only)."""
+def to_read(member: Member, settings: Settings, *, now: datetime | None = None) -> MemberRead:
+    """The full view of a member (for itself and coordinators only).
+
+    ``now``: a snooze that ended before it shows as none (without: as stored).
+    """
+    snoozed = member.snoozed_until
+    if snoozed is not None and now is not None and snoozed <= now:
+        snoozed = None
     quiet = (
         QuietHours(start=member.quiet_start, end=member.quiet_end)
         if member.quiet_start is not None and member.quiet_end is not None
@@ -166,6 +172,7 @@ def to_read(member: Member, settings: Settings) -> MemberRead:
         available=member.available,
         quiet_hours=quiet,
         contact=Contact.model_validate(contact),
+        snoozed_until=snoozed,
         created_at=member.created_at,
         updated_at=member.updated_at,
     )
@@ -239,6 +246,7 @@ def create_member(
         quiet_start=data.quiet_hours.start if data.quiet_hours else None,
         quiet_end=data.quiet_hours.end if data.quiet_hours else None,
         contact_ciphertext=_encrypt_contact(settings, data.contact),
+        phone_index=phone_index(settings, data.contact.phone if data.contact else None),
         zones=[_zone_row(z) for z in data.zones],
         routes=[_route_row(r) for r in data.routes],
     )
@@ -297,6 +305,9 @@ def update_member(
             member.quiet_end = patch.quiet_hours.end if patch.quiet_hours else None
         if "contact" in sent:
             member.contact_ciphertext = _encrypt_contact(settings, patch.contact)
+            member.phone_index = phone_index(
+                settings, patch.contact.phone if patch.contact else None
+            )
         if "zones" in sent and patch.zones is not None:
             member.zones = [_zone_row(z) for z in patch.zones]
         if "routes" in sent and patch.routes is not None:

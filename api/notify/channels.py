@@ -679,6 +679,18 @@ class WebhookChannel:
         return key
 
 
+# Every alert SMS ends with how to answer it by SMS (POST /v1/sms/inbound reads the reply).
+SMS_REPLY_HINT = "Reply 1 to go, 2 if you can't"
+
+
+def sms_text(message: Message) -> str:
+    """The SMS body: the text within SMS_MAX_CHARS; an alert's always ends with SMS_REPLY_HINT."""
+    if message.kind != "alert":
+        return message.text[:SMS_MAX_CHARS]
+    room = SMS_MAX_CHARS - len(SMS_REPLY_HINT) - 1
+    return f"{message.text[:room]}\n{SMS_REPLY_HINT}"
+
+
 class SmsChannel:
     """Form-POSTs the message text to a Twilio-compatible gateway (Messages.json)."""
 
@@ -701,7 +713,7 @@ class SmsChannel:
             raise PermanentDeliveryError(msg)
         sid = settings.sms_account_sid
         url = f"{settings.sms_base_url.rstrip('/')}/2010-04-01/Accounts/{sid}/Messages.json"
-        form = {"To": str(phone), "From": settings.sms_from, "Body": message.text[:SMS_MAX_CHARS]}
+        form = {"To": str(phone), "From": settings.sms_from, "Body": sms_text(message)}
         headers = {
             "Content-Type": "application/x-www-form-urlencoded",
             "User-Agent": USER_AGENT,

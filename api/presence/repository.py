@@ -9,10 +9,11 @@ from typing import Any
 
 from geoalchemy2.shape import from_shape
 from shapely.geometry import Point as ShapelyPoint
-from sqlalchemy import Row, bindparam, delete, func, literal, select, true
+from sqlalchemy import Row, bindparam, delete, func, literal, select, true, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
+from api.alerts.models import Alert, AlertResponder
 from api.database import DriverStatement
 from api.members.models import Member, MemberRoute, MemberZone
 from api.presence.models import MemberLocation, PresenceVersion
@@ -26,7 +27,8 @@ def presence_token(session: Session) -> uuid.UUID | None:
 def member_rows(session: Session) -> Sequence[Row[Any]]:
     """Every available member with what ranking needs; home zone as WKB (None if absent).
 
-    The encrypted contact comes last: the index keeps only which channels it has.
+    The encrypted contact comes next to last (the index keeps only which channels it has),
+    then the end of the member's snooze (null: none).
     """
     return session.execute(
         select(
@@ -39,6 +41,7 @@ def member_rows(session: Session) -> Sequence[Row[Any]]:
             Member.quiet_end,
             func.ST_AsBinary(Member.home_zone),
             Member.contact_ciphertext,
+            Member.snoozed_until,
         )
         .where(Member.available.is_(True))
         .order_by(Member.id)
@@ -69,6 +72,25 @@ def zone_rows(session: Session) -> Sequence[Row[Any]]:
 def route_rows(session: Session) -> Sequence[Row[Any]]:
     """Routes of available members: member id, path WKB, days, start, end."""
     return _windowed_rows(session, MemberRoute, MemberRoute.path)
+
+
+# Members who accepted an alert that is still open (fulfilled counts: it is not over).
+_BUSY = (
+    select(AlertResponder.member_id)
+    .join(Alert, Alert.id == AlertResponder.alert_id)
+    .where(AlertResponder.state == "accepted", Alert.status != "closed")
+    .distinct()
+)
+
+
+def busy_member_ids(session: Session) -> set[uuid.UUID]:
+    """Members who have accepted an alert that is not closed: they are on their way already."""
+    return set(session.scalars(_BUSY))
+
+
+def snoozed_member_ids(session: Session, *, at: datetime) -> set[uuid.UUID]:
+    """Members whose snooze covers ``at`` (a snooze ends by itself at ``snoozed_until``)."""
+    return set(session.scalars(select(Member.id).where(Member.snoozed_until > at)))
 
 
 # Built once: every alert runs these, and building a statement costs more than running it.
@@ -145,3 +167,8 @@ def purge_expired_locations(session: Session, *, now: datetime) -> int:
     """Delete live locations that expired before ``now``; how many."""
     result = session.execute(delete(MemberLocation).where(MemberLocation.expires_at <= now))
     return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def set_snooze(session: Session, member_id: uuid.UUID, *, until: datetime | None) -> None:
+    """Set (or with None clear) the member's snooze; the presence token changes with it."""
+    session.execute(update(Member).where(Member.id == member_id).values(snoozed_until=until))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import AwareDatetime, BaseModel, ConfigDict
 
 from api.types import Point
 
@@ -23,3 +23,17 @@ class LocationRead(BaseModel):
     location: Point
     updated_at: datetime
     expires_at: datetime
+
+
+class SnoozePut(BaseModel):
+    """No alerts until ``until`` (ISO 8601 with a UTC offset; at most 7 days ahead)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    until: AwareDatetime
+
+
+class SnoozeRead(BaseModel):
+    """Until when the caller gets no alerts (null: not snoozed)."""
+
+    snoozed_until: datetime | None

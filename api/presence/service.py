@@ -65,7 +65,8 @@ from api.graphs import GraphStore, ModeGraph
 from api.members.crypto import contact_cipher
 from api.notify.service import member_channels
 from api.presence import repository as repo
-from api.presence.schemas import LocationRead
+from api.presence.errors import SnoozeOutOfRange
+from api.presence.schemas import LocationRead, SnoozeRead
 from api.settings import Settings
 from api.types import Point
 from geo import presence as gp
@@ -132,12 +133,19 @@ def rank_members(
     exclude: frozenset[uuid.UUID],
     limit: int | None,
     max_eta_s: float,
+    include_busy: bool = False,
 ) -> Ranking:
-    """Members soonest at (lon, lat) at ``at``, best first; ``limit`` None: all within max_eta_s."""
+    """Members soonest at (lon, lat) at ``at``, best first; ``limit`` None: all within max_eta_s.
+
+    Snoozed members are never ranked; busy ones (accepted an alert that is still open) only
+    with ``include_busy`` (a coordinator's mass alert).
+    """
     if limit is not None and limit < 1:
         return Ranking(candidates=[], method=_method(graphs))
     token, live = repo.token_and_live_locations(session, at=at)
     index = presence_index(session, graphs, settings, token=token)
+    if not include_busy:
+        exclude = exclude | repo.busy_member_ids(session)
     return index.rank(
         lon=lon,
         lat=lat,
@@ -151,6 +159,11 @@ def rank_members(
 
 
 _UNREAD = object()
+
+
+def away_member_ids(session: Session, *, at: datetime) -> set[uuid.UUID]:
+    """Members not to notify at ``at``: snoozed then, or busy with an alert still open."""
+    return repo.busy_member_ids(session) | repo.snoozed_member_ids(session, at=at)
 
 
 def invalidate_presence() -> None:
@@ -235,6 +248,10 @@ def _seconds(value: time | None) -> float:
     if value is None:
         return math.nan
     return float(value.hour * 3600 + value.minute * 60 + value.second)
+
+
+def _posix(value: datetime | None) -> float:
+    return math.nan if value is None else value.timestamp()
 
 
 def _roles_mask(roles: Sequence[str] | frozenset[str]) -> int:
@@ -367,6 +384,8 @@ class PresenceIndex:
     channels: list[tuple[str, ...] | None] = field(default_factory=list)
     channel_memo: dict[bytes, tuple[str, ...]] = field(default_factory=dict)
     memos: dict[str, _SnapMemo] = field(default_factory=dict)
+    # End of each member's snooze, POSIX seconds (NaN: not snoozed).
+    snoozed_until_s: NDArray[np.float64] = field(default_factory=lambda: np.zeros(0))
 
     @property
     def n_members(self) -> int:
@@ -383,6 +402,20 @@ class PresenceIndex:
             self.quiet_start_s, self.quiet_end_s, weekday=weekday, second=second
         )
         out: NDArray[np.bool_] = role_ok & ~quiet
+        return out
+
+    def snoozed(self, at: datetime) -> NDArray[np.bool_]:
+        """Members snoozed at ``at``: a snooze covers times before its end, then ends by itself.
+
+        The question coverage and rallies ask too ("is member X snoozed at t": look up
+        ``number[X]`` in this mask); ranking leaves these members out at any time of day.
+        """
+        if at.tzinfo is None:
+            at = at.replace(tzinfo=UTC)
+        if self.snoozed_until_s.size != self.n_members:
+            return np.zeros(self.n_members, dtype=bool)
+        with np.errstate(invalid="ignore"):
+            out: NDArray[np.bool_] = self.snoozed_until_s > at.timestamp()
         return out
 
     @classmethod
@@ -416,6 +449,9 @@ class PresenceIndex:
         route_rows = _Schedules.parse(routes, number)
         quiet_start = np.array([_seconds(row[5]) for row in members])
         quiet_end = np.array([_seconds(row[6]) for row in members])
+        snoozed_until = np.array(
+            [_posix(row[9]) if len(row) > 9 else math.nan for row in members], dtype=float
+        )
         channel_memo = dict(previous.channel_memo) if previous is not None else {}
         channels = _member_channels(settings, members, channel_memo)
         modes: dict[str, ModePresence] = {}
@@ -467,6 +503,7 @@ class PresenceIndex:
             channels=channels,
             channel_memo=channel_memo,
             memos=memos,
+            snoozed_until_s=snoozed_until,
         )
 
     def rank(
@@ -490,6 +527,8 @@ class PresenceIndex:
         # -1: no role filter (a key of its own: members without any role are ranked too)
         want = -1 if roles is None else _roles_mask(roles)
         excluded = np.array([self.number[m] for m in exclude if m in self.number], dtype=np.int64)
+        # Snoozed members are skipped like excluded ones (few: cheaper than re-filtering anchors).
+        excluded = np.union1d(excluded, np.flatnonzero(self.snoozed(at))).astype(np.int64)
         live_num = np.array([self.number.get(m, -1) for m, _, _ in live], dtype=np.int64)
         live_lon = np.array([x for _, x, _ in live], dtype=float)
         live_lat = np.array([y for _, _, y in live], dtype=float)
@@ -874,3 +913,41 @@ def warm_presence(session_factory: Any, graphs: GraphStore, settings: Settings) 
     """Build the presence index before the first alert needs it (start-up, in a thread)."""
     with session_factory() as session:
         return presence_index(session, graphs, settings)
+
+
+# The longest snooze a member may ask for: people forget to turn alerts back on.
+MAX_SNOOZE = timedelta(days=7)
+# A snooze with no end ("stop" by SMS): it lasts until the member resumes.
+UNTIL_RESUMED = datetime(9999, 12, 31, tzinfo=UTC)
+
+
+def snoozed_until(member_until: datetime | None, *, now: datetime) -> datetime | None:
+    """The end of a stored snooze as members and coordinators see it: None once it has passed."""
+    if member_until is None or member_until <= now:
+        return None
+    return member_until
+
+
+def put_snooze(
+    session: Session, *, member_id: uuid.UUID, until: datetime, now: datetime
+) -> SnoozeRead:
+    """Snooze the member until ``until``: later than now, at most MAX_SNOOZE ahead (else 422)."""
+    if until <= now:
+        msg = "`until` must be in the future"
+        raise SnoozeOutOfRange(msg)
+    if until > now + MAX_SNOOZE:
+        msg = f"`until` may be at most {MAX_SNOOZE.days} days ahead"
+        raise SnoozeOutOfRange(msg)
+    until = until.astimezone(UTC)
+    repo.set_snooze(session, member_id, until=until)
+    return SnoozeRead(snoozed_until=until)
+
+
+def snooze_until_resumed(session: Session, *, member_id: uuid.UUID) -> None:
+    """Snooze the member with no end (SMS "stop"); DELETE /v1/members/me/snooze resumes."""
+    repo.set_snooze(session, member_id, until=UNTIL_RESUMED)
+
+
+def delete_snooze(session: Session, *, member_id: uuid.UUID) -> None:
+    """End the member's snooze now (idempotent)."""
+    repo.set_snooze(session, member_id, until=None)

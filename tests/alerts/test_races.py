@@ -414,6 +414,9 @@ class TestEscalationRaces:
             assert second <= stood_down <= second | decliners
             assert arena.in_state(alert_id, "declined") == decliners - stood_down
             check_consistent(arena, alert_id, closed_by_coordinator=False)
+            # Those who accepted are busy while the alert is open (issue 14): free them for the
+            # next round, which ranks the same responders.
+            assert arena.close(arena.coordinator[1], alert_id).status_code == 200
 
     def test_a_withdrawal_racing_escalation_passes_sends_the_next_wave_once(self, arena):
         for _ in range(3):

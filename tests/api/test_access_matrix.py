@@ -14,6 +14,7 @@ import itertools
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -133,6 +134,22 @@ MATRIX: dict[tuple[str, str], Row] = {
     ),
     ("DELETE", "/v1/members/me/location"): Row(401, 204, 204, 204),
     ("GET", "/v1/members/me/webhook-key"): Row(401, 200, 200, 200),
+    # --- busy, snoozed, SMS replies, rallies (issue 14) ---
+    ("PUT", "/v1/members/me/snooze"): Row(
+        401,
+        200,
+        200,
+        200,
+        body=lambda _: {"until": (datetime.now(UTC) + timedelta(hours=1)).isoformat()},
+    ),
+    ("DELETE", "/v1/members/me/snooze"): Row(401, 204, 204, 204),
+    ("POST", "/v1/sms/inbound"): Row(
+        403,
+        403,
+        403,
+        403,
+        note="signed by the gateway; tokens count for nothing",
+    ),
     # --- notify (notify helper) ---
     ("GET", "/v1/deliveries"): Row(401, 403, 403, 200),
     # --- alerts (alerts helper); "self" is the requester of the alert ---

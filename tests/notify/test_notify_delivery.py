@@ -456,7 +456,7 @@ class TestSms:
         assert request.form() == {
             "To": "+358401234567",
             "From": "+358400000000",
-            "Body": "Help needed near you.",
+            "Body": "Help needed near you.\nReply 1 to go, 2 if you can't",
         }
         [row] = deliveries(committed, alert_id)
         assert (row.state, row.last_error) == ("sent", None)

@@ -1,0 +1,1 @@
+"""Answering alerts by SMS: the gateway's inbound webhook (Twilio wire format)."""

@@ -1,0 +1,112 @@
+"""Ranking by expected arrival over HTTP: members' own records reorder and size the first wave."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from datetime import timedelta
+from typing import Any
+
+from geoalchemy2.shape import from_shape
+from shapely.geometry import Point as ShapelyPoint
+
+from api.alerts.models import Alert, AlertResponder
+from api.alerts.schemas import AlertCoordinatorView
+from tests.alerts.helpers import post_alert
+
+
+def history(db: Any, site: Any, clock: Any, records: dict[uuid.UUID, tuple[int, int]], **alert):
+    """Closed past alerts in which each member accepted ``a`` of ``n`` notifications."""
+    rounds = max(n for _, n in records.values())
+    for i in range(rounds):
+        when = clock.now() - timedelta(days=1, minutes=i)
+        row = Alert(
+            id=uuid.uuid4(),
+            requester_id=None,
+            idempotency_key=uuid.uuid4().hex,
+            request_hash=hashlib.sha256(b"x").digest(),
+            kind="personal",
+            needed=1,
+            location=from_shape(ShapelyPoint(site.lon, site.lat), srid=4326),
+            presence_at=when,
+            status="closed",
+            created_at=when,
+            closed_at=when + timedelta(minutes=5),
+            **alert,
+        )
+        db.add(row)
+        db.flush()
+        for position, (member_id, (accepted, notified)) in enumerate(records.items()):
+            if i >= notified:
+                continue
+            db.add(
+                AlertResponder(
+                    alert_id=row.id,
+                    member_id=member_id,
+                    position=position,
+                    eta_s=100.0,
+                    mode="walk",
+                    wave=1,
+                    state="accepted" if i < accepted else "declined",
+                    notified_at=when,
+                )
+            )
+    db.commit()
+
+
+def raise_alert(api: Any, token: str, site: Any, **extra: Any) -> AlertCoordinatorView:
+    body = {"location": site.point(), "kind": "personal", "needed": 1, **extra}
+    res = post_alert(api, token, body, key=str(uuid.uuid4()))
+    assert res.status_code == 201, res.text
+    return AlertCoordinatorView.model_validate(res.json())
+
+
+def first_wave(view: AlertCoordinatorView) -> list[uuid.UUID]:
+    return [r.member_id for r in view.responders if r.wave == 1]
+
+
+class TestArrivalRanking:
+    def test_without_history_the_ranking_and_wave_are_as_before(
+        self, api, site, crowd, coordinator
+    ):
+        view = raise_alert(api, coordinator[1], site)
+        assert [r.member_id for r in view.responders] == [m.id for m, _ in crowd]
+        assert first_wave(view) == [m.id for m, _ in crowd[:3]]  # ceil(1 / 0.35)
+
+    def test_reliable_members_go_first_when_their_expected_arrival_is_much_sooner(
+        self, api, db, site, crowd, coordinator, clock
+    ):
+        good = {crowd[3][0].id, crowd[4][0].id}
+        records = {m.id: ((10, 10) if m.id in good else (0, 10)) for m, _ in crowd}
+        history(db, site, clock, records)
+        view = raise_alert(api, coordinator[1], site)
+        wave = first_wave(view)
+        # p(good) = (10 + 10 r) / 20 with r = 20/120; P(>= 1 of the two) = 0.83 < 0.9: the cap.
+        # The view lists by ETA: the two reliable members, then the nearest of the others.
+        assert set(wave) == good | {crowd[0][0].id}
+
+    def test_one_very_reliable_member_is_a_wave_of_one(
+        self, api, db, site, crowd, coordinator, clock
+    ):
+        star = crowd[5][0].id
+        records = {m.id: ((90, 90) if m.id == star else (0, 10)) for m, _ in crowd}
+        history(db, site, clock, records)
+        # p = (90 + 10 x 0.45) / 100 = 0.945 >= 0.9
+        assert first_wave(raise_alert(api, coordinator[1], site)) == [star]
+
+    def test_exercises_count_only_for_exercises(self, api, db, site, crowd, coordinator, clock):
+        star = crowd[5][0].id
+        records = {m.id: ((90, 90) if m.id == star else (0, 10)) for m, _ in crowd}
+        history(db, site, clock, records, exercise=True)
+        live = raise_alert(api, coordinator[1], site)
+        assert first_wave(live) == [m.id for m, _ in crowd[:3]]
+        drill = raise_alert(api, coordinator[1], site, exercise=True)
+        assert [r.member_id for r in drill.responders if r.wave == 1] == [star]
+
+    def test_old_history_is_forgotten(self, api, db, site, crowd, coordinator, clock):
+        star = crowd[5][0].id
+        records = {m.id: ((90, 90) if m.id == star else (0, 10)) for m, _ in crowd}
+        history(db, site, clock, records)
+        clock.advance(91 * 86400)
+        view = raise_alert(api, coordinator[1], site)
+        assert first_wave(view) == [m.id for m, _ in crowd[:3]]
