@@ -133,7 +133,13 @@ def create_app(
             if owns_db:
                 app.state.engine.dispose()
 
+    from fastapi import Depends
+
+    from api.inputs import strict_query
+
     app = FastAPI(
+        # Strict query parameters on every route, including those of routers added later.
+        dependencies=[Depends(strict_query)],
         title="ern",
         version="0.1.0",
         summary="Geospatial matching and routing for community emergency response networks",

@@ -7,9 +7,9 @@ import uuid
 from datetime import datetime
 from typing import Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, Field
 
-from api.types import PlainText, Point
+from api.types import PlainText, Point, RequestModel
 
 Kind = Literal["personal", "mass", "defense"]
 Status = Literal["open", "fulfilled", "closed"]
@@ -23,10 +23,8 @@ MAX_IDEMPOTENCY_KEY_CHARS = 200
 ETA_STEP_S = 30
 
 
-class AlertCreate(BaseModel):
+class AlertCreate(RequestModel):
     """POST /v1/alerts body; ``at`` and ``exercise`` are for coordinators only."""
-
-    model_config = ConfigDict(extra="forbid")
 
     location: Point
     kind: Kind
@@ -40,10 +38,8 @@ class AlertCreate(BaseModel):
     )
 
 
-class ResponseCreate(BaseModel):
+class ResponseCreate(RequestModel):
     """A notified member's answer."""
-
-    model_config = ConfigDict(extra="forbid")
 
     answer: Literal["accept", "decline"]
 
