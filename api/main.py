@@ -133,7 +133,13 @@ def create_app(
             if owns_db:
                 app.state.engine.dispose()
 
+    from fastapi import Depends
+
+    from api.inputs import strict_query
+
     app = FastAPI(
+        # Strict query parameters on every route, including those of routers added later.
+        dependencies=[Depends(strict_query)],
         title="ern",
         version="0.1.0",
         summary="Geospatial matching and routing for community emergency response networks",
@@ -158,8 +164,8 @@ def create_app(
 
     from api import health
     from api.alerts.router import router as alerts_router
-    from api.docs import install_docs
     from api.coverage.router import router as coverage_router
+    from api.docs import install_docs
     from api.members.router import router as members_router
     from api.notify.router import key_router as webhook_key_router
     from api.notify.router import router as deliveries_router

@@ -12,10 +12,12 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    GetCoreSchemaHandler,
     PlainSerializer,
     WithJsonSchema,
     model_validator,
 )
+from pydantic_core import CoreSchema, core_schema
 from shapely.geometry import LineString as ShapelyLineString
 from shapely.geometry import Point as ShapelyPoint
 from shapely.geometry import Polygon as ShapelyPolygon
@@ -85,8 +87,57 @@ Days = Annotated[list[Day], Field(min_length=1, max_length=7), AfterValidator(_d
 """A non-empty set of weekdays, without repeats, returned in week order."""
 
 
-class _Strict(BaseModel):
+def _iso_text(value: Any) -> Any:
+    # pydantic's lax datetimes take a JSON number as a Unix time: only ISO 8601 text is a time.
+    if isinstance(value, int | float):
+        msg = "expected an ISO 8601 date and time as text, e.g. '2026-12-02T18:30:00Z'"
+        raise ValueError(msg)
+    return value
+
+
+_TIME_TYPES = frozenset({"datetime", "date", "time", "timedelta"})
+
+
+def _no_coercion(node: Any) -> Any:
+    """The core schema with strict bools and numbers, and times that refuse JSON numbers."""
+    if isinstance(node, list):
+        return [_no_coercion(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    function = node.get("function")
+    if isinstance(function, dict) and function.get("function") is _iso_text:
+        return node  # a nested model's schema, already done
+    node = {key: _no_coercion(value) for key, value in node.items()}
+    kind = node.get("type")
+    if not isinstance(kind, str):
+        return node  # a field named "type", not a schema
+    if kind in ("bool", "int", "float"):
+        node["strict"] = True
+    elif kind in _TIME_TYPES:
+        return core_schema.no_info_before_validator_function(_iso_text, node)
+    return node
+
+
+class RequestModel(BaseModel):
+    """Base of every request body: no unknown fields, no silent coercion between JSON types.
+
+    A bool takes only true/false, a number no string or bool, an int no fraction, a time only
+    ISO 8601 text; ISO strings, UUID strings and GeoJSON arrays are taken as the API documents
+    (model-wide ``strict=True`` would refuse those: FastAPI validates bodies as Python objects).
+    tests/api/test_strict_inputs.py fails if a route's body model does not derive from it.
+    """
+
     model_config = ConfigDict(extra="forbid")
+
+    @classmethod
+    def __get_pydantic_core_schema__(
+        cls, source: type[BaseModel], handler: GetCoreSchemaHandler
+    ) -> CoreSchema:
+        schema: CoreSchema = _no_coercion(handler(source))
+        return schema
+
+
+_Strict = RequestModel
 
 
 class TimeWindow(_Strict):

@@ -78,6 +78,9 @@ class Alert(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     fulfilled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     closed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Rows of members who erased themselves are gone; how many were notified / accepted stays.
+    erased_notified: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    erased_accepted: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
 
 
 class AlertResponder(Base):

@@ -341,7 +341,33 @@ def list_alerts(session: Session, filters: AlertFilter) -> list[tuple[Alert, str
         stmt = stmt.where(Alert.created_at >= filters.since)
     if filters.until is not None:
         stmt = stmt.where(Alert.created_at < filters.until)
-    return [(a, h, int(n), int(k)) for a, h, n, k in session.execute(stmt).all()]
+    return [
+        (a, h, int(n) + a.erased_notified, int(k) + a.erased_accepted)
+        for a, h, n, k in session.execute(stmt).all()
+    ]
+
+
+def keep_erased_counts(session: Session, member_id: uuid.UUID) -> None:
+    """Add the member's notified / accepted rows to their alerts' erased counts (erasure)."""
+    rows = (
+        select(
+            AlertResponder.alert_id,
+            func.count().filter(AlertResponder.state.in_(NOTIFIED_STATES)).label("n"),
+            func.count().filter(AlertResponder.state == "accepted").label("k"),
+        )
+        .where(AlertResponder.member_id == member_id)
+        .group_by(AlertResponder.alert_id)
+        .subquery()
+    )
+    session.execute(
+        update(Alert)
+        .where(Alert.id == rows.c.alert_id)
+        .values(
+            erased_notified=Alert.erased_notified + rows.c.n,
+            erased_accepted=Alert.erased_accepted + rows.c.k,
+        )
+        .execution_options(synchronize_session=False)
+    )
 
 
 # Outcomes that say whether a notified member accepted (stood down: never had the chance).

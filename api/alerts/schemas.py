@@ -7,9 +7,9 @@ import uuid
 from datetime import datetime
 from typing import Literal, Self
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AwareDatetime, BaseModel, Field, model_validator
 
-from api.types import PlainText, Point
+from api.types import PlainText, Point, RequestModel
 
 Kind = Literal["personal", "mass", "defense"]
 Status = Literal["open", "fulfilled", "closed"]
@@ -23,10 +23,8 @@ MAX_IDEMPOTENCY_KEY_CHARS = 200
 ETA_STEP_S = 30
 
 
-class AlertCreate(BaseModel):
+class AlertCreate(RequestModel):
     """POST /v1/alerts body; ``at`` and ``exercise`` are for coordinators only."""
-
-    model_config = ConfigDict(extra="forbid")
 
     location: Point
     kind: Kind
@@ -52,10 +50,8 @@ class AlertCreate(BaseModel):
         return self
 
 
-class ResponseCreate(BaseModel):
+class ResponseCreate(RequestModel):
     """A notified member's answer."""
-
-    model_config = ConfigDict(extra="forbid")
 
     answer: Literal["accept", "decline"]
 

@@ -696,7 +696,8 @@ def requester_view(session: Session, alert: Alert) -> AlertRequesterView:
     rows = repo.responders_with_handles(session, alert.id, states=("accepted",))
     return AlertRequesterView(
         **_common_fields(alert),
-        notified_count=repo.count_in_states(session, alert.id, NOTIFIED_STATES),
+        notified_count=repo.count_in_states(session, alert.id, NOTIFIED_STATES)
+        + alert.erased_notified,
         accepted=_accepted(rows),
     )
 
@@ -722,7 +723,8 @@ def coordinator_view(session: Session, alert: Alert) -> AlertCoordinatorView:
     rows = repo.responders_with_handles(session, alert.id)
     return AlertCoordinatorView(
         **_common_fields(alert),
-        notified_count=sum(1 for r, _ in rows if r.state in NOTIFIED_STATES),
+        notified_count=sum(1 for r, _ in rows if r.state in NOTIFIED_STATES)
+        + alert.erased_notified,
         accepted=_accepted(rows),
         requester_id=alert.requester_id,
         requester_handle=repo.handle_of(session, alert.requester_id),

@@ -55,6 +55,11 @@ def touch(member: Member) -> None:
     member.updated_at = func.now()
 
 
+def lock_member(session: Session, member_id: uuid.UUID) -> None:
+    """Hold the member row until commit (FOR UPDATE), as its deletion will."""
+    session.execute(select(Member.id).where(Member.id == member_id).with_for_update())
+
+
 def delete_member(session: Session, member: Member) -> None:
     """Delete a member; zones, routes and tokens go with it (ON DELETE CASCADE)."""
     session.delete(member)

@@ -104,6 +104,19 @@ def update_me(
     return service.to_read(member, settings)
 
 
+@router.delete(
+    "/me",
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+    summary="Erase the caller",
+    responses={**E401},
+)
+def erase_me(caller: CurrentMember, session: SessionDep) -> Response:
+    """Erase the caller's record at once: zones, routes, location, contact, tokens; no undo."""
+    service.delete_member(session, caller, actor=caller)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
 @router.post(
     "/me/token",
     response_model=TokenIssued,

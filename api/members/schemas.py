@@ -16,7 +16,7 @@ from pydantic import (
     model_validator,
 )
 
-from api.types import Days, LineString, NoNul, PlainText, Polygon, TimeWindow
+from api.types import Days, LineString, NoNul, PlainText, Polygon, RequestModel, TimeWindow
 
 Role = Literal["responder", "defense", "coordinator"]
 Mode = Literal["walk", "bike", "drive"]
@@ -44,8 +44,7 @@ MAX_ROUTES = 20
 MAX_SPEED_MPS = 70.0
 
 
-class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+_Body = RequestModel
 
 
 def _unique_roles(roles: list[Role]) -> list[Role]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -320,11 +320,32 @@ def update_member(
     return member
 
 
+# What else goes with a member when it is erased: each (session, member_id) runs after the
+# member row is locked and before it is deleted. Domains whose rows name a member without an
+# ON DELETE CASCADE foreign key (e.g. api/groups/ memberships, when it lands) append here.
+ERASURE_HOOKS: list[Callable[[Session, uuid.UUID], None]] = []
+
+
 def delete_member(session: Session, member: Member, *, actor: Member) -> None:
-    """Delete a member with its zones, routes and tokens."""
+    """Erase a member at once: zones, routes, live location, contact, tokens, deliveries go.
+
+    Its alert rows go too, but their alerts keep the counts (erased_notified / _accepted) and
+    its own alerts stay without naming it. Deleting oneself leaves an audit row saying only
+    that an erasure happened; a coordinator's deletion is audited as before (who, whom).
+    """
+    from api.alerts.repository import keep_erased_counts
+
     subject_id = member.id
+    # The member row first, as every deletion does (see api.alerts.repository.lock_members).
+    repository.lock_member(session, subject_id)
+    keep_erased_counts(session, subject_id)
+    for hook in ERASURE_HOOKS:
+        hook(session, subject_id)
     repository.delete_member(session, member)
-    audit(session, actor, subject_id, "member.delete")
+    if actor.id == subject_id:
+        repository.add_audit(session, actor_id=None, subject_id=None, action="member.erase")
+    else:
+        audit(session, actor, subject_id, "member.delete")
 
 
 def list_members(session: Session, *, actor: Member, limit: int, offset: int) -> MemberPage:

@@ -6,13 +6,11 @@ from datetime import datetime
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict
 
-from api.types import Point
+from api.types import Point, RequestModel
 
 
-class LocationPut(BaseModel):
+class LocationPut(RequestModel):
     """An opt-in live location; it expires after ERN_LIVE_LOCATION_TTL_S."""
-
-    model_config = ConfigDict(extra="forbid")
 
     location: Point
 

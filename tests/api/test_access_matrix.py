@@ -115,6 +115,7 @@ MATRIX: dict[tuple[str, str], Row] = {
     ("GET", "/v1/members"): Row(401, 403, 403, 200),
     ("GET", "/v1/members/me"): Row(401, 200, 200, 200),
     ("PATCH", "/v1/members/me"): Row(401, 200, 200, 200, body=lambda _: {"available": False}),
+    ("DELETE", "/v1/members/me"): Row(401, 204, 204, 204, note="self-erasure (issue 16)"),
     ("POST", "/v1/members/me/token"): Row(401, 201, 201, 201),
     ("DELETE", "/v1/members/me/token"): Row(401, 204, 204, 204),
     ("GET", "/v1/members/{member_id}"): Row(401, 200, 404, 200, path_params=_member_id),

@@ -3,7 +3,8 @@
 Every operation, as a coordinator and as a responder, with schema-valid and schema-violating
 input (a fixed seed, 15 examples per operation and phase), against the test database. All
 Schemathesis checks run, except where ern's documented behaviour is stricter or laxer than a
-JSON schema can say (SEMANTIC_422, LAX_COERCION, /v1/members/me below).
+JSON schema can say (SEMANTIC_422, /v1/members/me below). Wrong JSON types are refused
+(api.types.RequestModel, api.inputs.strict_query), so negative_data_rejection runs everywhere.
 
 Isolation: each example runs in a savepoint rolled back after it (a DELETE or a token rotation
 does not change what the next example sees), inside the test's rolled-back transaction.
@@ -41,15 +42,6 @@ SEMANTIC_422 = [
     "PATCH /v1/members/me",
     "PATCH /v1/members/{member_id}",
 ]
-# pydantic's lax mode: {"available": 0} is false and ?until=0.5 is a Unix time. Schemathesis
-# calls them wrong types; ern has taken them so far (strict bools and times would be an API
-# change, not a fix), so negative_data_rejection is off for these operations only.
-LAX_COERCION = [
-    "GET /v1/alerts",
-    "POST /v1/members",
-    "PATCH /v1/members/me",
-    "PATCH /v1/members/{member_id}",
-]
 
 CONFIG = schemathesis.Config.from_dict(
     {
@@ -70,11 +62,7 @@ CONFIG = schemathesis.Config.from_dict(
                 },
             },
             {
-                "include-name": LAX_COERCION,
-                "checks": {"negative_data_rejection": {"enabled": False}},
-            },
-            {
-                # DELETE /v1/members/me is DELETE /v1/members/{member_id} with a bad id: 422.
+                # PUT/POST /v1/members/me are /v1/members/{member_id} with a bad id: 422, not 405.
                 "include-path": "/v1/members/me",
                 "checks": {"unsupported_method": {"enabled": False}},
             },
