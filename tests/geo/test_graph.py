@@ -242,7 +242,7 @@ class TestDriveSpeeds:
     def test_imputation_equals_osmnx(self, name: str) -> None:
         import osmnx as ox
 
-        from geo.graph import _read_pbf, _tables_from_frames
+        from geo.osm import _read_pbf, _tables_from_frames
 
         source = HELSINKI if name == "helsinki" else extract(name)
         tables = _tables_from_frames(*_read_pbf(source, "drive"), "drive")
