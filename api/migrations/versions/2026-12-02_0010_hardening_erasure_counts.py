@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0010_hardening"
-down_revision = "0005"
+down_revision = "0008_responders"
 branch_labels = None
 depends_on = None
 
