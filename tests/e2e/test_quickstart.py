@@ -47,3 +47,45 @@ class TestBusyPort:
         assert f"cannot listen on 127.0.0.1:{busy_port}" in done.stderr
         assert "serving on" not in done.stdout + done.stderr
         assert not (tmp_path / "var").exists()  # no cluster, no secret, no graphs made
+
+
+@pytest.mark.slow
+def test_ctrl_c_on_the_quick_start_also_stops_its_embedded_postgresql(
+    graphs: object, graph_dir: Path
+) -> None:
+    import os
+    import shutil
+    import signal
+    import uuid
+
+    from api.embedded import EmbeddedCluster
+    from tests.e2e.support import free_port, wait_healthy
+
+    # Under the checkout: the cluster runs as the postgres user, who must reach it.
+    var_dir = ROOT / "var" / f"test-quickstart-{uuid.uuid4().hex[:8]}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ERN_")}
+    env.update(ERN_VAR_DIR=str(var_dir), ERN_GRAPH_DIR=str(graph_dir))
+    port = free_port()
+    var_dir.parent.mkdir(exist_ok=True)
+    log = var_dir.parent / f"{var_dir.name}.log"
+    try:
+        with log.open("wb") as out:
+            # Its own session, so that the SIGINT goes to its process group as Ctrl-C does.
+            proc = subprocess.Popen(
+                ["./scripts/quickstart", "--port", str(port)],
+                cwd=ROOT,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        wait_healthy(f"http://127.0.0.1:{port}", proc, log, timeout_s=180)
+        assert EmbeddedCluster(var_dir).running()
+        os.killpg(proc.pid, signal.SIGINT)
+        assert proc.wait(timeout=60) == 0, log.read_text()[-3000:]
+        assert "embedded cluster stopped" in log.read_text()
+        assert not EmbeddedCluster(var_dir).running()
+    finally:
+        EmbeddedCluster(var_dir).stop()
+        shutil.rmtree(var_dir, ignore_errors=True)
+        log.unlink(missing_ok=True)
