@@ -564,35 +564,43 @@ def _split(groups: dict[int, list[int]], max_size: int) -> dict[int, list[int]]:
 def _merge_small(
     groups: dict[int, list[int]], weight: csr_matrix, *, max_size: int, min_size: int
 ) -> dict[int, list[int]]:
-    """Move members of groups below ``min_size`` to the group they overlap most with room."""
-    label = {m: g for g, ms in groups.items() for m in ms}
-    changed = True
-    while changed:
+    """Move groups below ``min_size`` whole into the group they link to most that has room.
+
+    Smallest first, a few passes (a merge can make room or create a new best target).
+    """
+    indptr, indices, data = weight.indptr, weight.indices, weight.data
+    label = np.full(weight.shape[0], -1, dtype=np.int64)
+    for g, ms in groups.items():
+        label[np.asarray(ms, dtype=np.int64)] = g
+    for _ in range(3):
         changed = False
         small = sorted(
-            (g for g, ms in groups.items() if len(ms) < min_size), key=lambda g: len(groups[g])
+            (g for g, ms in groups.items() if len(ms) < min_size), key=lambda g: (len(groups[g]), g)
         )
         for g in small:
             members = groups.get(g)
             if not members or len(members) >= min_size:
                 continue
-            # total link of the whole small group to each other group
-            score: dict[int, float] = {}
-            for m in members:
-                row = weight.getrow(m)
-                for j, v in zip(row.indices, row.data, strict=True):
-                    h = label.get(int(j))
-                    if h is not None and h != g:
-                        score[h] = score.get(h, 0.0) + float(v)
-            room = [(s, h) for h, s in score.items() if len(groups[h]) + len(members) <= max_size]
-            if not room:
+            m_a = np.asarray(members, dtype=np.int64)
+            cols = np.concatenate([indices[indptr[m] : indptr[m + 1]] for m in m_a])
+            vals = np.concatenate([data[indptr[m] : indptr[m + 1]] for m in m_a])
+            other = label[cols]
+            ok = (other >= 0) & (other != g)
+            if not ok.any():
                 continue
-            _, best = max(room, key=lambda t: (t[0], -t[1]))
+            targets, inv = np.unique(other[ok], return_inverse=True)
+            score = np.bincount(inv, weights=vals[ok])
+            room = np.array([len(groups[int(h)]) + len(members) <= max_size for h in targets])
+            if not room.any():
+                continue
+            score[~room] = -1.0
+            best = int(targets[int(np.argmax(score))])
             groups[best].extend(members)
-            for m in members:
-                label[m] = best
+            label[m_a] = best
             del groups[g]
             changed = True
+        if not changed:
+            break
     return groups
 
 
