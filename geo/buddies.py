@@ -34,9 +34,10 @@ MATCH_MAX_GAP_M = 2_000.0
 MATCH_MAX_GAP_S = 1_800.0
 # Home proximity weighs at most this much against a route similarity in [0, 1]: a tie-breaker.
 HOME_WEIGHT = 0.05
-HOME_NEIGHBOURS = 8
+HOME_NEIGHBOURS = 4
 DEFAULT_RESOLUTION = 0.1
-HOME_MAX_S = 900.0
+DEFAULT_MAX_LINKS = 20
+HOME_MAX_S = 600.0
 _M_PER_DEG = 111_320.0
 
 
@@ -461,6 +462,7 @@ def partition(
     keep: Sequence[Sequence[int]] = (),
     seed: int = 0,
     resolution: float = DEFAULT_RESOLUTION,
+    max_links: int = DEFAULT_MAX_LINKS,
 ) -> tuple[list[list[int]], list[int]]:
     """Leiden communities (CPM, size-capped) then small ones merged by best overlap.
 
@@ -486,6 +488,10 @@ def partition(
     resolution
         CPM resolution: the mean link (similarities are in [0, 1]) a member needs to a
         community to join it during Leiden; weaker links are used by the merge step only.
+    max_links
+        Leiden sees each member's ``max_links`` strongest links only (and those naming it):
+        a group holds at most 10, so weaker links cannot change it, and Leiden's time
+        grows with the links.
 
     Returns
     -------
@@ -501,7 +507,7 @@ def partition(
         msg = f"min_size must be within [1, max_size={max_size}], got {min_size}"
         raise ValueError(msg)
     n = weight.shape[0]
-    w = weight.tocoo()
+    w = _strongest_links(weight.tocsr(), max_links).tocoo()
     upper = w.row < w.col
     rows, cols, data = w.row[upper], w.col[upper], w.data[upper]
     linked = np.zeros(n, dtype=bool)
@@ -547,6 +553,17 @@ def partition(
     return out, [m for m in range(n) if m not in placed]
 
 
+def _strongest_links(weight: csr_matrix, k: int) -> csr_matrix:
+    """Keep each row's ``k`` largest entries, then symmetrise by the maximum."""
+    w = weight.tocoo()
+    order = np.lexsort((-w.data, w.row))
+    row, col, data = w.row[order], w.col[order], w.data[order]
+    starts = np.searchsorted(row, row, side="left")
+    keep = (np.arange(row.size) - starts) < k
+    top = csr_matrix((data[keep], (row[keep], col[keep])), shape=weight.shape)
+    return top.maximum(top.T).tocsr()
+
+
 def _split(groups: dict[int, list[int]], max_size: int) -> dict[int, list[int]]:
     """Cut any community above the cap into consecutive chunks (Leiden's cap should hold)."""
     out: dict[int, list[int]] = {}
@@ -566,7 +583,8 @@ def _merge_small(
 ) -> dict[int, list[int]]:
     """Move groups below ``min_size`` whole into the group they link to most that has room.
 
-    Smallest first, a few passes (a merge can make room or create a new best target).
+    Smallest first, a few passes (a merge can make room or create a new best target); a
+    group that fits nowhere whole is then dissolved member by member.
     """
     indptr, indices, data = weight.indptr, weight.indices, weight.data
     label = np.full(weight.shape[0], -1, dtype=np.int64)
@@ -601,6 +619,27 @@ def _merge_small(
             changed = True
         if not changed:
             break
+    # a small group that fits nowhere whole: its members join their best groups one by one
+    for g in [g for g, ms in groups.items() if len(ms) < min_size]:
+        for m in list(groups[g]):
+            cols = indices[indptr[m] : indptr[m + 1]]
+            vals = data[indptr[m] : indptr[m + 1]]
+            other = label[cols]
+            ok = (other >= 0) & (other != g)
+            if not ok.any():
+                continue
+            targets, inv = np.unique(other[ok], return_inverse=True)
+            score = np.bincount(inv, weights=vals[ok])
+            room = np.array([len(groups[int(h)]) < max_size for h in targets])
+            if not room.any():
+                continue
+            score[~room] = -1.0
+            best = int(targets[int(np.argmax(score))])
+            groups[best].append(m)
+            groups[g].remove(m)
+            label[m] = best
+        if not groups[g]:
+            del groups[g]
     return groups
 
 
@@ -611,7 +650,7 @@ def assign_contacts(
     *,
     max_groups_per_contact: int = DEFAULT_MAX_GROUPS_PER_CONTACT,
     max_eta_s: float = DEFAULT_CONTACT_MAX_ETA_S,
-    candidates: int = 8,
+    candidates: int = 5,
 ) -> tuple[list[int | None], list[float | None]]:
     """Point contacts as a min-cost assignment of defence members to groups.
 
