@@ -135,3 +135,32 @@ class TestBaselinePick:
             want = best[order][best[order] <= 900.0]
             np.testing.assert_allclose(got_e, want)
             np.testing.assert_allclose(best[got_m], got_e)
+
+
+class TestBuddiesSection:
+    def test_runs_alone_and_reports_phases_and_baselines(self, monaco_dir: Path) -> None:
+        done = subprocess.run(
+            [
+                sys.executable,
+                str(BENCH),
+                "--buddies",
+                "--buddies-members",
+                "200",
+                "--json",
+                "--silent",
+                "--graph",
+                str(monaco_dir),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            cwd=REPO,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        r = json.loads(done.stdout)
+        assert set(r["timings_s"]) >= {"map_matching_s", "similarity_s", "partition_s"}
+        q = r["quality"]
+        assert q["mean_shared_minutes"] > q["random_baseline"]
+        assert q["mean_shared_minutes"] > q["locality_baseline"]
+        assert r["members"] == 200 and r["groups"] > 0
