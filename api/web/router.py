@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse, Response
 
-from api.deps import Coordinator
+from api.deps import Coordinator, SettingsDep
 from api.errors import ErrorBody
 from api.graphs import GraphStore
 from geo.errors import GraphUnavailable
@@ -78,6 +78,7 @@ def _graph_for(store: GraphStore, mode: str) -> tuple[str, Any]:
 def coverage_streets(
     request: Request,
     caller: Coordinator,
+    settings: SettingsDep,
     mode: Annotated[Literal["all", "walk", "bike", "drive"], Query()] = "all",
 ) -> Response:
     """Streets of the mode's graph (``all``: the densest graph) as simplified MultiLineStrings."""
@@ -93,7 +94,13 @@ def coverage_streets(
             }
         ],
         "bbox": list(graph.bbox),
-        "ern": {"mode": mode, "graph": name, "attribution": ATTRIBUTION},
+        # The page reads the hour slider in the network's time zone, as the presence model does.
+        "ern": {
+            "mode": mode,
+            "graph": name,
+            "attribution": ATTRIBUTION,
+            "timezone": settings.timezone,
+        },
     }
     return Response(
         json.dumps(body, separators=(",", ":"), ensure_ascii=False),
