@@ -252,6 +252,19 @@ def map_at(
 ) -> CoverageResult:
     ev = evaluation(graphs, settings, params.mode)
     threshold = params.minutes * 60.0
+    labels = gc.labels_for_target(params.k, settings.acceptance_rate, settings.coverage_target)
+    # Two searches: k labels out to the horizon for the times, enough labels within the
+    # limit for p_covered and counts (a few labels far cost much less than many far).
+    times = compute_field(
+        index,
+        graphs,
+        ev,
+        modes,
+        weekday=weekday,
+        second=second,
+        labels=params.k,
+        max_time_s=threshold * HORIZON_FACTOR,
+    )
     field = compute_field(
         index,
         graphs,
@@ -259,8 +272,8 @@ def map_at(
         modes,
         weekday=weekday,
         second=second,
-        labels=max(params.k, gc.P_LABELS),
-        max_time_s=threshold * HORIZON_FACTOR,
+        labels=labels,
+        max_time_s=threshold,
     )
     cells = gc.cell_index(ev.graph.graph, params.res)
     street = gc.node_street_m(ev.graph.graph)
@@ -273,6 +286,7 @@ def map_at(
         k=params.k,
         threshold_s=threshold,
         target=settings.coverage_target,
+        times=times,
     )
     return CoverageResult(cells=cells, stats=stats, computed_at=now)
 
@@ -366,7 +380,9 @@ def profile_of(
                 modes,
                 weekday=weekday,
                 second=second,
-                labels=max(params.k, gc.P_LABELS),
+                labels=gc.labels_for_target(
+                    params.k, settings.acceptance_rate, settings.coverage_target
+                ),
                 max_time_s=threshold,
             )
             p = gc.p_covered(field, settings.acceptance_rate, threshold_s=threshold)
