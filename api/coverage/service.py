@@ -629,6 +629,29 @@ def read_coverage(
     return coverage_answer(result, settings, params, at=at, cached=cached)
 
 
+def read_coverage_json(
+    session: Session,
+    graphs: GraphStore,
+    settings: Settings,
+    params: Params,
+    *,
+    at: datetime,
+    now: datetime,
+) -> bytes:
+    """GET /v1/coverage as JSON text; a cached map's text is kept too (building it is costly)."""
+    result, cached = coverage_map(session, graphs, settings, params, at=at, now=now)
+    key = ("json", id(result), at.isoformat(), params)
+    found = _cache_get(key) if cached else None
+    # the entry holds the result itself: an id reused after eviction never matches
+    if found is not None and found[0] is result:
+        return found[1]  # type: ignore[no-any-return]
+    text = coverage_answer(result, settings, params, at=at, cached=cached).model_dump_json()
+    # the text a later request gets says cached: true
+    again = coverage_answer(result, settings, params, at=at, cached=True)
+    _cache_put(key, (result, again.model_dump_json().encode()))
+    return text.encode()
+
+
 def coverage_answer(
     result: CoverageResult, settings: Settings, params: Params, *, at: datetime, cached: bool
 ) -> CoverageCollection:
