@@ -171,6 +171,7 @@ function start() {
     timezone = fc.ern?.timezone || timezone;
     if (!fitted && fc.bbox) {
       const [w, s, e, n] = fc.bbox;
+      map.invalidateSize();
       map.fitBounds([[s, w], [n, e]]);
       fitted = true;
     }
@@ -238,10 +239,11 @@ function start() {
     const hours = profileHours(await api("/v1/coverage/profile", { mode: c.mode, minutes: c.minutes, k: c.k }));
     const byHour = new Map(hours.map((h) => [h.hour, h]));
     const shares = hours.map((h) => h.share).filter((v) => v != null);
-    const lo = Math.min(...shares);
     const hi = Math.max(...shares);
+    // The week's own scale, but spanning at least 20 points: 98 % is never painted red.
+    const lo = Math.min(...shares, hi - 0.2);
     const pct = (v) => `${Math.round(v * 100)} %`;
-    $("strip-scale").textContent = shares.length ? `red: ${pct(lo)} of street length covered (worst hour), green: ${pct(hi)} (best)` : "";
+    $("strip-scale").textContent = shares.length ? `red: ${pct(Math.max(lo, 0))} or less of street length covered, green: ${pct(hi)} (the best hour)` : "";
     const strip = $("strip");
     strip.replaceChildren();
     const head = strip.insertRow();

@@ -103,7 +103,7 @@ def test_coordinator_reads_the_coverage_map_in_a_browser(
         try:
             # A browser in another time zone than the network's: the page must not care.
             page = browser.new_page(
-                viewport={"width": 1200, "height": 900}, timezone_id="America/New_York"
+                viewport={"width": 1000, "height": 780}, timezone_id="America/New_York"
             )
             errors: list[str] = []
             page.on("pageerror", lambda exc: errors.append(str(exc)))
