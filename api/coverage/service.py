@@ -46,7 +46,7 @@ from api.coverage.schemas import (
     RecruitFeature,
     RecruitProperties,
 )
-from api.errors import Conflict
+from api.errors import Conflict, Unprocessable
 from api.graphs import GraphStore, ModeGraph
 from api.presence.service import MODES, PresenceIndex, _roles_mask, presence_index
 from api.settings import Settings
@@ -121,7 +121,11 @@ def evaluation(graphs: GraphStore, settings: Settings, mode: str) -> Evaluation:
 
 
 def _local(index: PresenceIndex, at: datetime) -> tuple[int, float]:
-    local = (at if at.tzinfo else at.replace(tzinfo=UTC)).astimezone(index.timezone)
+    try:
+        local = (at if at.tzinfo else at.replace(tzinfo=UTC)).astimezone(index.timezone)
+    except (OverflowError, ValueError):
+        msg = f"at: {at.isoformat()} has no local time in {index.timezone.key}"
+        raise Unprocessable(msg) from None
     return local.weekday(), float(local.hour * 3600 + local.minute * 60 + local.second)
 
 
