@@ -119,6 +119,13 @@ def test_coordinator_reads_the_coverage_map_in_a_browser(
             )
             page.goto(f"{base}/map")
 
+            # A refused token says so and asks again; nothing of the network is drawn.
+            page.fill("#token", "not-a-token")
+            page.click("#login button[type=submit]")
+            expect(page.locator("#login-error")).to_contain_text("refused", timeout=30_000)
+            assert page.locator("path.cell").count() == 0
+            assert page.evaluate("sessionStorage.length") == 0
+
             # The token is asked once and kept in the tab's session storage.
             page.fill("#token", token)
             page.click("#login button[type=submit]")
