@@ -279,6 +279,7 @@ def cell_stats(
     threshold_s: float,
     target: float,
     times: Field | None = None,
+    medians: bool = True,
 ) -> CellStats:
     """Aggregate a field to H3 cells: medians, distinct responders within, weighted p, gaps.
 
@@ -304,6 +305,8 @@ def cell_stats(
     times
         Field whose 1st and k-th times give the medians (e.g. searched farther than
         ``threshold_s``); default ``field``.
+    medians
+        False: leave ``t1_s``/``tk_s`` inf (the weekly profile only counts gaps).
 
     Returns
     -------
@@ -312,8 +315,11 @@ def cell_stats(
     n_cells = len(cells.ids)
     c = cells.cell
     tf = field if times is None else times
-    t1 = _group_median(c, tf.times_s[:, 0].astype(np.float64), n_cells)
-    tk = _group_median(c, tf.times_s[:, k - 1].astype(np.float64), n_cells)
+    if medians:
+        t1 = _group_median(c, tf.times_s[:, 0].astype(np.float64), n_cells)
+        tk = _group_median(c, tf.times_s[:, k - 1].astype(np.float64), n_cells)
+    else:
+        t1 = tk = np.full(n_cells, np.inf)
     within = (field.times_s <= threshold_s) & (field.sources >= 0)
     rows, cols = np.nonzero(within)
     m = int(field.sources.max()) + 1 if field.sources.size else 1

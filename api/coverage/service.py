@@ -398,6 +398,7 @@ def profile_of(
                 k=params.k,
                 threshold_s=threshold,
                 target=settings.coverage_target,
+                medians=False,
             )
             summary = gc.summarise_hour(stats, field, p, street, k=params.k, threshold_s=threshold)
             memo[seg] = (summary, gc.node_covered(field, k=params.k, threshold_s=threshold))
