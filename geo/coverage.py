@@ -30,8 +30,7 @@ from geo.route import k_nearest_field
 H3_RES_MIN = 7
 H3_RES_MAX = 10
 K_MAX = 5
-# Labels kept per node for p_covered: with the default acceptance 0.35 the responders
-# beyond the 12th nearest change p by less than 0.65**12 ~ 0.6 %.
+# Upper bound of the labels kept per node for p_covered (see labels_for_target).
 P_LABELS = 12
 _EARTH_M = 6_371_008.8
 
@@ -157,6 +156,23 @@ def p_covered(
     return out
 
 
+def labels_for_target(k: int, acceptance: float, target: float) -> int:
+    """Responders per node needed to tell p_covered >= target: max(k, m) with 1-(1-a)^m >= target.
+
+    With that many labels a node's gap decision is exact: p_covered is exact where fewer
+    responders arrive in time, and otherwise a lower bound already at or above the target.
+    Defaults (a = 0.35, target 0.9): 6. Capped at :data:`P_LABELS`.
+    """
+    if acceptance >= 1:
+        return k
+    m = (
+        math.ceil(math.log(1 - target) / math.log(1 - acceptance) - 1e-12)
+        if target < 1
+        else P_LABELS
+    )
+    return max(k, min(max(m, 1), P_LABELS))
+
+
 def node_street_m(graph: StreetGraph) -> NDArray[np.float64]:
     """Street length per node: half of every incident street (undirected, chord length).
 
@@ -262,6 +278,8 @@ def cell_stats(
     k: int,
     threshold_s: float,
     target: float,
+    times: Field | None = None,
+    medians: bool = True,
 ) -> CellStats:
     """Aggregate a field to H3 cells: medians, distinct responders within, weighted p, gaps.
 
@@ -284,6 +302,11 @@ def cell_stats(
         Arrival limit.
     target
         Smallest p_covered that is not a gap.
+    times
+        Field whose 1st and k-th times give the medians (e.g. searched farther than
+        ``threshold_s``); default ``field``.
+    medians
+        False: leave ``t1_s``/``tk_s`` inf (the weekly profile only counts gaps).
 
     Returns
     -------
@@ -291,8 +314,12 @@ def cell_stats(
     """
     n_cells = len(cells.ids)
     c = cells.cell
-    t1 = _group_median(c, field.times_s[:, 0].astype(np.float64), n_cells)
-    tk = _group_median(c, field.times_s[:, k - 1].astype(np.float64), n_cells)
+    tf = field if times is None else times
+    if medians:
+        t1 = _group_median(c, tf.times_s[:, 0].astype(np.float64), n_cells)
+        tk = _group_median(c, tf.times_s[:, k - 1].astype(np.float64), n_cells)
+    else:
+        t1 = tk = np.full(n_cells, np.inf)
     within = (field.times_s <= threshold_s) & (field.sources >= 0)
     rows, cols = np.nonzero(within)
     m = int(field.sources.max()) + 1 if field.sources.size else 1

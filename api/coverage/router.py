@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 
 from api.coverage import service
 from api.coverage.schemas import (
@@ -33,7 +33,26 @@ MinutesQ = Annotated[
 ]
 KQ = Annotated[int, Query(ge=1, le=K_MAX, description="responders wanted per place")]
 ResQ = Annotated[int, Query(ge=H3_RES_MIN, le=H3_RES_MAX, description="H3 resolution")]
-AtQ = Annotated[datetime | None, Query(description="ISO 8601 time of week; default now")]
+AtQ = Annotated[
+    str | None,
+    Query(
+        description="ISO 8601 time (e.g. 2026-12-01T03:30:00+02:00); default now",
+        min_length=10,
+        max_length=40,
+        pattern=r"^\d{4}-\d{2}-\d{2}[T ].*$",
+    ),
+]
+
+
+def _at(value: str | None, now: datetime) -> datetime:
+    # ISO 8601 only: pydantic's lax datetime would take ?at=0.5 as a Unix time.
+    if value is None:
+        return now
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        msg = f"at: {value!r} is not an ISO 8601 date and time"
+        raise Unprocessable(msg) from None
 
 
 def _params(mode: str, minutes: float | None, k: int, res: int) -> service.Params:
@@ -59,17 +78,20 @@ def read_coverage(
     minutes: MinutesQ = None,
     k: KQ = 3,
     res: ResQ = 9,
-) -> CoverageCollection:
+) -> Response:
     """H3 cells with the nearest responders' times, p_covered and gaps (GeoJSON)."""
     now = clock.now()
-    return service.read_coverage(
+    text = service.read_coverage_json(
         session,
         request.app.state.graphs,
         settings,
         _params(mode, minutes, k, res),
-        at=at or now,
+        at=_at(at, now),
         now=now,
     )
+    # Already validated text of a CoverageCollection: sent as is (8,000 cells take long to
+    # validate again).
+    return Response(text, media_type="application/json")
 
 
 @router.get(
@@ -88,13 +110,12 @@ def read_profile(
     minutes: MinutesQ = None,
     k: KQ = 3,
     res: ResQ = 9,
-    accept: Annotated[str | None, Header()] = None,
 ) -> Any:
     """Per hour: street share covered, mean p_covered, gap cells, past alerts covered."""
     profile = service.read_profile(
         session, request.app.state.graphs, settings, _params(mode, minutes, k, res), now=clock.now()
     )
-    if accept is not None and "text/csv" in accept:
+    if "text/csv" in request.headers.get("accept", ""):
         return Response(service.profile_csv(profile), media_type="text/csv")
     return profile
 
@@ -117,7 +138,8 @@ def read_recruit(
         Query(
             description="hours of the week the volunteer is at home (0 = Monday 00:00): "
             "'default' (weekdays outside 08-18, all weekend), 'evenings', 'night', or "
-            "a list like '0-7,18-23'"
+            "a list like '0-7,18-23'",
+            pattern=r"^(default|evenings|night|\d{1,3}(-\d{1,3})?(,\d{1,3}(-\d{1,3})?)*)$",
         ),
     ] = None,
     mode: ModeQ = "all",
@@ -166,6 +188,6 @@ def read_public(
         request.app.state.graphs,
         settings,
         _params(mode, minutes, k, res),
-        at=at or now,
+        at=_at(at, now),
         now=now,
     )

@@ -46,7 +46,7 @@ from api.coverage.schemas import (
     RecruitFeature,
     RecruitProperties,
 )
-from api.errors import Conflict
+from api.errors import Conflict, Unprocessable
 from api.graphs import GraphStore, ModeGraph
 from api.presence.service import MODES, PresenceIndex, _roles_mask, presence_index
 from api.settings import Settings
@@ -121,7 +121,11 @@ def evaluation(graphs: GraphStore, settings: Settings, mode: str) -> Evaluation:
 
 
 def _local(index: PresenceIndex, at: datetime) -> tuple[int, float]:
-    local = (at if at.tzinfo else at.replace(tzinfo=UTC)).astimezone(index.timezone)
+    try:
+        local = (at if at.tzinfo else at.replace(tzinfo=UTC)).astimezone(index.timezone)
+    except (OverflowError, ValueError):
+        msg = f"at: {at.isoformat()} has no local time in {index.timezone.key}"
+        raise Unprocessable(msg) from None
     return local.weekday(), float(local.hour * 3600 + local.minute * 60 + local.second)
 
 
@@ -252,6 +256,19 @@ def map_at(
 ) -> CoverageResult:
     ev = evaluation(graphs, settings, params.mode)
     threshold = params.minutes * 60.0
+    labels = gc.labels_for_target(params.k, settings.acceptance_rate, settings.coverage_target)
+    # Two searches: k labels out to the horizon for the times, enough labels within the
+    # limit for p_covered and counts (a few labels far cost much less than many far).
+    times = compute_field(
+        index,
+        graphs,
+        ev,
+        modes,
+        weekday=weekday,
+        second=second,
+        labels=params.k,
+        max_time_s=threshold * HORIZON_FACTOR,
+    )
     field = compute_field(
         index,
         graphs,
@@ -259,8 +276,8 @@ def map_at(
         modes,
         weekday=weekday,
         second=second,
-        labels=max(params.k, gc.P_LABELS),
-        max_time_s=threshold * HORIZON_FACTOR,
+        labels=labels,
+        max_time_s=threshold,
     )
     cells = gc.cell_index(ev.graph.graph, params.res)
     street = gc.node_street_m(ev.graph.graph)
@@ -273,6 +290,7 @@ def map_at(
         k=params.k,
         threshold_s=threshold,
         target=settings.coverage_target,
+        times=times,
     )
     return CoverageResult(cells=cells, stats=stats, computed_at=now)
 
@@ -366,7 +384,9 @@ def profile_of(
                 modes,
                 weekday=weekday,
                 second=second,
-                labels=max(params.k, gc.P_LABELS),
+                labels=gc.labels_for_target(
+                    params.k, settings.acceptance_rate, settings.coverage_target
+                ),
                 max_time_s=threshold,
             )
             p = gc.p_covered(field, settings.acceptance_rate, threshold_s=threshold)
@@ -378,6 +398,7 @@ def profile_of(
                 k=params.k,
                 threshold_s=threshold,
                 target=settings.coverage_target,
+                medians=False,
             )
             summary = gc.summarise_hour(stats, field, p, street, k=params.k, threshold_s=threshold)
             memo[seg] = (summary, gc.node_covered(field, k=params.k, threshold_s=threshold))
@@ -611,6 +632,29 @@ def read_coverage(
     """GET /v1/coverage: the cells as GeoJSON polygons."""
     result, cached = coverage_map(session, graphs, settings, params, at=at, now=now)
     return coverage_answer(result, settings, params, at=at, cached=cached)
+
+
+def read_coverage_json(
+    session: Session,
+    graphs: GraphStore,
+    settings: Settings,
+    params: Params,
+    *,
+    at: datetime,
+    now: datetime,
+) -> bytes:
+    """GET /v1/coverage as JSON text; a cached map's text is kept too (building it is costly)."""
+    result, cached = coverage_map(session, graphs, settings, params, at=at, now=now)
+    key = ("json", id(result), at.isoformat(), params)
+    found = _cache_get(key) if cached else None
+    # the entry holds the result itself: an id reused after eviction never matches
+    if found is not None and found[0] is result:
+        return found[1]  # type: ignore[no-any-return]
+    text = coverage_answer(result, settings, params, at=at, cached=cached).model_dump_json()
+    # the text a later request gets says cached: true
+    again = coverage_answer(result, settings, params, at=at, cached=True)
+    _cache_put(key, (result, again.model_dump_json().encode()))
+    return text.encode()
 
 
 def coverage_answer(

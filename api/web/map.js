@@ -13,18 +13,43 @@ function hourLabel(hour) {
   return `${DAYS[Math.floor(hour / 24)]} ${pad(hour % 24)}:00`;
 }
 
-// The hour of the week (0 = Monday 00:00) as a local time in the current week, without an
-// offset: the service reads it in its own time zone (ERN_TIMEZONE), as its presence model does.
-function atOf(hour) {
-  const now = new Date();
-  const monday = new Date(now.getFullYear(), now.getMonth(), now.getDate() - ((now.getDay() + 6) % 7));
-  const t = new Date(monday.getFullYear(), monday.getMonth(), monday.getDate() + Math.floor(hour / 24), hour % 24);
-  return `${t.getFullYear()}-${pad(t.getMonth() + 1)}-${pad(t.getDate())}T${pad(t.getHours())}:00:00`;
+// Wall-clock fields of an instant in time zone `tz` (the network's ERN_TIMEZONE).
+function wall(ms, tz) {
+  const parts = new Intl.DateTimeFormat("en-GB", {
+    timeZone: tz, hourCycle: "h23", year: "numeric", month: "2-digit", day: "2-digit",
+    hour: "2-digit", minute: "2-digit", second: "2-digit", weekday: "short",
+  }).formatToParts(new Date(ms));
+  const get = (type) => parts.find((p) => p.type === type).value;
+  return {
+    y: Number(get("year")), mo: Number(get("month")), d: Number(get("day")),
+    h: Number(get("hour")), mi: Number(get("minute")), s: Number(get("second")),
+    dow: ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"].indexOf(get("weekday")),
+  };
 }
 
-function hourOfWeekNow() {
-  const now = new Date();
-  return ((now.getDay() + 6) % 7) * 24 + now.getHours();
+// The instant at which the clock in `tz` shows the given wall time (DST-safe to the hour).
+function instantOf(y, mo, d, h, tz) {
+  const guess = Date.UTC(y, mo - 1, d, h);
+  let ms = guess;
+  for (let i = 0; i < 2; i += 1) {
+    const w = wall(ms, tz);
+    ms -= Date.UTC(w.y, w.mo - 1, w.d, w.h, w.mi, w.s) - guess;
+  }
+  return ms;
+}
+
+// The hour of the week (0 = Monday 00:00) in this week of the network's time zone, as an
+// ISO 8601 instant: the service places responders by the network's clock.
+function atOf(hour, tz) {
+  const now = wall(Date.now(), tz);
+  const monday = new Date(Date.UTC(now.y, now.mo - 1, now.d - now.dow + Math.floor(hour / 24)));
+  const ms = instantOf(monday.getUTCFullYear(), monday.getUTCMonth() + 1, monday.getUTCDate(), hour % 24, tz);
+  return new Date(ms).toISOString();
+}
+
+function hourOfWeekNow(tz) {
+  const now = wall(Date.now(), tz);
+  return now.dow * 24 + now.h;
 }
 
 class Unauthorised extends Error {}
@@ -91,11 +116,12 @@ function profileHours(body) {
   }));
 }
 
-function shareColour(share) {
+// Red for the week's worst hour, green for its best: a week rarely spans 0-100 %, and the
+// question is "which hours are our worst".
+function shareColour(share, lo, hi) {
   if (share == null) return "#ddd";
-  // red (0) -> amber (0.5) -> green (1)
-  const hue = Math.max(0, Math.min(1, share)) * 130;
-  return `hsl(${hue}, 65%, 45%)`;
+  const t = hi > lo ? (share - lo) / (hi - lo) : 1;
+  return `hsl(${Math.round(t * 125)}, 70%, ${Math.round(48 - 6 * t)}%)`;
 }
 
 function start() {
@@ -110,6 +136,7 @@ function start() {
   let recruits = L.layerGroup().addTo(map);
   let fitted = false;
   let seq = 0;
+  let timezone = "UTC";
 
   const controls = () => ({
     hour: Number($("hour").value),
@@ -137,12 +164,14 @@ function start() {
     streets = L.geoJSON(fc, {
       renderer: streetRenderer,
       interactive: false,
-      style: { color: "#8a8a8a", weight: 1, opacity: 0.8 },
+      style: { color: "#4a4a4a", weight: 1.2, opacity: 0.9 },
     }).addTo(map);
     streets.bringToBack();
     streetsMode = graphMode;
+    timezone = fc.ern?.timezone || timezone;
     if (!fitted && fc.bbox) {
       const [w, s, e, n] = fc.bbox;
+      map.invalidateSize();
       map.fitBounds([[s, w], [n, e]]);
       fitted = true;
     }
@@ -154,7 +183,7 @@ function start() {
     mapEl.dataset.state = "loading";
     status(`computing ${hourLabel(c.hour)}…`);
     await loadStreets(c.mode);
-    const fc = await api("/v1/coverage", { at: atOf(c.hour), mode: c.mode, minutes: c.minutes, k: c.k });
+    const fc = await api("/v1/coverage", { at: atOf(c.hour, timezone), mode: c.mode, minutes: c.minutes, k: c.k });
     if (mine !== seq) return; // a newer request is on its way
     const minutes = Number(fc.ern?.minutes ?? c.minutes ?? 5) || 5;
     const counts = { covered: 0, thin: 0, gap: 0 };
@@ -162,12 +191,12 @@ function start() {
     cells = L.geoJSON(fc, {
       style: (f) => {
         const band = bandOf(f.properties, minutes);
-        return { color: COLOURS[band], weight: 0.6, fillColor: COLOURS[band], fillOpacity: 0.45, className: `cell cell-${band}` };
+        return { color: COLOURS[band], weight: 0.5, fillColor: COLOURS[band], fillOpacity: 0.32, className: `cell cell-${band}` };
       },
       onEachFeature: (f, layer) => {
         const band = bandOf(f.properties, minutes);
         counts[band] += 1;
-        layer.bindPopup(() => figures(f.properties, band));
+        layer.bindPopup(() => figures(f.properties, band), { autoPanPaddingTopLeft: [70, 20] });
       },
     }).addTo(map);
     recruits.bringToFront?.();
@@ -192,7 +221,8 @@ function start() {
       const p = f.properties;
       const icon = L.divIcon({ className: "recruit-icon", html: String(p.rank), iconSize: [24, 24] });
       L.marker([lat, lon], { icon, title: `recruit #${p.rank}` })
-        .bindPopup(`<b>Recruit here #${p.rank}</b><br>one more walking volunteer would cover ${Math.round(p.gain_m)} m more street`)
+        .bindPopup(`<b>Recruit here #${p.rank}</b><br>one more walking volunteer would cover ${Math.round(p.gain_m)} m more street` +
+          (p.gain_share == null ? "" : ` (${(p.gain_share * 100).toFixed(1)} % of the area's streets)`))
         .addTo(recruits);
     }
     mapEl.dataset.recruits = String(fc.features.length);
@@ -208,6 +238,12 @@ function start() {
     const c = controls();
     const hours = profileHours(await api("/v1/coverage/profile", { mode: c.mode, minutes: c.minutes, k: c.k }));
     const byHour = new Map(hours.map((h) => [h.hour, h]));
+    const shares = hours.map((h) => h.share).filter((v) => v != null);
+    const hi = Math.max(...shares);
+    // The week's own scale, but spanning at least 20 points: 98 % is never painted red.
+    const lo = Math.min(...shares, hi - 0.2);
+    const pct = (v) => `${Math.round(v * 100)} %`;
+    $("strip-scale").textContent = shares.length ? `red: ${pct(Math.max(lo, 0))} or less of street length covered, green: ${pct(hi)} (the best hour)` : "";
     const strip = $("strip");
     strip.replaceChildren();
     const head = strip.insertRow();
@@ -227,7 +263,7 @@ function start() {
         const info = byHour.get(hour) || {};
         const td = tr.insertCell();
         td.dataset.hour = String(hour);
-        td.style.background = shareColour(info.share);
+        td.style.background = shareColour(info.share, lo, hi);
         const share = info.share == null ? "?" : `${Math.round(info.share * 100)} %`;
         td.title = `${hourLabel(hour)}: ${share} of streets covered` + (info.gaps == null ? "" : `, ${info.gaps} gap cells`);
         td.addEventListener("click", () => { $("hour").value = String(hour); showHour(); refresh(); });
@@ -247,9 +283,10 @@ function start() {
   $("show-recruit").addEventListener("change", () => loadRecruits().catch(fail));
   $("logout").addEventListener("click", () => { sessionStorage.removeItem(TOKEN_KEY); location.reload(); });
 
-  $("hour").value = String(hourOfWeekNow());
-  showHour();
-  refreshAll();
+  // The first street layer tells the network's time zone; the slider opens on its current hour.
+  loadStreets($("mode").value)
+    .then(() => { $("hour").value = String(hourOfWeekNow(timezone)); showHour(); refreshAll(); })
+    .catch(fail);
 }
 
 let started = false;

@@ -9,10 +9,10 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse, Response
 
-from api.deps import Coordinator
+from api.coverage.service import ModeWithoutGraph
+from api.deps import Coordinator, SettingsDep
 from api.errors import ErrorBody
 from api.graphs import GraphStore
-from geo.errors import GraphUnavailable
 from geo.streets import street_lines
 
 WEB_DIR = Path(__file__).resolve().parent
@@ -36,7 +36,7 @@ E_STREETS: Responses = {
     401: {"model": ErrorBody, "description": "missing, bad or revoked token"},
     403: {"model": ErrorBody, "description": "the caller is not a coordinator"},
     422: {"model": ErrorBody, "description": "unknown mode"},
-    503: {"model": ErrorBody, "description": "no graph is loaded for the mode"},
+    409: {"model": ErrorBody, "description": "the mode has no loaded street graph"},
 }
 
 
@@ -57,10 +57,14 @@ async def map_static(name: str) -> Response:
 
 def _graph_for(store: GraphStore, mode: str) -> tuple[str, Any]:
     if mode != "all":
-        return mode, store.get(mode).graph
+        if mode not in store.by_mode:
+            reason = store.status().get(mode, "not configured")
+            msg = f"mode {mode!r} has no loaded street graph: {reason}"
+            raise ModeWithoutGraph(msg)
+        return mode, store.by_mode[mode].graph
     if not store.by_mode:
-        msg = f"no street graph is loaded: {store.problems or 'none configured'}"
-        raise GraphUnavailable(msg)
+        msg = "mode 'all': no street graph is loaded"
+        raise ModeWithoutGraph(msg)
     # "all": the densest loaded graph (walk usually) shows every street the others use.
     name, loaded = max(store.by_mode.items(), key=lambda item: item[1].graph.n_edges)
     return name, loaded.graph
@@ -78,6 +82,7 @@ def _graph_for(store: GraphStore, mode: str) -> tuple[str, Any]:
 def coverage_streets(
     request: Request,
     caller: Coordinator,
+    settings: SettingsDep,
     mode: Annotated[Literal["all", "walk", "bike", "drive"], Query()] = "all",
 ) -> Response:
     """Streets of the mode's graph (``all``: the densest graph) as simplified MultiLineStrings."""
@@ -93,7 +98,13 @@ def coverage_streets(
             }
         ],
         "bbox": list(graph.bbox),
-        "ern": {"mode": mode, "graph": name, "attribution": ATTRIBUTION},
+        # The page reads the hour slider in the network's time zone, as the presence model does.
+        "ern": {
+            "mode": mode,
+            "graph": name,
+            "attribution": ATTRIBUTION,
+            "timezone": settings.timezone,
+        },
     }
     return Response(
         json.dumps(body, separators=(",", ":"), ensure_ascii=False),

@@ -96,6 +96,24 @@ class TestField:
             assert stats.t1_s[i] == pytest.approx(np.median(ref_t[mine, 0]), rel=1e-5)
             assert stats.gap[i] == (len(reached) < 3 or stats.p_covered[i] < 0.9)
 
+    def test_few_labels_decide_gaps_exactly(
+        self, monaco: dict[str, StreetGraph], responders: tuple[np.ndarray, np.ndarray]
+    ) -> None:
+        g = monaco["walk"]
+        nodes, ids = responders
+        few = gc.labels_for_target(3, 0.35, 0.9)
+        assert few == 6
+        gaps = []
+        for lab in (few, 60):
+            f = gc.mode_field(
+                g, nodes, ids, labels=lab, max_time_s=THRESHOLD_S, offset_s=np.full(ids.size, MOB_S)
+            )
+            p = gc.p_covered(f, 0.35, threshold_s=THRESHOLD_S)
+            node_ok = p >= 0.9
+            gaps.append((node_ok, f.times_s[:, :3]))
+        np.testing.assert_array_equal(gaps[0][0], gaps[1][0])
+        np.testing.assert_array_equal(gaps[0][1], gaps[1][1])
+
     def test_street_length_sums_to_the_networks(self, monaco: dict[str, StreetGraph]) -> None:
         g = monaco["walk"]
         nxg = g.to_networkx().to_undirected()

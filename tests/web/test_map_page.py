@@ -78,6 +78,21 @@ class TestStreets:
         r = client.get("/v1/coverage/streets", params={"mode": "boat"}, headers=auth(token))
         assert r.status_code == 422 and "mode" in r.text
 
+    def test_a_mode_without_a_graph_is_409(
+        self, settings: Any, graphs: Any, engine: Any, session_factory: Any, make_member: MakeMember
+    ) -> None:
+        from api.graphs import GraphStore
+        from api.main import create_app
+
+        walk_only = GraphStore(by_mode={"walk": graphs.by_mode["walk"]}, problems={})
+        app = create_app(settings, engine=engine, session_factory=session_factory, graphs=walk_only)
+        _, token = make_member(roles=("coordinator",))
+        with TestClient(app, raise_server_exceptions=False) as client:
+            r = client.get("/v1/coverage/streets", params={"mode": "drive"}, headers=auth(token))
+            assert r.status_code == 409 and "drive" in r.json()["detail"], r.text
+            ok = client.get("/v1/coverage/streets", headers=auth(token))
+            assert ok.status_code == 200 and ok.json()["ern"]["graph"] == "walk"
+
     def test_a_member_is_refused(self, client: TestClient, make_member: MakeMember) -> None:
         _, token = make_member(roles=("responder",))
         assert client.get("/v1/coverage/streets", headers=auth(token)).status_code == 403
