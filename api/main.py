@@ -184,10 +184,12 @@ def create_app(
     app.include_router(coverage_router)
     # Issue 14: snoozes (and, below, SMS replies and rallies).
     from api.presence.router import snooze_router
+    from api.rallies.router import router as rallies_router
     from api.sms.router import router as sms_router
 
     app.include_router(snooze_router)
     app.include_router(sms_router)
+    app.include_router(rallies_router)
     return app
 
 

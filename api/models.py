@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 
-DOMAINS = ("members", "notify", "presence", "alerts", "sms")
+DOMAINS = ("members", "notify", "presence", "alerts", "sms", "rallies")
 
 
 def import_all_models() -> None:

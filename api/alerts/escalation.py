@@ -17,7 +17,9 @@ from api.alerts.service import notify_alert, purge_alerts, top_up_reserve
 from api.clock import Clock, SystemClock
 from api.database import transaction
 from api.graphs import GraphStore
+from api.notify.service import purge
 from api.presence.service import away_member_ids, purge_expired_locations
+from api.rallies import repository as rallies_repo
 from api.settings import Settings
 from api.sms import repository as sms_repo
 
@@ -84,6 +86,7 @@ class Purged:
     live_locations: int
     # Processed inbound SMS ids (and the replies they got, which may name an alert's place).
     sms_replies: int = 0
+    rallies: int = 0
 
 
 def purge_expired(session: Session, settings: Settings, *, now: datetime) -> Purged:
@@ -93,7 +96,15 @@ def purge_expired(session: Session, settings: Settings, *, now: datetime) -> Pur
         alerts=purge_alerts(session, before=now - retention),
         live_locations=purge_expired_locations(session, now=now),
         sms_replies=sms_repo.purge_before(session, before=now - retention),
+        rallies=_purge_rallies(session, before=now - retention),
     )
+
+
+def _purge_rallies(session: Session, *, before: datetime) -> int:
+    # Rally notices' outbox rows hold the place like alerts' do: gone after the same retention.
+    ids = rallies_repo.delete_before(session, before=before)
+    purge(session, alert_ids=ids)
+    return len(ids)
 
 
 class EscalationWorker:

@@ -144,6 +144,19 @@ MATRIX: dict[tuple[str, str], Row] = {
         body=lambda _: {"until": (datetime.now(UTC) + timedelta(hours=1)).isoformat()},
     ),
     ("DELETE", "/v1/members/me/snooze"): Row(401, 204, 204, 204),
+    ("POST", "/v1/rallies"): Row(
+        401,
+        403,
+        403,
+        201,
+        body=lambda _: {
+            "location": {"type": "Point", "coordinates": [HELSINKI_LON, HELSINKI_LAT]},
+            "at": datetime.now(UTC).isoformat(),
+            "minutes": 10,
+            "text": "thank you",
+        },
+        headers=_idempotency,
+    ),
     ("POST", "/v1/sms/inbound"): Row(
         403,
         403,

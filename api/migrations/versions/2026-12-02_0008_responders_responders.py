@@ -13,6 +13,8 @@ Create Date: 2026-12-02
   ERN_SECRET_KEY, so rows written before this migration get it at their next contact change.
 - ``sms_inbound``: MessageSids already processed, with the reply given (a gateway retry gets
   the same answer and changes nothing). Deleted after ERN_ALERT_RETENTION_DAYS like alerts.
+- ``rally``: rally notices by (coordinator, Idempotency-Key) with the number they went to
+  (never who); deleted, with their outbox rows, after ERN_ALERT_RETENTION_DAYS.
 """
 
 from __future__ import annotations
@@ -37,6 +39,24 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("message_sid", name="pk_sms_inbound"),
     )
     op.create_index("ix_sms_inbound_received_at", "sms_inbound", ["received_at"])
+    op.create_table(
+        "rally",
+        sa.Column("id", sa.Uuid(), nullable=False),
+        sa.Column("coordinator_id", sa.Uuid(), nullable=True),
+        sa.Column("idempotency_key", sa.Text(), nullable=False),
+        sa.Column("request_hash", sa.LargeBinary(), nullable=False),
+        sa.Column("sent_count", sa.Integer(), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["coordinator_id"],
+            ["member.id"],
+            ondelete="SET NULL",
+            name="fk_rally_coordinator_id_member",
+        ),
+        sa.PrimaryKeyConstraint("id", name="pk_rally"),
+        sa.UniqueConstraint("coordinator_id", "idempotency_key", name="uq_rally_coordinator_key"),
+    )
+    op.create_index("ix_rally_created_at", "rally", ["created_at"])
     op.add_column("member", sa.Column("snoozed_until", sa.DateTime(timezone=True), nullable=True))
     op.create_index(
         "ix_alert_responder_accepted",
@@ -47,6 +67,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_index("ix_rally_created_at", table_name="rally")
+    op.drop_table("rally")
     op.drop_index("ix_sms_inbound_received_at", table_name="sms_inbound")
     op.drop_table("sms_inbound")
     op.drop_index("ix_member_phone_index", table_name="member")
