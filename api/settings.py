@@ -61,6 +61,11 @@ class GeoSettings(_Base):
     max_zone_m2: float = Field(default=25_000_000.0, gt=0)
     max_vertices: int = Field(default=2000, ge=4)
     max_route_m: float = Field(default=100_000.0, gt=0)
+    allow_no_graphs: bool = Field(
+        default=False,
+        description="let `ern serve` with ERN_DATABASE_URL start without any compiled graph "
+        "(every alert ranked by straight-line distance)",
+    )
 
 
 class AlertSettings(_Base):
