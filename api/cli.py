@@ -50,6 +50,11 @@ def serve(
     _refuse_busy_port(host, port)
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     settings = Settings()
+    from api.graphs import no_graphs_reason
+
+    if not settings.allow_no_graphs and (reason := no_graphs_reason(settings)) is not None:
+        typer.echo(f"ern serve: {reason}", err=True)
+        raise typer.Exit(2)
     child = None
     graphs = None
     if settings.run_workers and settings.worker_process:

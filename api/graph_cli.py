@@ -21,7 +21,7 @@ Source = Annotated[
     ),
 ]
 Modes = Annotated[str, typer.Option("--modes", help="comma-separated travel modes")]
-Out = Annotated[Path, typer.Option("--out", help="directory for {mode}.npz + {mode}.json")]
+Out = Annotated[Path, typer.Option("--out", help="directory for {mode}.arrays + {mode}.json")]
 WalkSpeed = Annotated[
     float,
     typer.Option("--walk-speed-mps", envvar="ERN_WALK_SPEED_MPS", help="walking speed, m/s"),

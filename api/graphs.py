@@ -50,6 +50,22 @@ def speeds_from(settings: Settings) -> Speeds:
     return Speeds(walk_mps=settings.walk_speed_mps, bike_mps=settings.bike_speed_mps)
 
 
+def no_graphs_reason(settings: Settings) -> str | None:
+    """Why `ern serve` would start without any graph (nothing to build, none compiled), or None."""
+    if settings.embedded or settings.graph_source is not None:
+        return None  # graphs are built at start when missing
+    graph_dir = settings.resolved_graph_dir
+    if any((graph_dir / f"{mode}.json").is_file() for mode in settings.modes):
+        return None
+    return (
+        f"no compiled street graph ({', '.join(settings.modes)}) in ERN_GRAPH_DIR={graph_dir}: "
+        "every alert would be ranked by straight-line distance. Build them with "
+        f"`ern graph build --source <extract.osm.pbf> --out {graph_dir}`, set "
+        "ERN_GRAPH_SOURCE to build them at start (the directory must be writable), or set "
+        "ERN_ALLOW_NO_GRAPHS=true to serve without them"
+    )
+
+
 def load_store(settings: Settings, *, build_missing: bool) -> GraphStore:
     """Load the compiled graphs; with ``build_missing`` build them from the source first."""
     graph_dir = settings.resolved_graph_dir
@@ -76,5 +92,15 @@ def load_store(settings: Settings, *, build_missing: bool) -> GraphStore:
                 store.problems[mode] = f"unavailable: {exc}"
                 log.warning("graph %s unavailable: %s", mode, exc)
                 continue
+        if graph.manifest.get("format_version") == 1:
+            log.warning(
+                "graph %s in %s is in format 1 (%s.npz): each process holds its own copy; "
+                "rebuild with `ern graph build --out %s`, or start once with a writable "
+                "directory and ERN_GRAPH_SOURCE to convert it to shared memory-mapped arrays",
+                mode,
+                graph_dir,
+                mode,
+                graph_dir,
+            )
         store.by_mode[mode] = ModeGraph(graph=graph, snapper=Snapper(graph))
     return store

@@ -68,6 +68,11 @@ class GeoSettings(_Base):
     k_anon: int = Field(
         default=3, ge=1, description="coverage cells never show a responder count below this"
     )
+    allow_no_graphs: bool = Field(
+        default=False,
+        description="let `ern serve` with ERN_DATABASE_URL start without any compiled graph "
+        "(every alert ranked by straight-line distance)",
+    )
 
 
 class AlertSettings(_Base):

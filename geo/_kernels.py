@@ -253,6 +253,9 @@ def warm_up() -> None:
         indptr = np.array([0, 1, 2], dtype=np.int64)
         indices = np.array([1, 0], dtype=np.int32)
         w = np.array([1.0, 1.0], dtype=np.float32)
+        # graphs hold read-only arrays (see StreetGraph), which numba types apart
+        for graph_array in (indptr, indices, w):
+            graph_array.flags.writeable = False
         dist = np.full(2, np.inf)
         settled = np.zeros(2, dtype=np.uint8)
         touched = np.empty(2, dtype=np.int32)

@@ -32,7 +32,7 @@ from geo.osm import (
     file_sha256,
 )
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 ATTRIBUTION = "© OpenStreetMap contributors, ODbL"
 
 Progress = Callable[[str], None]

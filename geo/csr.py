@@ -51,6 +51,14 @@ class StreetGraph:
     # per-graph caches of the query modules (search scratch space); never compared
     _cache: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
 
+    def __post_init__(self) -> None:
+        # Read-only views: the arrays may be a shared memory map, and the search kernels
+        # are compiled once for read-only arrays (numba types them apart from writable ones).
+        for name in ARRAY_NAMES:
+            view = np.asarray(getattr(self, name)).view()
+            view.flags.writeable = False
+            object.__setattr__(self, name, view)
+
     @property
     def n_nodes(self) -> int:
         """Number of nodes."""

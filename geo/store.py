@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
+import mmap
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from geo.build import FORMAT_VERSION, Progress, Speeds, build_graphs
 from geo.csr import ARRAY_NAMES, MODES, StreetGraph
@@ -17,12 +21,20 @@ from geo.osm import _classify_source, _Source, file_sha256
 
 # ensure_graphs' default speeds (one instance, as a default argument must be)
 _DEFAULT_SPEEDS = Speeds()
+# array offsets in a .arrays file: a cache line, more than any dtype's alignment
+_ALIGN = 64
 
 
 def save_graph(graph: StreetGraph, out_dir: Path) -> Path:
-    """Save a compiled graph as ``{mode}.npz`` (uncompressed) and its ``{mode}.json`` manifest.
+    """Save a compiled graph as ``{mode}.arrays`` and its ``{mode}.json`` manifest.
 
-    The manifest records the npz's SHA-256, which :func:`load_graph` checks.
+    The arrays are written raw, one after the other at 64-byte aligned offsets, so that
+    :func:`load_graph` can memory-map them read-only and every process that loads the
+    graph shares one copy through the page cache. The manifest records each array's
+    dtype, offset and length, and the file's size, SHA-256 (computed once, here) and
+    modification time. Both files are written beside and renamed into place, so a
+    process that has the old file mapped keeps reading the old, unchanged data. A
+    ``{mode}.npz`` of format 1 left in the directory is removed.
 
     Parameters
     ----------
@@ -33,21 +45,49 @@ def save_graph(graph: StreetGraph, out_dir: Path) -> Path:
 
     Returns
     -------
-    Path of the npz file.
+    Path of the arrays file.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    npz = out_dir / f"{graph.mode}.npz"
-    tmp = out_dir / f".{graph.mode}.npz.tmp"
+    data = out_dir / f"{graph.mode}.arrays"
+    tmp = out_dir / f".{graph.mode}.arrays.tmp"
+    layout: dict[str, dict[str, Any]] = {}
+    digest = hashlib.sha256()
+    offset = 0
     with open(tmp, "wb") as f:
-        np.savez(f, **{name: getattr(graph, name) for name in ARRAY_NAMES})
-    manifest = dict(graph.manifest)
-    manifest["npz"] = {"file": npz.name, "sha256": file_sha256(tmp)}
+        for name in ARRAY_NAMES:
+            array = np.ascontiguousarray(getattr(graph, name))
+            array = array.astype(array.dtype.newbyteorder("<"), copy=False)
+            pad = -offset % _ALIGN
+            raw = b"\0" * pad + array.tobytes()
+            f.write(raw)
+            digest.update(raw)
+            offset += pad
+            layout[name] = {"dtype": array.dtype.str, "offset": offset, "length": len(array)}
+            offset += array.nbytes
+        f.flush()
+        os.fsync(f.fileno())
+    tmp.replace(data)
+    stat = data.stat()
+    manifest = {k: v for k, v in graph.manifest.items() if k != "npz"}
+    manifest["format_version"] = FORMAT_VERSION
+    manifest.setdefault("mode", graph.mode)
+    # graphs made with StreetGraph.from_edges carry no counts; load_graph checks them
+    manifest["counts"] = {"nodes": graph.n_nodes, "edges": graph.n_edges} | dict(
+        manifest.get("counts") or {}
+    )
+    manifest["arrays"] = {
+        "file": data.name,
+        "size": stat.st_size,
+        "sha256": digest.hexdigest(),
+        "mtime_ns": stat.st_mtime_ns,
+        "layout": layout,
+    }
     tmp_json = out_dir / f".{graph.mode}.json.tmp"
     tmp_json.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    tmp.replace(npz)
     tmp_json.replace(out_dir / f"{graph.mode}.json")
-    return npz
+    (out_dir / f"{graph.mode}.npz").unlink(missing_ok=True)
+    return data
 
 
 def _check_source(manifest: dict[str, Any], where: Path) -> None:
@@ -73,14 +113,19 @@ def _check_source(manifest: dict[str, Any], where: Path) -> None:
 def load_graph(out_dir: Path, mode: str, *, warm_up: bool = True) -> StreetGraph:
     """Load a compiled graph saved by :func:`save_graph`, refusing one that does not match.
 
-    Checks the format version, the npz's SHA-256 against the manifest, the array sizes
-    against the manifest's counts and, when the source file still exists, its SHA-256
-    (skipped while its size and mtime equal those recorded).
+    The arrays are memory-mapped read-only: the pages come from the page cache, shared
+    by every process that loads the same file, and are read from disk on first touch.
+    Checks the format version, the file size against the manifest and, unless the file
+    still has the modification time recorded when it was written (and hashed), its
+    SHA-256; then the array lengths against the manifest's counts and, when the source
+    file still exists, its SHA-256 (skipped while its size and mtime equal those
+    recorded). A directory of format 1 (``{mode}.npz``) still loads, into this
+    process's own memory; :func:`ensure_graphs` rewrites it in the current format.
 
     Parameters
     ----------
     out_dir
-        Directory holding ``{mode}.npz`` and ``{mode}.json``.
+        Directory holding ``{mode}.arrays`` (or ``{mode}.npz``) and ``{mode}.json``.
     mode
         Travel mode.
     warm_up
@@ -88,19 +133,18 @@ def load_graph(out_dir: Path, mode: str, *, warm_up: bool = True) -> StreetGraph
 
     Returns
     -------
-    The graph.
+    The graph; ``manifest["format_version"]`` says which format it was read from.
 
     Raises
     ------
     GraphUnavailable
         No compiled graph of this mode in ``out_dir``.
     GraphCacheMismatch
-        The files do not match their manifest or its source.
+        The files do not match their manifest or its source, or have an unknown format.
     """
     out_dir = Path(out_dir)
-    npz = out_dir / f"{mode}.npz"
     meta = out_dir / f"{mode}.json"
-    if not npz.is_file() or not meta.is_file():
+    if not meta.is_file():
         msg = f"no compiled {mode} graph in {out_dir} (run `ern graph build`)"
         raise GraphUnavailable(msg)
     try:
@@ -108,27 +152,29 @@ def load_graph(out_dir: Path, mode: str, *, warm_up: bool = True) -> StreetGraph
     except (OSError, ValueError) as exc:
         msg = f"unreadable manifest {meta}: {exc}"
         raise GraphCacheMismatch(msg) from exc
-    if manifest.get("format_version") != FORMAT_VERSION or manifest.get("mode") != mode:
+    version = manifest.get("format_version")
+    if version not in (1, FORMAT_VERSION) or manifest.get("mode") != mode:
         msg = (
-            f"{meta}: format {manifest.get('format_version')!r} / mode {manifest.get('mode')!r}, "
-            f"expected format {FORMAT_VERSION} / mode {mode!r}"
+            f"{meta}: format {version!r} / mode {manifest.get('mode')!r}, expected format "
+            f"{FORMAT_VERSION} (or 1) / mode {mode!r}: rebuild it with `ern graph build`"
         )
         raise GraphCacheMismatch(msg)
-    data_bytes = npz.read_bytes()
-    recorded = (manifest.get("npz") or {}).get("sha256")
-    if hashlib.sha256(data_bytes).hexdigest() != recorded:
-        msg = f"{npz} does not match the sha256 recorded in {meta.name}"
-        raise GraphCacheMismatch(msg)
-    _check_source(manifest, npz)
-    import io
-
-    with np.load(io.BytesIO(data_bytes), allow_pickle=False) as data:
-        arrays = {name: data[name] for name in ARRAY_NAMES}
+    if version == 1:
+        where, arrays = _read_npz(out_dir / f"{mode}.npz", manifest, meta)
+    else:
+        where, arrays = _map_arrays(out_dir, manifest, meta)
+    _check_source(manifest, where)
     counts = manifest.get("counts") or {}
     n, m = len(arrays["lon"]), len(arrays["indices"])
-    if (n, m) != (counts.get("nodes"), counts.get("edges")) or len(arrays["indptr"]) != n + 1:
+    if (
+        (n, m) != (counts.get("nodes"), counts.get("edges"))
+        or any(len(arrays[k]) != n + 1 for k in ("indptr", "rev_indptr"))
+        or any(len(arrays[k]) != m for k in ("travel_time_s", "rev_indices", "rev_travel_time_s"))
+        or any(len(arrays[k]) != n for k in ("lat", "osm_id"))
+        or any(int(arrays[k][-1]) != m or int(arrays[k][0]) != 0 for k in ("indptr", "rev_indptr"))
+    ):
         msg = (
-            f"{npz}: {n} nodes / {m} edges, "
+            f"{where}: {n} nodes / {m} edges or inconsistent array lengths, "
             f"manifest says {counts.get('nodes')} / {counts.get('edges')}"
         )
         raise GraphCacheMismatch(msg)
@@ -140,24 +186,74 @@ def load_graph(out_dir: Path, mode: str, *, warm_up: bool = True) -> StreetGraph
     return graph
 
 
+def _read_npz(
+    npz: Path, manifest: dict[str, Any], meta: Path
+) -> tuple[Path, dict[str, NDArray[Any]]]:
+    """The arrays of a format-1 ``.npz`` read into memory, after checking its SHA-256."""
+    if not npz.is_file():
+        msg = f"no compiled {manifest.get('mode')} graph: {npz} is missing (run `ern graph build`)"
+        raise GraphUnavailable(msg)
+    data_bytes = npz.read_bytes()
+    recorded = (manifest.get("npz") or {}).get("sha256")
+    if hashlib.sha256(data_bytes).hexdigest() != recorded:
+        msg = f"{npz} does not match the sha256 recorded in {meta.name}"
+        raise GraphCacheMismatch(msg)
+    with np.load(io.BytesIO(data_bytes), allow_pickle=False) as data:
+        return npz, {name: data[name] for name in ARRAY_NAMES}
+
+
+def _map_arrays(
+    out_dir: Path, manifest: dict[str, Any], meta: Path
+) -> tuple[Path, dict[str, NDArray[Any]]]:
+    """The arrays of a ``.arrays`` file as read-only views of one shared memory map."""
+    info = manifest.get("arrays") or {}
+    path = out_dir / str(info.get("file") or f"{manifest.get('mode')}.arrays")
+    if not path.is_file():
+        msg = f"no compiled {manifest.get('mode')} graph: {path} is missing (run `ern graph build`)"
+        raise GraphUnavailable(msg)
+    stat = path.stat()
+    if stat.st_size != info.get("size"):
+        msg = f"{path} has {stat.st_size} bytes, {meta.name} says {info.get('size')}"
+        raise GraphCacheMismatch(msg)
+    # Hashed when written; a file with that same mtime was not rewritten since. A copied or
+    # touched file is hashed again (streaming, through the page cache) before use.
+    if stat.st_mtime_ns != info.get("mtime_ns") and file_sha256(path) != info.get("sha256"):
+        msg = f"{path} does not match the sha256 recorded in {meta.name}"
+        raise GraphCacheMismatch(msg)
+    layout = info.get("layout") or {}
+    arrays: dict[str, NDArray[Any]] = {}
+    with open(path, "rb") as f:
+        mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if stat.st_size else None
+    for name in ARRAY_NAMES:
+        spec: dict[str, Any] = layout.get(name) or {}
+        try:
+            dtype = np.dtype(spec["dtype"])
+            offset, length = int(spec["offset"]), int(spec["length"])
+            if mapped is None or offset + length * dtype.itemsize > stat.st_size:
+                raise ValueError("outside the file")
+            # views keep the map open; it closes when the last array goes
+            arrays[name] = np.frombuffer(mapped, dtype=dtype, count=length, offset=offset)
+        except (TypeError, KeyError, ValueError) as exc:
+            msg = f"{meta.name}: bad layout of array {name!r} in {path}: {exc}"
+            raise GraphCacheMismatch(msg) from exc
+    return path, arrays
+
+
 def load_graphs(out_dir: Path) -> dict[str, StreetGraph]:
     """Load every compiled mode present in a directory.
 
     Parameters
     ----------
     out_dir
-        Directory of ``{mode}.npz`` / ``{mode}.json`` pairs.
+        Directory of ``{mode}.json`` manifests with their arrays.
 
     Returns
     -------
     Graphs by mode (possibly empty).
     """
     out_dir = Path(out_dir)
-    return {
-        mode: load_graph(out_dir, mode)
-        for mode in MODES
-        if (out_dir / f"{mode}.npz").is_file() and (out_dir / f"{mode}.json").is_file()
-    }
+    present = [mode for mode in MODES if (out_dir / f"{mode}.json").is_file()]
+    return {mode: load_graph(out_dir, mode) for mode in present}
 
 
 def _matches_request(graph: StreetGraph, src: _Source, speeds: Speeds) -> bool:
@@ -229,6 +325,14 @@ def ensure_graphs(
             say(f"{mode}: cache built from another source or speeds; rebuilding")
             stale.append(mode)
             continue
+        if graph.manifest.get("format_version") != FORMAT_VERSION:
+            # same arrays, rewritten so that they are memory-mapped (shared) from now on
+            try:
+                save_graph(graph, out_dir)
+                graph = load_graph(out_dir, mode)
+                say(f"{mode}: converted to format {FORMAT_VERSION} (memory-mapped) in {out_dir}")
+            except OSError as exc:
+                say(f"{mode}: format 1 kept, each process holds its own copy ({exc})")
         graphs[mode] = graph
     if stale:
         for mode, graph in build_graphs(source, stale, speeds=speeds, progress=say).items():

@@ -5,7 +5,7 @@ Usage::
 
     python scripts/bench.py [--json] [--graph PATH] [--quick] [--members 1000,10000] [--seed 7]
 
-``--graph`` is a compiled graph directory (``walk.npz``/``drive.npz`` with manifests) or
+``--graph`` is a compiled graph directory (``walk.json``/``drive.json`` with their arrays) or
 an OSM extract, compiled once into ``var/bench-graphs/<name>/`` and rebuilt when its
 manifest no longer matches. Default: the Porto extract (``--quick``: Monaco). Every
 figure is measured in this one run, on the same graphs, members and alert targets;
@@ -139,7 +139,7 @@ def resolve_graphs(
 
     if graph is not None and Path(graph).is_dir():
         d = Path(graph)
-        missing = [m for m in MODES if not (d / f"{m}.npz").is_file()]
+        missing = [m for m in MODES if not (d / f"{m}.json").is_file()]
         if missing:
             msg = f"{d} has no compiled {', '.join(missing)} graph (need {', '.join(MODES)})"
             raise SystemExit(msg)
@@ -177,7 +177,8 @@ def measure_load(d: Path, mode: str, reps: int) -> tuple[Any, dict[str, Any]]:
         "rev_travel_time_s", "lon", "lat", "osm_id",
     )  # fmt: skip
     nbytes = sum(getattr(graph, a).nbytes for a in arrays)
-    npz = d / f"{mode}.npz"
+    # format 2 memory-maps {mode}.arrays; format 1 read {mode}.npz into memory
+    npz = d / f"{mode}.arrays" if (d / f"{mode}.arrays").is_file() else d / f"{mode}.npz"
     return graph, {
         "nodes": graph.n_nodes,
         "edges": graph.n_edges,
@@ -267,7 +268,9 @@ def _synth_key(graph: Any, n: int, seed: int) -> str:
     import geo.synth
 
     h = hashlib.sha256()
-    h.update(str((graph.manifest.get("npz") or {}).get("sha256")).encode())
+    # the arrays' hash, wherever the format (2: arrays, 1: npz) keeps it
+    stored = graph.manifest.get("arrays") or graph.manifest.get("npz") or {}
+    h.update(str(stored.get("sha256")).encode())
     h.update(Path(geo.synth.__file__).read_bytes())
     h.update(f"{graph.mode}:{n}:{seed}".encode())
     return h.hexdigest()[:16]

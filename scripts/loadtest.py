@@ -866,7 +866,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     rng = np.random.default_rng(SEED)
     # as many points as before for one or two processes: the measured points stay the same
     points = alert_points(walk, n_alerts + max(2 * WARM_UP_ALERTS, n_warm), rng)
-    modes = ",".join(m for m in ("walk", "bike", "drive") if (graph_dir / f"{m}.npz").is_file())
+    modes = ",".join(m for m in ("walk", "bike", "drive") if (graph_dir / f"{m}.json").is_file())
 
     sink = Sink()
     try:
