@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import logging
 import os
+import shutil
 from typing import TYPE_CHECKING, Any
 
 import typer
@@ -48,6 +49,7 @@ def serve(
 
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     settings = Settings()
+    _share_metrics(settings)
     child = None
     graphs = None
     if settings.run_workers and settings.worker_process:
@@ -88,6 +90,21 @@ def serve(
     finally:
         if child is not None:
             child.stop()
+
+
+def _share_metrics(settings: Settings) -> None:
+    """One metrics directory for the server processes and the worker child (/metrics sums them).
+
+    Set before prometheus_client is imported (it picks its storage then); emptied at each
+    start so that counters of a previous run are not added. An operator's own
+    PROMETHEUS_MULTIPROC_DIR is kept as it is.
+    """
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return
+    directory = settings.var_dir / "metrics"
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir(parents=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
 
 
 def _prepare_shared_state(settings: Settings) -> GraphStore | None:

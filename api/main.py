@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -14,7 +15,7 @@ from fastapi import FastAPI
 from sqlalchemy import Engine
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api import database
+from api import database, metrics
 from api.clock import Clock, SystemClock
 from api.errors import error_response, install_error_handlers
 from api.graphs import GraphStore, load_store
@@ -113,7 +114,9 @@ def create_app(
             _start_database(app, settings)
         if app.state.graphs is None:
             build = settings.embedded or settings.graph_source is not None
+            started = time.perf_counter()
             app.state.graphs = load_store(settings, build_missing=build)
+            metrics.GRAPH_LOAD.set(time.perf_counter() - started)
         if owns_db:
             # The first alert after a start must not pay for building the presence index.
             threading.Thread(
@@ -159,6 +162,8 @@ def create_app(
     )
     install_error_handlers(app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    # Outermost: counts every answer, the 413s and the unmatched paths too.
+    app.add_middleware(metrics.RequestMetrics)
 
     from api import health
     from api.alerts.router import router as alerts_router
@@ -174,6 +179,7 @@ def create_app(
     app.include_router(members_router)
     app.include_router(deliveries_router)
     app.include_router(webhook_key_router)
+    app.include_router(metrics.router)
     return app
 
 
