@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import logging
 import os
 import shutil
 from typing import TYPE_CHECKING, Any
@@ -45,10 +44,14 @@ def serve(
     """Run the HTTP service (embedded PostGIS unless ERN_DATABASE_URL is set)."""
     import uvicorn
 
+    from api.logs import configure
     from api.worker_process import WorkerProcess
 
-    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     settings = Settings()
+    configure(settings.log_format)  # ERN_LOG_FORMAT; redacted either way
+    json_logs = settings.log_format == "json"
+    # JSON: the app logs each request itself (route template, request id), not uvicorn.
+    access_log = access_log and not json_logs
     _share_metrics(settings)
     child = None
     graphs = None
@@ -71,7 +74,14 @@ def serve(
             # The graphs just prepared, not loaded a second time by the lifespan.
             application = create_app(settings, graphs=graphs)
             typer.echo(banner)
-            uvicorn.run(application, host=host, port=port, log_level="info", access_log=access_log)
+            uvicorn.run(
+                application,
+                host=host,
+                port=port,
+                log_level="info",
+                access_log=access_log,
+                log_config=None if json_logs else uvicorn.config.LOGGING_CONFIG,
+            )
             return
         typer.echo(f"{banner}, {workers} worker processes")
         # Worker processes are spawned: each imports the factory and reads the environment.
@@ -83,7 +93,7 @@ def serve(
             port=port,
             log_level="info",
             access_log=access_log,
-            log_config=_worker_log_config(),
+            log_config=_worker_log_config(settings.log_format),
             # A worker loads the graphs at start-up; uvicorn's default 5 s would kill it mid-way.
             timeout_worker_healthcheck=WORKER_STARTUP_S,
         )
@@ -122,12 +132,19 @@ def _prepare_shared_state(settings: Settings) -> GraphStore | None:
     return None
 
 
-def _worker_log_config() -> dict[str, Any]:
+def _worker_log_config(log_format: str = "text") -> dict[str, Any]:
     """uvicorn's logging plus ern's root handler, applied in every spawned worker process."""
     from uvicorn.config import LOGGING_CONFIG
 
     config = copy.deepcopy(LOGGING_CONFIG)
-    config["formatters"]["ern"] = {"format": LOG_FORMAT}
+    if log_format == "json":
+        config["formatters"]["ern"] = {"()": "api.logs.JsonFormatter"}
+        # uvicorn's own lines (start-up, errors) as JSON too.
+        for name in ("uvicorn", "uvicorn.error"):
+            config["loggers"].setdefault(name, {})["handlers"] = []
+            config["loggers"][name]["propagate"] = True
+    else:
+        config["formatters"]["ern"] = {"()": "api.logs.RedactingFormatter", "fmt": LOG_FORMAT}
     config["handlers"]["ern"] = {
         "class": "logging.StreamHandler",
         "formatter": "ern",

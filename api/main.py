@@ -19,6 +19,7 @@ from api import database, metrics
 from api.clock import Clock, SystemClock
 from api.errors import error_response, install_error_handlers
 from api.graphs import GraphStore, load_store
+from api.logs import RequestId
 from api.settings import Settings
 
 log = logging.getLogger("ern")
@@ -164,6 +165,8 @@ def create_app(
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     # Outermost: counts every answer, the 413s and the unmatched paths too.
     app.add_middleware(metrics.RequestMetrics)
+    # Outermost: every answer carries X-Request-ID, and log lines made meanwhile name it.
+    app.add_middleware(RequestId, log_requests=settings.log_format == "json")
 
     from api import health
     from api.alerts.router import router as alerts_router
