@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import copy
-import logging
 import os
+import shutil
 from typing import TYPE_CHECKING, Any
 
 import typer
@@ -45,11 +45,16 @@ def serve(
     """Run the HTTP service (embedded PostGIS unless ERN_DATABASE_URL is set)."""
     import uvicorn
 
+    from api.logs import configure
     from api.worker_process import WorkerProcess
 
     _refuse_busy_port(host, port)
-    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     settings = Settings()
+    configure(settings.log_format)  # ERN_LOG_FORMAT; redacted either way
+    json_logs = settings.log_format == "json"
+    # JSON: the app logs each request itself (route template, request id), not uvicorn.
+    access_log = access_log and not json_logs
+    _share_metrics(settings)
     from api.graphs import no_graphs_reason
 
     if not settings.allow_no_graphs and (reason := no_graphs_reason(settings)) is not None:
@@ -76,7 +81,14 @@ def serve(
             # The graphs just prepared, not loaded a second time by the lifespan.
             application = create_app(settings, graphs=graphs)
             typer.echo(banner)
-            uvicorn.run(application, host=host, port=port, log_level="info", access_log=access_log)
+            uvicorn.run(
+                application,
+                host=host,
+                port=port,
+                log_level="info",
+                access_log=access_log,
+                log_config=None if json_logs else uvicorn.config.LOGGING_CONFIG,
+            )
             return
         typer.echo(f"{banner}, {workers} worker processes")
         # Worker processes are spawned: each imports the factory and reads the environment.
@@ -88,7 +100,7 @@ def serve(
             port=port,
             log_level="info",
             access_log=access_log,
-            log_config=_worker_log_config(),
+            log_config=_worker_log_config(settings.log_format),
             # A worker loads the graphs at start-up; uvicorn's default 5 s would kill it mid-way.
             timeout_worker_healthcheck=WORKER_STARTUP_S,
         )
@@ -113,6 +125,21 @@ def _refuse_busy_port(host: str, port: int) -> None:
         raise typer.Exit(1) from None
 
 
+def _share_metrics(settings: Settings) -> None:
+    """One metrics directory for the server processes and the worker child (/metrics sums them).
+
+    Set before prometheus_client is imported (it picks its storage then); emptied at each
+    start so that counters of a previous run are not added. An operator's own
+    PROMETHEUS_MULTIPROC_DIR is kept as it is.
+    """
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return
+    directory = settings.var_dir / "metrics"
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir(parents=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
+
+
 def _prepare_shared_state(settings: Settings) -> GraphStore | None:
     """Secret, embedded cluster, schema and graphs made once before other processes race."""
     # Returns the graphs when it loaded them (embedded default or ERN_GRAPH_SOURCE).
@@ -128,12 +155,19 @@ def _prepare_shared_state(settings: Settings) -> GraphStore | None:
     return None
 
 
-def _worker_log_config() -> dict[str, Any]:
+def _worker_log_config(log_format: str = "text") -> dict[str, Any]:
     """uvicorn's logging plus ern's root handler, applied in every spawned worker process."""
     from uvicorn.config import LOGGING_CONFIG
 
     config = copy.deepcopy(LOGGING_CONFIG)
-    config["formatters"]["ern"] = {"format": LOG_FORMAT}
+    if log_format == "json":
+        config["formatters"]["ern"] = {"()": "api.logs.JsonFormatter"}
+        # uvicorn's own lines (start-up, errors) as JSON too.
+        for name in ("uvicorn", "uvicorn.error"):
+            config["loggers"].setdefault(name, {})["handlers"] = []
+            config["loggers"][name]["propagate"] = True
+    else:
+        config["formatters"]["ern"] = {"()": "api.logs.RedactingFormatter", "fmt": LOG_FORMAT}
     config["handlers"]["ern"] = {
         "class": "logging.StreamHandler",
         "formatter": "ern",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -14,10 +15,11 @@ from fastapi import FastAPI
 from sqlalchemy import Engine
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api import database
+from api import database, metrics
 from api.clock import Clock, SystemClock
 from api.errors import error_response, install_error_handlers
 from api.graphs import GraphStore, load_store
+from api.logs import RequestId
 from api.settings import Settings
 
 log = logging.getLogger("ern")
@@ -113,7 +115,9 @@ def create_app(
             _start_database(app, settings)
         if app.state.graphs is None:
             build = settings.embedded or settings.graph_source is not None
+            started = time.perf_counter()
             app.state.graphs = load_store(settings, build_missing=build)
+            metrics.GRAPH_LOAD.set(time.perf_counter() - started)
         if owns_db:
             # The first alert after a start must not pay for building the presence index.
             threading.Thread(
@@ -161,6 +165,10 @@ def create_app(
     )
     install_error_handlers(app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    # Outermost: counts every answer, the 413s and the unmatched paths too.
+    app.add_middleware(metrics.RequestMetrics)
+    # Outermost: every answer carries X-Request-ID, and log lines made meanwhile name it.
+    app.add_middleware(RequestId, log_requests=settings.log_format == "json")
 
     from api import health
     from api.alerts.router import router as alerts_router
@@ -190,6 +198,7 @@ def create_app(
     app.include_router(snooze_router)
     app.include_router(sms_router)
     app.include_router(rallies_router)
+    app.include_router(metrics.router)
     return app
 
 

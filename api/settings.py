@@ -199,7 +199,24 @@ class NotifySettings(_Base):
         return self
 
 
-class Settings(DatabaseSettings, SecuritySettings, GeoSettings, AlertSettings, NotifySettings):
+class ObservabilitySettings(_Base):
+    # Issue 16 (hardening): metrics and logs.
+    metrics_token: SecretStr | None = Field(
+        default=None, description="bearer token GET /metrics requires; unset: open"
+    )
+    log_format: Literal["text", "json"] = Field(
+        default="text", description="json: one JSON object a line, with the request id"
+    )
+
+
+class Settings(
+    DatabaseSettings,
+    SecuritySettings,
+    GeoSettings,
+    AlertSettings,
+    NotifySettings,
+    ObservabilitySettings,
+):
     """Everything ern reads from the environment."""
 
     @model_validator(mode="after")

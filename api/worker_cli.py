@@ -30,13 +30,12 @@ def worker(
     from api import database
     from api.alerts.escalation import EscalationWorker
     from api.graphs import load_store
+    from api.logs import configure
     from api.notify.worker import DEFAULT_BATCH_SIZE, DEFAULT_CONCURRENCY, OutboxWorker
 
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    log = logging.getLogger("ern.notify")
     settings = Settings()
+    configure(settings.log_format)  # ERN_LOG_FORMAT; redacted either way
+    log = logging.getLogger("ern.notify")
     settings.secret_bytes()  # refuse placeholder secrets before sending anything
     url = database.resolve_database_url(settings)
     if settings.embedded:

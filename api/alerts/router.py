@@ -33,6 +33,7 @@ from api.deps import (
     require_role,
 )
 from api.errors import COMMON_RESPONSES, ErrorBody
+from api.metrics import count_alert
 from api.types import Point
 
 router = APIRouter(prefix="/v1/alerts", tags=["alerts"])
@@ -122,6 +123,8 @@ async def create_alert(
             clock=state.clock,
         ),
     )
+    if created:
+        count_alert(view.kind, getattr(view, "ranking", "unknown"))
     # The view is already one of response_model's types: answered as is, not validated again.
     return Response(
         view.model_dump_json(),

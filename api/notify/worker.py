@@ -23,6 +23,7 @@ from api.clock import Clock, SystemClock
 from api.database import transaction
 from api.members.crypto import contact_cipher
 from api.members.errors import ContactUnreadable
+from api.metrics import count_deliveries
 from api.notify import repository as repo
 from api.notify.channels import (
     Channel,
@@ -241,7 +242,9 @@ class OutboxWorker:
             for claim, outcome in zip(claims, outcomes, strict=True)
         ]
         with transaction(self._factory) as session:
-            return repo.finish_attempts(session, finished)
+            changed = repo.finish_attempts(session, finished)
+        count_deliveries((c.channel, o.state) for c, o in zip(claims, outcomes, strict=True))
+        return changed
 
     async def _attempt(self, claim: Claim, contact: dict[str, Any] | ContactUnreadable) -> Outcome:
         now = self._clock.now()

@@ -1,0 +1,221 @@
+"""Canary leak test: a member's places appear only in its own reads and coordinators' reads of it.
+
+The canary has a home zone, a scheduled zone, a route and a live location, each at its own
+distinctive spot 600-1,500 m from where a mass alert is raised (so it is notified and accepts).
+Every operation of the OpenAPI document (discovered, so a route added later is covered), plus
+/metrics and /openapi.json, is called as anonymous, another member, the notified canary's
+fellow responder, the requester, a coordinator and the canary itself, with the canary's and
+the alert's ids in the path; mutations run in a savepoint rolled back after them. The outbox
+worker then tries to deliver (its receiver is closed, so it logs failures). Every answer body
+and header and every log line of the server and worker is searched for a coordinate pair within
+50 m of one of the canary's places, at whatever precision it is printed.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+import re
+import uuid
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import Connection
+
+from api.logs import RedactingFormatter
+from api.notify.worker import OutboxWorker
+from tests.alerts.helpers import Site, post_alert
+from tests.api.factories import HELSINKI_LAT, HELSINKI_LON, auth, line, square
+
+NUMBER = re.compile(r"-?\d+\.\d+")
+NEAR_M = 50.0
+
+
+def distance_m(a: tuple[float, float], b: tuple[float, float]) -> float:
+    """Equirectangular distance between (lon, lat) points: exact enough at 50 m."""
+    dx = math.radians(a[0] - b[0]) * math.cos(math.radians((a[1] + b[1]) / 2))
+    dy = math.radians(a[1] - b[1])
+    return 6_371_000.0 * math.hypot(dx, dy)
+
+
+def leaks(text: str, places: list[tuple[float, float]]) -> list[str]:
+    """Coordinate pairs in ``text`` (either order, adjacent numbers) within NEAR_M of a place."""
+    numbers = [float(n) for n in NUMBER.findall(text)]
+    found = []
+    for a, b in itertools.pairwise(numbers):
+        for lon, lat in ((a, b), (b, a)):
+            if -180 <= lon <= 180 and -90 <= lat <= 90:
+                near = [p for p in places if distance_m((lon, lat), p) <= NEAR_M]
+                if near:
+                    found.append(f"{lon},{lat} ~ {near[0]}")
+    return found
+
+
+def _node_at(site: Site, low_m: float, high_m: float, skip: int = 0) -> tuple[float, float]:
+    graph = site.graph
+    here = (site.lon, site.lat)
+    # Away from the fixtures' default home zone too (coordinators' own, around the centre).
+    centre = (HELSINKI_LON, HELSINKI_LAT)
+    points = [(float(graph.lon[n]), float(graph.lat[n])) for n in site.nodes_by_time()]
+    picks = [
+        p for p in points if low_m <= distance_m(p, here) <= high_m and distance_m(p, centre) > 700
+    ]
+    assert len(picks) > skip
+    return picks[skip]
+
+
+class _Lines(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(level=logging.DEBUG)
+        self.setFormatter(RedactingFormatter("%(levelname)s %(name)s: %(message)s"))
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        # The server's and worker's lines (httpx is the test client here, not ern).
+        if record.name.startswith(("ern", "api", "uvicorn")):
+            self.lines.append(self.format(record))
+
+
+@pytest.fixture
+def log_lines() -> Any:
+    handler = _Lines()
+    root = logging.getLogger()
+    old = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    yield handler.lines
+    root.removeHandler(handler)
+    root.setLevel(old)
+
+
+def _fill(path: str, ids: dict[str, str]) -> str:
+    return re.sub(r"\{([^}]+)\}", lambda m: ids.get(m.group(1), str(uuid.uuid4())), path)
+
+
+@pytest.mark.slow
+def test_a_members_places_leak_to_nobody_else(
+    api: TestClient,
+    connection: Connection,
+    session_factory: Any,
+    settings: Any,
+    clock: Any,
+    site: Site,
+    place: Any,
+    make_member: Any,
+    coordinator: Any,
+    log_lines: list[str],
+) -> None:
+    home = _node_at(site, 600, 900)
+    work = _node_at(site, 900, 1500)
+    live = _node_at(site, 600, 900, skip=3)
+    start = _node_at(site, 600, 1500, skip=6)
+    places = [home, work, live, start]
+    assert all(distance_m(p, (site.lon, site.lat)) > 500 for p in places)
+    canary, canary_token = make_member(
+        roles=("responder",),
+        lon=home[0],
+        lat=home[1],
+        side_m=220.0,
+        contact={"webhook_url": "http://127.0.0.1:9/hook", "email": "canary@example.org"},
+        zones=[
+            {
+                "name": "work",
+                "area": square(work[0], work[1], 250.0),
+                "days": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"],
+                "start": "00:00",
+                "end": "23:59",
+            }
+        ],
+        routes=[
+            {
+                "path": line(start, work),
+                "days": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"],
+                "start": "00:00",
+                "end": "23:59",
+            }
+        ],
+    )
+    # The zone's and route's own vertices are places too.
+    places += [tuple(p) for p in square(home[0], home[1], 220.0)["coordinates"][0]]  # type: ignore[misc]
+    places += [tuple(p) for p in square(work[0], work[1], 250.0)["coordinates"][0]]  # type: ignore[misc]
+    canary_id = str(canary.id)
+    here = {"location": {"type": "Point", "coordinates": list(live)}}
+    assert (
+        api.put("/v1/members/me/location", json=here, headers=auth(canary_token)).status_code == 200
+    )
+
+    _, fellow_token = place(site, site.nodes_by_time()[5])
+    near_site = square(site.lon, site.lat, 300.0)
+    _, other_token = make_member(roles=(), home_zone=near_site)
+    _, requester_token = make_member(roles=(), home_zone=near_site)
+    _, coord_token = coordinator
+    body = {"location": site.point(), "kind": "mass", "needed": 2}
+    raised = post_alert(api, requester_token, body, key="canary")
+    assert raised.status_code == 201, raised.text
+    alert_id = raised.json()["id"]
+    for token in (canary_token, fellow_token):
+        r = api.post(
+            f"/v1/alerts/{alert_id}/responses", json={"answer": "accept"}, headers=auth(token)
+        )
+        assert r.status_code == 200, r.text
+
+    callers = {
+        "anonymous": None,
+        "other": other_token,
+        "fellow": fellow_token,
+        "requester": requester_token,
+        "coordinator": coord_token,
+        "canary": canary_token,
+    }
+    ids = {"member_id": canary_id, "alert_id": alert_id}
+    doc = api.get("/openapi.json").json()
+    ops = [
+        (method.upper(), path)
+        for path, item in doc["paths"].items()
+        for method in item
+        if method in ("get", "post", "put", "patch", "delete")
+    ]
+    ops += [("GET", "/metrics"), ("GET", "/openapi.json")]
+    # Reads first; mutations each in a savepoint rolled back after it.
+    ops.sort(key=lambda op: op[0] != "GET")
+    found: dict[str, list[str]] = {}
+    calls = 0
+    for method, path in ops:
+        for who, token in callers.items():
+            url = _fill(path, ids)
+            headers = {**(auth(token) if token else {}), "Idempotency-Key": str(uuid.uuid4())}
+            kwargs: dict[str, Any] = {"headers": headers}
+            if method in ("POST", "PUT", "PATCH"):
+                kwargs["json"] = {}
+            savepoint = connection.begin_nested()
+            try:
+                r = api.request(method, url, **kwargs)
+            finally:
+                if savepoint.is_active:
+                    savepoint.rollback()
+            calls += 1
+            allowed = who == "canary" or (who == "coordinator" and canary_id in url)
+            text = r.text + "\n" + "\n".join(f"{k}: {v}" for k, v in r.headers.items())
+            hits = leaks(text, places)
+            if allowed:
+                continue
+            if hits:
+                found[f"{who} {method} {path} -> {r.status_code}"] = hits[:3]
+    # The allowed reads do carry the places: the search would see a leak.
+    own = api.get("/v1/members/me", headers=auth(canary_token))
+    assert leaks(own.text, places)
+    coord_read = api.get(f"/v1/members/{canary_id}", headers=auth(coord_token))
+    assert leaks(coord_read.text, places)
+    assert calls >= 6 * 15
+
+    # The worker tries to deliver (the receiver is closed: failures are logged).
+    worker = OutboxWorker(session_factory, settings, clock=clock, listen=False)
+    try:
+        worker.run_once()
+    finally:
+        worker.close()
+    log_hits = [hit for text in log_lines for hit in leaks(text, places)]
+    assert not found, found
+    assert not log_hits, log_hits
