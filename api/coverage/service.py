@@ -139,9 +139,15 @@ def compute_field(
     second: float,
     labels: int,
     max_time_s: float,
+    absent: NDArray[np.bool_] | None = None,
 ) -> gc.Field:
-    """The merged field of the responders of ``modes`` at a local time, on the evaluation nodes."""
+    """The merged field of the responders of ``modes`` at a local time, on the evaluation nodes.
+
+    ``absent`` (per member number) leaves members out, e.g. those snoozed at that moment.
+    """
     ok = index.member_filter(_roles_mask(RESPONDER_ROLES), weekday, second)
+    if absent is not None:
+        ok = ok & ~absent
     parts: list[gc.Field] = []
     for m in modes:
         mp = index.modes[m]
@@ -234,11 +240,15 @@ def coverage_map(
     index = presence_index(session, graphs, settings, token=token)
     weekday, second = _local(index, at)
     minute = gp.week_second(weekday, second) // 60
-    key = ("map", token, id(graphs), params, minute, _settings_key(settings))
+    # Members snoozed at that moment are absent (issue 14); a snooze ends by itself, so the
+    # cache key names who is snoozed, not only the presence token.
+    absent = index.snoozed(at)
+    snoozed = tuple(np.flatnonzero(absent).tolist())
+    key = ("map", token, id(graphs), params, minute, snoozed, _settings_key(settings))
     found = _cache_get(key) if token is not None else None
     if found is not None:
         return found, True
-    result = map_at(index, graphs, settings, params, modes, weekday, second, now)
+    result = map_at(index, graphs, settings, params, modes, weekday, second, now, absent=absent)
     if token is not None:
         _cache_put(key, result)
     return result, False
@@ -253,6 +263,8 @@ def map_at(
     weekday: int,
     second: float,
     now: datetime,
+    *,
+    absent: NDArray[np.bool_] | None = None,
 ) -> CoverageResult:
     ev = evaluation(graphs, settings, params.mode)
     threshold = params.minutes * 60.0
@@ -268,6 +280,7 @@ def map_at(
         second=second,
         labels=params.k,
         max_time_s=threshold * HORIZON_FACTOR,
+        absent=absent,
     )
     field = compute_field(
         index,
@@ -278,6 +291,7 @@ def map_at(
         second=second,
         labels=labels,
         max_time_s=threshold,
+        absent=absent,
     )
     cells = gc.cell_index(ev.graph.graph, params.res)
     street = gc.node_street_m(ev.graph.graph)

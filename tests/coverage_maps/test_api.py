@@ -295,3 +295,26 @@ class TestProfileAlerts:
         counts = {h["hour"]: h["alerts"] for h in body["hours"] if h["alerts"]}
         assert counts == {hour: 1}
         assert body["hours"][hour]["alerts_covered_share"] in (0.0, 1.0)
+
+
+class TestSnoozed:
+    def test_snoozed_responders_are_absent_until_their_snooze_ends(
+        self, client: Any, coordinator: Any, db: Session, seeded: list[Any]
+    ) -> None:
+        from datetime import datetime, timedelta
+
+        at = datetime.fromisoformat(AT)
+        later = (at + timedelta(days=7)).isoformat()  # same hour of the week, snooze over
+        headers = _auth(coordinator[1])
+        before = client.get("/v1/coverage", params={"at": AT}, headers=headers).json()
+        assert any(f["properties"]["t1_s"] is not None for f in before["features"])
+        for member in seeded:
+            member.snoozed_until = at + timedelta(hours=1)
+        db.commit()
+        snoozed = client.get("/v1/coverage", params={"at": AT}, headers=headers).json()
+        assert all(f["properties"]["gap"] for f in snoozed["features"])
+        assert all(f["properties"]["t1_s"] is None for f in snoozed["features"])
+        after = client.get("/v1/coverage", params={"at": later}, headers=headers).json()
+        assert [f["properties"] for f in after["features"]] == [
+            f["properties"] for f in before["features"]
+        ]
