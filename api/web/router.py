@@ -11,7 +11,7 @@ from fastapi.responses import FileResponse, Response
 
 from api.coverage.service import ModeWithoutGraph
 from api.deps import Coordinator, SettingsDep
-from api.errors import ErrorBody
+from api.errors import ErrorBody, Unprocessable
 from api.graphs import GraphStore
 from geo.streets import street_lines
 
@@ -35,7 +35,7 @@ Responses = dict[int | str, dict[str, Any]]
 E_STREETS: Responses = {
     401: {"model": ErrorBody, "description": "missing, bad or revoked token"},
     403: {"model": ErrorBody, "description": "the caller is not a coordinator"},
-    422: {"model": ErrorBody, "description": "unknown mode"},
+    422: {"model": ErrorBody, "description": "unknown mode or query parameter"},
     409: {"model": ErrorBody, "description": "the mode has no loaded street graph"},
 }
 
@@ -86,6 +86,10 @@ def coverage_streets(
     mode: Annotated[Literal["all", "walk", "bike", "drive"], Query()] = "all",
 ) -> Response:
     """Streets of the mode's graph (``all``: the densest graph) as simplified MultiLineStrings."""
+    unknown = sorted(set(request.query_params) - {"mode"})
+    if unknown:
+        msg = f"unknown query parameters: {', '.join(unknown)} (only mode is taken)"
+        raise Unprocessable(msg)
     store: GraphStore = request.app.state.graphs
     name, graph = _graph_for(store, mode)
     body = {

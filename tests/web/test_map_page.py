@@ -93,6 +93,11 @@ class TestStreets:
             ok = client.get("/v1/coverage/streets", headers=auth(token))
             assert ok.status_code == 200 and ok.json()["ern"]["graph"] == "walk"
 
+    def test_an_unknown_parameter_is_422(self, client: TestClient, make_member: MakeMember) -> None:
+        _, token = make_member(roles=("coordinator",))
+        r = client.get("/v1/coverage/streets", params={"zoom": "3"}, headers=auth(token))
+        assert r.status_code == 422 and "zoom" in r.json()["detail"], r.text
+
     def test_a_member_is_refused(self, client: TestClient, make_member: MakeMember) -> None:
         _, token = make_member(roles=("responder",))
         assert client.get("/v1/coverage/streets", headers=auth(token)).status_code == 403
