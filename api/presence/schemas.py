@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict
+from pydantic import AwareDatetime, BaseModel
 
 from api.types import Point, RequestModel
 
@@ -23,10 +23,8 @@ class LocationRead(BaseModel):
     expires_at: datetime
 
 
-class SnoozePut(BaseModel):
+class SnoozePut(RequestModel):
     """No alerts until ``until`` (ISO 8601 with a UTC offset; at most 7 days ahead)."""
-
-    model_config = ConfigDict(extra="forbid")
 
     until: AwareDatetime
 

@@ -5,18 +5,16 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, Field
 
-from api.types import PlainText, Point
+from api.types import PlainText, Point, RequestModel
 
 MAX_RALLY_MINUTES = 120
 MAX_RALLY_TEXT = 500
 
 
-class RallyCreate(BaseModel):
+class RallyCreate(RequestModel):
     """POST /v1/rallies: tell everyone usually within ``minutes`` of a place at ``at``."""
-
-    model_config = ConfigDict(extra="forbid")
 
     location: Point
     at: AwareDatetime = Field(description="when people usually near the place are meant")

@@ -182,6 +182,11 @@ MATRIX: dict[tuple[str, str], Row] = {
     ("POST", "/v1/alerts/{alert_id}/close"): Row(401, 200, 404, 200, path_params=_alert_id),
     # --- map page (map helper): the street base layer is for coordinators only ---
     ("GET", "/v1/coverage/streets"): Row(401, 403, 403, 200),
+    # --- coverage (issue 12): coordinators, and the coarse public view for any member ---
+    ("GET", "/v1/coverage"): Row(401, 403, 403, 200),
+    ("GET", "/v1/coverage/profile"): Row(401, 403, 403, 200),
+    ("GET", "/v1/coverage/recruit"): Row(401, 403, 403, 200),
+    ("GET", "/v1/coverage/public"): Row(401, 200, 200, 200),
 }
 
 

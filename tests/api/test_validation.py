@@ -545,7 +545,7 @@ class TestSchemaSaysWhatIsRefused:
     @pytest.mark.parametrize(
         ("url", "allow"),
         [
-            ("/v1/members/me", "GET, HEAD, PATCH"),
+            ("/v1/members/me", "DELETE, GET, HEAD, PATCH"),
             ("/v1/members/me/token", "DELETE, POST"),
             ("/v1/alerts", "GET, HEAD, POST"),
         ],
