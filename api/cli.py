@@ -11,6 +11,7 @@ import typer
 
 from api.admin_cli import admin_app
 from api.graph_cli import graph_app
+from api.purge_cli import purge
 from api.settings import Settings
 from api.synth_cli import synth
 from api.worker_cli import worker
@@ -190,3 +191,4 @@ app.add_typer(admin_app, name="admin")
 app.add_typer(graph_app, name="graph")
 app.command("synth")(synth)
 app.command("worker")(worker)
+app.command("purge")(purge)

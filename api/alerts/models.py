@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import date, datetime
 
 from geoalchemy2 import Geometry, WKBElement
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     CheckConstraint,
+    Date,
     DateTime,
     Float,
     ForeignKey,
@@ -106,3 +108,16 @@ class AlertResponder(Base):
     state: Mapped[str] = mapped_column(Text, default="ranked")
     notified_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     responded_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class PurgeCount(Base):
+    """How much the retention pass removed, per month raised: statistics outlive the rows."""
+
+    __tablename__ = "purge_count"
+
+    # The month the purged alert was raised in (UTC), its first day.
+    month: Mapped[date] = mapped_column(Date, primary_key=True)
+    # "alert" (key: kind) or "notification" (key: channel).
+    category: Mapped[str] = mapped_column(Text, primary_key=True)
+    key: Mapped[str] = mapped_column(Text, primary_key=True)
+    count: Mapped[int] = mapped_column(BigInteger)

@@ -6,16 +6,17 @@ import json
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, fields
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any, cast
 
-from sqlalchemy import Select, Table, delete, func, select, text, update
+from sqlalchemy import Date, Select, Table, delete, func, literal, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session, lazyload, load_only
 
-from api.alerts.models import NOTIFIED_STATES, Alert, AlertResponder
+from api.alerts.models import NOTIFIED_STATES, Alert, AlertResponder, PurgeCount
 from api.database import DriverStatement, array_literal
 from api.members.models import Member
+from api.notify.models import Delivery
 
 
 @dataclass(frozen=True)
@@ -277,6 +278,58 @@ def postpone_wave(session: Session, alert_id: uuid.UUID, *, until: datetime) -> 
         .values(next_wave_at=until)
         .execution_options(synchronize_session=False)
     )
+
+
+def _month_raised() -> Any:
+    return func.date_trunc("month", func.timezone("UTC", Alert.created_at)).cast(Date)
+
+
+def _expired(before: datetime) -> Any:
+    return func.coalesce(Alert.closed_at, Alert.created_at) < before
+
+
+def purge_counts(session: Session, *, before: datetime) -> list[tuple[date, str, str, int]]:
+    """What purging alerts before ``before`` removes: (month raised, category, key, count)."""
+    month = _month_raised()
+    alerts = (
+        select(month, literal("alert"), Alert.kind, func.count())
+        .where(_expired(before))
+        .group_by(month, Alert.kind)
+    )
+    notifications = (
+        select(month, literal("notification"), Delivery.channel, func.count())
+        .join(Alert, Alert.id == Delivery.alert_id)
+        .where(_expired(before))
+        .group_by(month, Delivery.channel)
+    )
+    rows = session.execute(alerts.union_all(notifications)).all()
+    return sorted((m, c, k, int(n)) for m, c, k, n in rows)
+
+
+def add_purge_counts(session: Session, counts: Sequence[tuple[date, str, str, int]]) -> None:
+    """Add counts to the per-month totals."""
+    if not counts:
+        return
+    stmt = insert(PurgeCount).values(
+        [{"month": m, "category": c, "key": k, "count": n} for m, c, k, n in counts]
+    )
+    session.execute(
+        stmt.on_conflict_do_update(
+            index_elements=["month", "category", "key"],
+            set_={"count": PurgeCount.count + stmt.excluded["count"]},
+        )
+    )
+
+
+def purge_totals(session: Session) -> list[tuple[date, str, str, int]]:
+    """Everything purged so far, per month raised."""
+    stmt = select(PurgeCount.month, PurgeCount.category, PurgeCount.key, PurgeCount.count)
+    return [
+        (m, c, k, int(n))
+        for m, c, k, n in session.execute(
+            stmt.order_by(PurgeCount.month, PurgeCount.category, PurgeCount.key)
+        )
+    ]
 
 
 def delete_alerts_before(session: Session, *, before: datetime) -> list[uuid.UUID]:

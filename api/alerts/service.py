@@ -669,6 +669,8 @@ def view_as_creator(session: Session, alert: Alert, requester: HasRoles) -> Aler
 
 def purge_alerts(session: Session, *, before: datetime) -> int:
     """Forget alerts closed (never closed: raised) before ``before``, and their outbox rows."""
+    # Counted first, in the same transaction: statistics survive the rows (purge_count).
+    repo.add_purge_counts(session, repo.purge_counts(session, before=before))
     ids = repo.delete_alerts_before(session, before=before)
     purge(session, alert_ids=ids)
     return len(ids)

@@ -1,4 +1,4 @@
-"""hardening: alert.erased_notified / erased_accepted keep the counts of erased members' rows
+"""hardening: erased members' counts on alerts (alert.erased_*), per-month purge counts
 
 Revision ID: 0010_hardening
 Revises: 0005
@@ -24,8 +24,19 @@ def upgrade() -> None:
             "alert",
             sa.Column(column, sa.Integer(), nullable=False, server_default=sa.text("0")),
         )
+    # What the retention pass removed, per month raised (alerts by kind, notifications by
+    # channel): coordinators' statistics survive the purge.
+    op.create_table(
+        "purge_count",
+        sa.Column("month", sa.Date(), nullable=False),
+        sa.Column("category", sa.Text(), nullable=False),
+        sa.Column("key", sa.Text(), nullable=False),
+        sa.Column("count", sa.BigInteger(), nullable=False),
+        sa.PrimaryKeyConstraint("month", "category", "key", name="pk_purge_count"),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("purge_count")
     op.drop_column("alert", "erased_accepted")
     op.drop_column("alert", "erased_notified")
