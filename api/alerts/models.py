@@ -14,6 +14,7 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    Identity,
     Index,
     Integer,
     LargeBinary,
@@ -80,9 +81,6 @@ class Alert(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     fulfilled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     closed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    # Rows of members who erased themselves are gone; how many were notified / accepted stays.
-    erased_notified: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
-    erased_accepted: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
 
 
 class AlertResponder(Base):
@@ -121,3 +119,17 @@ class PurgeCount(Base):
     category: Mapped[str] = mapped_column(Text, primary_key=True)
     key: Mapped[str] = mapped_column(Text, primary_key=True)
     count: Mapped[int] = mapped_column(BigInteger)
+
+
+class ErasedResponse(Base):
+    """The state an erased member had on an alert, without the member: counts survive erasure.
+
+    No foreign key to alert (an insert would lock the alert row against the escalation worker,
+    which locks an alert, then its members); the rows go with their alert at purge.
+    """
+
+    __tablename__ = "erased_response"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
+    alert_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), index=True)
+    state: Mapped[str] = mapped_column(Text)

@@ -13,7 +13,13 @@ from sqlalchemy import Date, Select, Table, delete, func, literal, select, text,
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session, lazyload, load_only
 
-from api.alerts.models import NOTIFIED_STATES, Alert, AlertResponder, PurgeCount
+from api.alerts.models import (
+    NOTIFIED_STATES,
+    Alert,
+    AlertResponder,
+    ErasedResponse,
+    PurgeCount,
+)
 from api.database import DriverStatement, array_literal
 from api.members.models import Member
 from api.notify.models import Delivery
@@ -356,12 +362,19 @@ class AlertFilter:
 
 
 def _counts_by_alert(states: tuple[str, ...]) -> Any:
-    return (
+    present = (
         select(func.count())
         .where(AlertResponder.alert_id == Alert.id, AlertResponder.state.in_(states))
         .correlate(Alert)
         .scalar_subquery()
     )
+    erased = (
+        select(func.count())
+        .where(ErasedResponse.alert_id == Alert.id, ErasedResponse.state.in_(states))
+        .correlate(Alert)
+        .scalar_subquery()
+    )
+    return present + erased
 
 
 def list_alerts(session: Session, filters: AlertFilter) -> list[tuple[Alert, str | None, int, int]]:
@@ -386,30 +399,26 @@ def list_alerts(session: Session, filters: AlertFilter) -> list[tuple[Alert, str
         stmt = stmt.where(Alert.created_at >= filters.since)
     if filters.until is not None:
         stmt = stmt.where(Alert.created_at < filters.until)
-    return [
-        (a, h, int(n) + a.erased_notified, int(k) + a.erased_accepted)
-        for a, h, n, k in session.execute(stmt).all()
-    ]
+    return [(a, h, int(n), int(k)) for a, h, n, k in session.execute(stmt).all()]
 
 
 def keep_erased_counts(session: Session, member_id: uuid.UUID) -> None:
-    """Add the member's notified / accepted rows to their alerts' erased counts (erasure)."""
-    rows = (
-        select(
-            AlertResponder.alert_id,
-            func.count().filter(AlertResponder.state.in_(NOTIFIED_STATES)).label("n"),
-            func.count().filter(AlertResponder.state == "accepted").label("k"),
-        )
-        .where(AlertResponder.member_id == member_id)
-        .group_by(AlertResponder.alert_id)
-        .subquery()
+    """Copy the member's alert states, without the member, before its rows go (erasure)."""
+    rows = select(AlertResponder.alert_id, AlertResponder.state).where(
+        AlertResponder.member_id == member_id
     )
-    session.execute(
-        update(Alert)
-        .where(Alert.id == rows.c.alert_id)
-        .values(
-            erased_notified=Alert.erased_notified + rows.c.n,
-            erased_accepted=Alert.erased_accepted + rows.c.k,
-        )
-        .execution_options(synchronize_session=False)
+    session.execute(insert(ErasedResponse).from_select(["alert_id", "state"], rows))
+
+
+def erased_count(session: Session, alert_id: uuid.UUID, states: Iterable[str]) -> int:
+    """How many erased members' rows of the alert were in one of ``states``."""
+    stmt = select(func.count()).where(
+        ErasedResponse.alert_id == alert_id, ErasedResponse.state.in_(tuple(states))
     )
+    return int(session.execute(stmt).scalar_one())
+
+
+def delete_erased(session: Session, alert_ids: Sequence[uuid.UUID]) -> None:
+    """Forget erased members' states of purged alerts."""
+    if alert_ids:
+        session.execute(delete(ErasedResponse).where(ErasedResponse.alert_id.in_(list(alert_ids))))

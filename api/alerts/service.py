@@ -618,7 +618,7 @@ def requester_view(session: Session, alert: Alert) -> AlertRequesterView:
     return AlertRequesterView(
         **_common_fields(alert),
         notified_count=repo.count_in_states(session, alert.id, NOTIFIED_STATES)
-        + alert.erased_notified,
+        + repo.erased_count(session, alert.id, NOTIFIED_STATES),
         accepted=_accepted(rows),
     )
 
@@ -645,7 +645,7 @@ def coordinator_view(session: Session, alert: Alert) -> AlertCoordinatorView:
     return AlertCoordinatorView(
         **_common_fields(alert),
         notified_count=sum(1 for r, _ in rows if r.state in NOTIFIED_STATES)
-        + alert.erased_notified,
+        + repo.erased_count(session, alert.id, NOTIFIED_STATES),
         accepted=_accepted(rows),
         requester_id=alert.requester_id,
         requester_handle=repo.handle_of(session, alert.requester_id),
@@ -672,5 +672,6 @@ def purge_alerts(session: Session, *, before: datetime) -> int:
     # Counted first, in the same transaction: statistics survive the rows (purge_count).
     repo.add_purge_counts(session, repo.purge_counts(session, before=before))
     ids = repo.delete_alerts_before(session, before=before)
+    repo.delete_erased(session, ids)
     purge(session, alert_ids=ids)
     return len(ids)
