@@ -12,6 +12,7 @@ import typer
 from api.admin_cli import admin_app
 from api.graph_cli import graph_app
 from api.inbox_cli import inbox
+from api.purge_cli import purge
 from api.settings import Settings
 from api.synth_cli import synth
 from api.worker_cli import worker
@@ -214,3 +215,4 @@ app.add_typer(graph_app, name="graph")
 app.command("synth")(synth)
 app.command("worker")(worker)
 app.command("inbox")(inbox)
+app.command("purge")(purge)

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import date, datetime
 
 from geoalchemy2 import Geometry, WKBElement
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     CheckConstraint,
+    Date,
     DateTime,
     Float,
     ForeignKey,
+    Identity,
     Index,
     Integer,
     LargeBinary,
@@ -78,9 +81,6 @@ class Alert(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     fulfilled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     closed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    # Rows of members who erased themselves are gone; how many were notified / accepted stays.
-    erased_notified: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
-    erased_accepted: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
 
 
 class AlertResponder(Base):
@@ -112,3 +112,30 @@ class AlertResponder(Base):
     state: Mapped[str] = mapped_column(Text, default="ranked")
     notified_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     responded_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class PurgeCount(Base):
+    """How much the retention pass removed, per month raised: statistics outlive the rows."""
+
+    __tablename__ = "purge_count"
+
+    # The month the purged alert was raised in (UTC), its first day.
+    month: Mapped[date] = mapped_column(Date, primary_key=True)
+    # "alert" (key: kind) or "notification" (key: channel).
+    category: Mapped[str] = mapped_column(Text, primary_key=True)
+    key: Mapped[str] = mapped_column(Text, primary_key=True)
+    count: Mapped[int] = mapped_column(BigInteger)
+
+
+class ErasedResponse(Base):
+    """The state an erased member had on an alert, without the member: counts survive erasure.
+
+    No foreign key to alert (an insert would lock the alert row against the escalation worker,
+    which locks an alert, then its members); the rows go with their alert at purge.
+    """
+
+    __tablename__ = "erased_response"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
+    alert_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), index=True)
+    state: Mapped[str] = mapped_column(Text)

@@ -6,16 +6,23 @@ import json
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, fields
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any, cast
 
-from sqlalchemy import Select, Table, delete, func, select, text, update
+from sqlalchemy import Date, Select, Table, delete, func, literal, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session, lazyload, load_only
 
-from api.alerts.models import NOTIFIED_STATES, Alert, AlertResponder
+from api.alerts.models import (
+    NOTIFIED_STATES,
+    Alert,
+    AlertResponder,
+    ErasedResponse,
+    PurgeCount,
+)
 from api.database import DriverStatement, array_literal
 from api.members.models import Member
+from api.notify.models import Delivery
 
 
 @dataclass(frozen=True)
@@ -287,6 +294,58 @@ def postpone_wave(session: Session, alert_id: uuid.UUID, *, until: datetime) -> 
     )
 
 
+def _month_raised() -> Any:
+    return func.date_trunc("month", func.timezone("UTC", Alert.created_at)).cast(Date)
+
+
+def _expired(before: datetime) -> Any:
+    return func.coalesce(Alert.closed_at, Alert.created_at) < before
+
+
+def purge_counts(session: Session, *, before: datetime) -> list[tuple[date, str, str, int]]:
+    """What purging alerts before ``before`` removes: (month raised, category, key, count)."""
+    month = _month_raised()
+    alerts = (
+        select(month, literal("alert"), Alert.kind, func.count())
+        .where(_expired(before))
+        .group_by(month, Alert.kind)
+    )
+    notifications = (
+        select(month, literal("notification"), Delivery.channel, func.count())
+        .join(Alert, Alert.id == Delivery.alert_id)
+        .where(_expired(before))
+        .group_by(month, Delivery.channel)
+    )
+    rows = session.execute(alerts.union_all(notifications)).all()
+    return sorted((m, c, k, int(n)) for m, c, k, n in rows)
+
+
+def add_purge_counts(session: Session, counts: Sequence[tuple[date, str, str, int]]) -> None:
+    """Add counts to the per-month totals."""
+    if not counts:
+        return
+    stmt = insert(PurgeCount).values(
+        [{"month": m, "category": c, "key": k, "count": n} for m, c, k, n in counts]
+    )
+    session.execute(
+        stmt.on_conflict_do_update(
+            index_elements=["month", "category", "key"],
+            set_={"count": PurgeCount.count + stmt.excluded["count"]},
+        )
+    )
+
+
+def purge_totals(session: Session) -> list[tuple[date, str, str, int]]:
+    """Everything purged so far, per month raised."""
+    stmt = select(PurgeCount.month, PurgeCount.category, PurgeCount.key, PurgeCount.count)
+    return [
+        (m, c, k, int(n))
+        for m, c, k, n in session.execute(
+            stmt.order_by(PurgeCount.month, PurgeCount.category, PurgeCount.key)
+        )
+    ]
+
+
 def delete_alerts_before(session: Session, *, before: datetime) -> list[uuid.UUID]:
     """Delete alerts closed (or, never closed, raised) before ``before``; their ids."""
     stmt = (
@@ -311,12 +370,19 @@ class AlertFilter:
 
 
 def _counts_by_alert(states: tuple[str, ...]) -> Any:
-    return (
+    present = (
         select(func.count())
         .where(AlertResponder.alert_id == Alert.id, AlertResponder.state.in_(states))
         .correlate(Alert)
         .scalar_subquery()
     )
+    erased = (
+        select(func.count())
+        .where(ErasedResponse.alert_id == Alert.id, ErasedResponse.state.in_(states))
+        .correlate(Alert)
+        .scalar_subquery()
+    )
+    return present + erased
 
 
 def list_alerts(session: Session, filters: AlertFilter) -> list[tuple[Alert, str | None, int, int]]:
@@ -341,33 +407,23 @@ def list_alerts(session: Session, filters: AlertFilter) -> list[tuple[Alert, str
         stmt = stmt.where(Alert.created_at >= filters.since)
     if filters.until is not None:
         stmt = stmt.where(Alert.created_at < filters.until)
-    return [
-        (a, h, int(n) + a.erased_notified, int(k) + a.erased_accepted)
-        for a, h, n, k in session.execute(stmt).all()
-    ]
+    return [(a, h, int(n), int(k)) for a, h, n, k in session.execute(stmt).all()]
 
 
 def keep_erased_counts(session: Session, member_id: uuid.UUID) -> None:
-    """Add the member's notified / accepted rows to their alerts' erased counts (erasure)."""
-    rows = (
-        select(
-            AlertResponder.alert_id,
-            func.count().filter(AlertResponder.state.in_(NOTIFIED_STATES)).label("n"),
-            func.count().filter(AlertResponder.state == "accepted").label("k"),
-        )
-        .where(AlertResponder.member_id == member_id)
-        .group_by(AlertResponder.alert_id)
-        .subquery()
+    """Copy the member's alert states, without the member, before its rows go (erasure)."""
+    rows = select(AlertResponder.alert_id, AlertResponder.state).where(
+        AlertResponder.member_id == member_id
     )
-    session.execute(
-        update(Alert)
-        .where(Alert.id == rows.c.alert_id)
-        .values(
-            erased_notified=Alert.erased_notified + rows.c.n,
-            erased_accepted=Alert.erased_accepted + rows.c.k,
-        )
-        .execution_options(synchronize_session=False)
+    session.execute(insert(ErasedResponse).from_select(["alert_id", "state"], rows))
+
+
+def erased_count(session: Session, alert_id: uuid.UUID, states: Iterable[str]) -> int:
+    """How many erased members' rows of the alert were in one of ``states``."""
+    stmt = select(func.count()).where(
+        ErasedResponse.alert_id == alert_id, ErasedResponse.state.in_(tuple(states))
     )
+    return int(session.execute(stmt).scalar_one())
 
 
 # Outcomes that say whether a notified member accepted (stood down: never had the chance).
@@ -406,3 +462,9 @@ def acceptance_history(
         )
         per = {m: (int(a), int(n)) for m, a, n in session.execute(stmt)}
     return per, (int(total[0]), int(total[1]))
+
+
+def delete_erased(session: Session, alert_ids: Sequence[uuid.UUID]) -> None:
+    """Forget erased members' states of purged alerts."""
+    if alert_ids:
+        session.execute(delete(ErasedResponse).where(ErasedResponse.alert_id.in_(list(alert_ids))))

@@ -697,7 +697,7 @@ def requester_view(session: Session, alert: Alert) -> AlertRequesterView:
     return AlertRequesterView(
         **_common_fields(alert),
         notified_count=repo.count_in_states(session, alert.id, NOTIFIED_STATES)
-        + alert.erased_notified,
+        + repo.erased_count(session, alert.id, NOTIFIED_STATES),
         accepted=_accepted(rows),
     )
 
@@ -724,7 +724,7 @@ def coordinator_view(session: Session, alert: Alert) -> AlertCoordinatorView:
     return AlertCoordinatorView(
         **_common_fields(alert),
         notified_count=sum(1 for r, _ in rows if r.state in NOTIFIED_STATES)
-        + alert.erased_notified,
+        + repo.erased_count(session, alert.id, NOTIFIED_STATES),
         accepted=_accepted(rows),
         requester_id=alert.requester_id,
         requester_handle=repo.handle_of(session, alert.requester_id),
@@ -748,6 +748,9 @@ def view_as_creator(session: Session, alert: Alert, requester: HasRoles) -> Aler
 
 def purge_alerts(session: Session, *, before: datetime) -> int:
     """Forget alerts closed (never closed: raised) before ``before``, and their outbox rows."""
+    # Counted first, in the same transaction: statistics survive the rows (purge_count).
+    repo.add_purge_counts(session, repo.purge_counts(session, before=before))
     ids = repo.delete_alerts_before(session, before=before)
+    repo.delete_erased(session, ids)
     purge(session, alert_ids=ids)
     return len(ids)

@@ -329,7 +329,7 @@ ERASURE_HOOKS: list[Callable[[Session, uuid.UUID], None]] = []
 def delete_member(session: Session, member: Member, *, actor: Member) -> None:
     """Erase a member at once: zones, routes, live location, contact, tokens, deliveries go.
 
-    Its alert rows go too, but their alerts keep the counts (erased_notified / _accepted) and
+    Its alert rows go too, but their states stay without it (erased_response: counts) and
     its own alerts stay without naming it. Deleting oneself leaves an audit row saying only
     that an erasure happened; a coordinator's deletion is audited as before (who, whom).
     """

@@ -1,10 +1,11 @@
 """Schemathesis over every operation of the OpenAPI schema: never a 5xx, answers as documented.
 
-Every operation, as a coordinator and as a responder, with schema-valid and schema-violating
-input (a fixed seed, 15 examples per operation and phase), against the test database. All
-Schemathesis checks run, except where ern's documented behaviour is stricter or laxer than a
-JSON schema can say (SEMANTIC_422, /v1/members/me below). Wrong JSON types are refused
-(api.types.RequestModel, api.inputs.strict_query), so negative_data_rejection runs everywhere.
+Every operation, as a coordinator, a responder, a member without roles and anonymously, with
+schema-valid and schema-violating input (a fixed seed, 15 examples per operation and phase),
+against the test database. All Schemathesis checks run, except where ern's documented
+behaviour is stricter or laxer than a JSON schema can say (SEMANTIC_422, /v1/members/me
+below). Wrong JSON types are refused (api.types.RequestModel, api.inputs.strict_query), so
+negative_data_rejection runs everywhere.
 
 Isolation: each example runs in a savepoint rolled back after it (a DELETE or a token rotation
 does not change what the next example sees), inside the test's rolled-back transaction.
@@ -108,7 +109,7 @@ def world(
 
 
 def call_rolled_back(
-    case: Case[Any], app: FastAPI, connection: Connection, token: str, ids: dict[str, str]
+    case: Case[Any], app: FastAPI, connection: Connection, token: str | None, ids: dict[str, str]
 ) -> None:
     """Call the app inside a savepoint rolled back after it: each example sees the same rows.
 
@@ -121,7 +122,7 @@ def call_rolled_back(
             case.path_parameters[name] = real
     savepoint = connection.begin_nested()
     try:
-        case.call_and_validate(app=app, headers=auth(token))
+        case.call_and_validate(app=app, headers=auth(token) if token else None)
     finally:
         if savepoint.is_active:
             savepoint.rollback()
@@ -171,3 +172,35 @@ def test_as_responder(
     """A responder, on someone else's record: 403 or 404 where it may not look."""
     ids = {**world, "member_id": str(other_member[0].id)}
     call_rolled_back(case, app, connection, responder[1], ids)
+
+
+@pytest.mark.slow
+@schema.parametrize()
+@fuzz_settings
+def test_as_member_without_roles(
+    case: Case[Any],
+    app: FastAPI,
+    connection: Connection,
+    make_member: Any,
+    responder: Caller,
+    world: dict[str, str],
+) -> None:
+    """A member with no role, on a responder's record: 403 or 404 where it may not look."""
+    _, token = make_member(roles=())
+    ids = {**world, "member_id": str(responder[0].id)}
+    call_rolled_back(case, app, connection, token, ids)
+
+
+@pytest.mark.slow
+@schema.parametrize()
+@fuzz_settings
+def test_anonymous(
+    case: Case[Any],
+    app: FastAPI,
+    connection: Connection,
+    responder: Caller,
+    world: dict[str, str],
+) -> None:
+    """No token at all: 401 everywhere but /healthz, never a 5xx, as documented."""
+    ids = {**world, "member_id": str(responder[0].id)}
+    call_rolled_back(case, app, connection, None, ids)

@@ -1,4 +1,4 @@
-"""hardening: alert.erased_notified / erased_accepted keep the counts of erased members' rows
+"""hardening: erased members' alert states (erased_response), per-month purge counts
 
 Revision ID: 0010_hardening
 Revises: 0005
@@ -17,15 +17,30 @@ depends_on = None
 
 
 def upgrade() -> None:
-    # A member's erasure deletes its alert_responder rows (they name it); the alert keeps how
-    # many of them had been notified and had accepted, so counts and statistics survive.
-    for column in ("erased_notified", "erased_accepted"):
-        op.add_column(
-            "alert",
-            sa.Column(column, sa.Integer(), nullable=False, server_default=sa.text("0")),
-        )
+    # A member's erasure deletes its alert_responder rows (they name it); these rows keep
+    # their states without the member, so counts survive. No foreign key to alert: inserting
+    # must not lock alert rows (the escalation worker locks an alert, then its members).
+    op.create_table(
+        "erased_response",
+        sa.Column("id", sa.BigInteger(), sa.Identity(always=True), nullable=False),
+        sa.Column("alert_id", sa.Uuid(), nullable=False),
+        sa.Column("state", sa.Text(), nullable=False),
+        sa.PrimaryKeyConstraint("id", name="pk_erased_response"),
+    )
+    op.create_index("ix_erased_response_alert_id", "erased_response", ["alert_id"])
+    # What the retention pass removed, per month raised (alerts by kind, notifications by
+    # channel): coordinators' statistics survive the purge.
+    op.create_table(
+        "purge_count",
+        sa.Column("month", sa.Date(), nullable=False),
+        sa.Column("category", sa.Text(), nullable=False),
+        sa.Column("key", sa.Text(), nullable=False),
+        sa.Column("count", sa.BigInteger(), nullable=False),
+        sa.PrimaryKeyConstraint("month", "category", "key", name="pk_purge_count"),
+    )
 
 
 def downgrade() -> None:
-    op.drop_column("alert", "erased_accepted")
-    op.drop_column("alert", "erased_notified")
+    op.drop_table("purge_count")
+    op.drop_index("ix_erased_response_alert_id", table_name="erased_response")
+    op.drop_table("erased_response")
