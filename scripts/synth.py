@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import typer
 
-from api.synth_cli import synth
+from api.cli.synth import synth
 
 if __name__ == "__main__":
     typer.run(synth)

@@ -13,8 +13,8 @@ from typer.testing import CliRunner
 
 from api.alerts.models import Alert, PurgeCount
 from api.cli import app as cli_app
+from api.cli.purge import run_purge
 from api.notify.models import Delivery
-from api.purge_cli import run_purge
 from api.settings import Settings
 from tests.alerts.helpers import post_alert
 from tests.api.factories import auth

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 
-from api.inbox_cli import Verifier, make_server
+from api.cli.inbox import Verifier, make_server
 from api.notify.channels import Message, sign, webhook_body, webhook_signing_key
 from api.settings import Settings
 

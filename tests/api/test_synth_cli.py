@@ -10,9 +10,9 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
+from api.cli.synth import _parse_mix, bulk_load, synth
 from api.members.schemas import MemberCreate
 from api.settings import Settings
-from api.synth_cli import _parse_mix, bulk_load, synth
 from geo.graph import build_graphs, save_graph
 from geo.synth import members_from_geojson, synth_members
 from geo.validate import check_area, check_length, count_vertices

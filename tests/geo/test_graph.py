@@ -18,7 +18,7 @@ from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import connected_components
 from typer.testing import CliRunner
 
-from api.graph_cli import graph_app
+from api.cli.graph import graph_app
 from geo.errors import GraphCacheMismatch, GraphUnavailable, SourceUnavailable
 from geo.graph import (
     ATTRIBUTION,

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from api.cli import LOG_FORMAT
+from api.cli.serve import LOG_FORMAT
 from api.clock import ManualClock
 from api.notify.quiet import FailureLog
 from api.settings import Settings

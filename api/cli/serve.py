@@ -1,4 +1,4 @@
-"""The `ern` command: serve, database, admin, graphs, synthetic data and workers."""
+"""`ern serve`: the HTTP service, and the worker child process beside it."""
 
 from __future__ import annotations
 
@@ -9,29 +9,15 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from api.admin_cli import admin_app
-from api.graph_cli import graph_app
-from api.inbox_cli import inbox
-from api.purge_cli import purge
 from api.settings import Settings
-from api.synth_cli import synth
-from api.worker_cli import worker
 
 if TYPE_CHECKING:
     from api.graphs import GraphStore
-
-app = typer.Typer(
-    help="ern: routing for community emergency response networks", no_args_is_help=True
-)
-db_app = typer.Typer(help="The database: migrations and the embedded cluster", no_args_is_help=True)
-app.add_typer(db_app, name="db")
-
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 WORKER_STARTUP_S = 120
 
 
-@app.command()
 def serve(
     host: str = typer.Option("127.0.0.1", help="interface to listen on"),
     port: int = typer.Option(8000, help="TCP port"),
@@ -176,43 +162,3 @@ def _worker_log_config(log_format: str = "text") -> dict[str, Any]:
     }
     config["root"] = {"handlers": ["ern"], "level": "INFO"}
     return config
-
-
-@db_app.command("upgrade")
-def db_upgrade() -> None:
-    """Apply all migrations (starts the embedded cluster if that is the database)."""
-    from api import database
-
-    url = database.resolve_database_url(Settings())
-    database.upgrade(url)
-    typer.echo("schema is up to date")
-
-
-@db_app.command("start")
-def db_start() -> None:
-    """Start the embedded cluster and print its URL."""
-    from api.embedded import EmbeddedCluster
-
-    typer.echo(EmbeddedCluster(Settings().var_dir).start())
-
-
-@db_app.command("stop")
-def db_stop() -> None:
-    """Stop the embedded cluster."""
-    from api.embedded import EmbeddedCluster
-
-    settings = Settings()
-    if not settings.embedded:
-        typer.echo("ERN_DATABASE_URL is set: ern does not manage that server")
-        raise typer.Exit(0)
-    stopped = EmbeddedCluster(settings.var_dir).stop()
-    typer.echo("embedded cluster stopped" if stopped else "embedded cluster was not running")
-
-
-# Sub-commands owned by each domain, mounted here so `ern --help` lists them all.
-app.add_typer(admin_app, name="admin")
-app.add_typer(graph_app, name="graph")
-app.command("synth")(synth)
-app.command("worker")(worker)
-app.command("inbox")(inbox)
-app.command("purge")(purge)
