@@ -125,7 +125,7 @@ def create_app(
             ).start()
         stop: Callable[[], None] | None = None
         if settings.run_workers:
-            from api.workers import start_workers
+            from api.background.threads import start_workers
 
             stop = start_workers(app)
         try:

@@ -1,4 +1,4 @@
-"""`ern serve`: the HTTP service, and the worker child process beside it."""
+"""`ern serve`: the HTTP service, and its worker child process (api.background)."""
 
 from __future__ import annotations
 
@@ -32,8 +32,8 @@ def serve(
     """Run the HTTP service (embedded PostGIS unless ERN_DATABASE_URL is set)."""
     import uvicorn
 
+    from api.background.supervisor import WorkerProcess
     from api.logs import configure
-    from api.worker_process import WorkerProcess
 
     _refuse_busy_port(host, port)
     settings = Settings()
