@@ -1,13 +1,23 @@
 """Buddy groups: map-matched route overlap -> similarity graph -> capped groups, point contacts.
 
 One module per step, in the order :func:`propose` runs them: ``match`` (routes -> street
-edges), ``similarity`` (sparse member x member overlap), ``partition`` (capped groups),
-``contacts`` (defence point contacts), ``quality`` (against random and locality groups);
-``pipeline`` chains them. Everything public is importable from ``geo.buddies``.
+edges), ``overlap`` (:func:`similarity`, sparse member x member), ``communities``
+(:func:`partition`, capped groups), ``contacts`` (defence point contacts), ``quality``
+(against random and locality groups); ``pipeline`` chains them. Modules are not named
+after the functions they hold, so that ``geo.buddies.partition`` is the function.
+Everything public is importable from ``geo.buddies``.
 """
 
 from __future__ import annotations
 
+from geo.buddies.communities import (
+    DEFAULT_MAX_LINKS,
+    DEFAULT_MAX_SIZE,
+    DEFAULT_MIN_SIZE,
+    DEFAULT_RESOLUTION,
+    HARD_MAX_SIZE,
+    partition,
+)
 from geo.buddies.contacts import (
     DEFAULT_CONTACT_MAX_ETA_S,
     DEFAULT_MAX_GROUPS_PER_CONTACT,
@@ -21,13 +31,12 @@ from geo.buddies.match import (
     edge_lengths_m,
     match_routes,
 )
-from geo.buddies.partition import (
-    DEFAULT_MAX_LINKS,
-    DEFAULT_MAX_SIZE,
-    DEFAULT_MIN_SIZE,
-    DEFAULT_RESOLUTION,
-    HARD_MAX_SIZE,
-    partition,
+from geo.buddies.overlap import (
+    HOME_MAX_S,
+    HOME_NEIGHBOURS,
+    HOME_WEIGHT,
+    Similarity,
+    similarity,
 )
 from geo.buddies.pipeline import Proposal, propose
 from geo.buddies.quality import (
@@ -36,13 +45,6 @@ from geo.buddies.quality import (
     mean_shared_minutes,
     random_groups,
     shared_minutes_per_group,
-)
-from geo.buddies.similarity import (
-    HOME_MAX_S,
-    HOME_NEIGHBOURS,
-    HOME_WEIGHT,
-    Similarity,
-    similarity,
 )
 
 __all__ = [

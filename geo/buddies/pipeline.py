@@ -10,13 +10,14 @@ import numpy as np
 import shapely
 from numpy.typing import ArrayLike
 
+from geo.buddies.communities import DEFAULT_MAX_SIZE, DEFAULT_MIN_SIZE, partition
 from geo.buddies.contacts import (
     DEFAULT_CONTACT_MAX_ETA_S,
     DEFAULT_MAX_GROUPS_PER_CONTACT,
     assign_contacts,
 )
 from geo.buddies.match import match_routes
-from geo.buddies.partition import DEFAULT_MAX_SIZE, DEFAULT_MIN_SIZE, partition
+from geo.buddies.overlap import similarity
 from geo.buddies.quality import (
     Quality,
     locality_groups,
@@ -24,7 +25,6 @@ from geo.buddies.quality import (
     random_groups,
     shared_minutes_per_group,
 )
-from geo.buddies.similarity import similarity
 from geo.graph import StreetGraph
 from geo.snap import Snapper
 
