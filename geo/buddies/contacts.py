@@ -69,35 +69,50 @@ def assign_contacts(
         direction="from_sources",
         return_sources=True,
     )
-    times = np.asarray(times, dtype=np.float64)
-    sources = np.asarray(sources)
-    cost: dict[tuple[int, int], float] = {}
-    for gi, nodes in enumerate(group_nodes):
-        nodes = np.asarray(nodes, dtype=np.int64)
-        tot: dict[int, list[float]] = {}
-        for v in nodes:
-            for t, s in zip(times[v], sources[v], strict=True):
-                if s >= 0 and np.isfinite(t):
-                    tot.setdefault(int(s), []).append(float(t))
-        for s, ts in tot.items():
-            # positions the contact does not reach count at the search limit
-            mean = (sum(ts) + (len(nodes) - len(ts)) * max_eta_s * 2) / len(nodes)
-            if mean <= max_eta_s:
-                cost[(gi, s)] = mean
-    cols = sorted({s for _, s in cost})
+    time_s = np.asarray(times, dtype=np.float64)
+    source_of = np.asarray(sources, dtype=np.int64)
+    group, source, mean = _mean_times(group_nodes, time_s, source_of, dnode.size, max_eta_s * 2)
+    near = mean <= max_eta_s
+    group, source, mean = group[near], source[near], mean[near]
     contact: list[int | None] = [None] * ng
     eta: list[float | None] = [None] * ng
-    if not cols:
+    if not source.size:
         return contact, eta
+    cols, col = np.unique(source, return_inverse=True)
     big = max_eta_s * 1e3
-    col_of = {s: c for c, s in enumerate(cols)}
-    mat = np.full((ng, len(cols)), big)
-    for (gi, s), c in cost.items():
-        mat[gi, col_of[s]] = c
+    mat = np.full((ng, cols.size), big)
+    mat[group, col] = mean
     rep = np.repeat(mat, max_groups_per_contact, axis=1)
     r, c = linear_sum_assignment(rep)
     for gi, cj in zip(r, c, strict=True):
         if rep[gi, cj] < big:
-            contact[int(gi)] = cols[cj // max_groups_per_contact]
+            contact[int(gi)] = int(cols[cj // max_groups_per_contact])
             eta[int(gi)] = float(rep[gi, cj])
     return contact, eta
+
+
+def _mean_times(
+    group_nodes: Sequence[NDArray[np.int64]],
+    times: NDArray[np.float64],
+    sources: NDArray[np.int64],
+    n_sources: int,
+    unreached_s: float,
+) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.float64]]:
+    """Mean travel time of each (group, defence member) pair the k-nearest field links.
+
+    Positions the defence member does not reach count at ``unreached_s`` (the search limit).
+    Returns group, defence member and mean per pair, in (group, member) order.
+    """
+    arrays = [np.asarray(nodes, dtype=np.int64) for nodes in group_nodes]
+    sizes = np.array([a.size for a in arrays], dtype=np.int64)
+    flat = np.concatenate(arrays) if arrays else np.empty(0, np.int64)
+    t = times[flat]
+    s = sources[flat]
+    ok = (s >= 0) & np.isfinite(t)
+    owner = np.broadcast_to(np.repeat(np.arange(sizes.size), sizes)[:, None], t.shape)[ok]
+    pair, at = np.unique(owner * n_sources + s[ok], return_inverse=True)
+    total = np.bincount(at, weights=t[ok], minlength=pair.size)
+    reached = np.bincount(at, minlength=pair.size)
+    group = pair // n_sources
+    mean = (total + (sizes[group] - reached) * unreached_s) / sizes[group]
+    return group, pair % n_sources, mean

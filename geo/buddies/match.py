@@ -77,7 +77,7 @@ def match_routes(
 ) -> Matching:
     """Map matching: the shortest path on the graph through a route's snapped vertices.
 
-    Every vertex of every route is snapped to its nearest node in one KD-tree call, and
+    Every distinct vertex of the routes is snapped to its nearest node in one KD-tree call, and
     consecutive distinct nodes are joined by a bounded point-to-point Dijkstra (compiled).
     A route is unmatched, with its reason, when most of it lies off the network, when two
     on-network vertices are more than ``max_gap_m`` apart, when two consecutive nodes
@@ -109,7 +109,7 @@ def match_routes(
         route = route.astype(np.int64)
     else:
         route, lon, lat = np.empty(0, np.int64), np.empty(0), np.empty(0)
-    node, dist = snapper.snap(lon, lat) if route.size else (np.empty(0, np.int32), np.empty(0))
+    node, dist = _snap_distinct(snapper, lon, lat)
     counts = np.bincount(route, minlength=n_routes)
     on = dist <= max_snap_m
     on_counts = np.bincount(route[on], minlength=n_routes)
@@ -182,6 +182,17 @@ def match_routes(
         length_m=route_len.astype(np.float64),
         unmatched=dict(sorted(unmatched.items())),
     )
+
+
+def _snap_distinct(
+    snapper: Snapper, lon: NDArray[np.float64], lat: NDArray[np.float64]
+) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
+    """Snap each distinct point once: commutes share most of their vertices."""
+    if lon.size == 0:
+        return np.empty(0, np.int64), np.empty(0)
+    distinct, back = np.unique(lon + 1j * lat, return_inverse=True)
+    node, dist = snapper.snap(distinct.real.copy(), distinct.imag.copy())
+    return np.asarray(node, dtype=np.int64)[back], np.asarray(dist, dtype=np.float64)[back]
 
 
 def _paths(
