@@ -1075,20 +1075,92 @@ def render(result: dict[str, Any]) -> str:
 
 
 BUDDY_TARGET_S = 10.0
+# The engine before the speed work of issue 13 (one geo/buddies.py, leidenalg's Leiden with
+# Python merging): loaded from git and run on the same inputs as the baseline of the ratios.
+BUDDY_BASELINE_REV = "7c8eb40"
+BUDDY_BASELINE_PATH = "geo/buddies.py"
+BUDDY_PHASES = ("map_matching_s", "similarity_s", "partition_s", "contacts_s", "quality_s")
+
+
+def _buddies_baseline(rev: str) -> tuple[Any, str | None]:
+    """The previous ``geo.buddies`` module from git, or None and why it is not available."""
+    import importlib.util
+    import tempfile
+
+    try:
+        text = subprocess.run(
+            ["git", "show", f"{rev}:{BUDDY_BASELINE_PATH}"],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            check=True,
+            timeout=60,
+        ).stdout
+    except (OSError, subprocess.SubprocessError) as exc:
+        return None, f"git show {rev}:{BUDDY_BASELINE_PATH} failed: {exc}"
+    path = Path(tempfile.mkdtemp(prefix="ern-bench-")) / f"buddies_{rev}.py"
+    path.write_text(text)
+    name = f"_buddies_baseline_{rev}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        return None, f"cannot load {path}"
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up while the class is built
+    try:
+        spec.loader.exec_module(module)
+    except ImportError as exc:
+        return None, f"the baseline does not import here: {exc}"
+    return module, None
+
+
+def _buddies_summary(
+    p: Any, total_s: list[float], timings: list[dict[str, float]]
+) -> dict[str, Any]:
+    """Median total and phases over the repetitions, with the last proposal's quality."""
+    q = p.quality
+    etas = [e for e in p.contact_eta_s if e is not None]
+    return {
+        "total_s": float(np.median(total_s)),
+        "total_runs_s": total_s,
+        "timings_s": {k: float(np.median([t.get(k, 0.0) for t in timings])) for k in BUDDY_PHASES},
+        "groups": len(p.groups),
+        "unplaced": len(p.unplaced),
+        "unmatched_routes": len(p.unmatched),
+        "quality": {
+            "mean_shared_minutes": q.mean_shared_minutes,
+            "random_baseline": q.random_baseline,
+            "locality_baseline": q.locality_baseline,
+            "vs_random": q.mean_shared_minutes / q.random_baseline if q.random_baseline else None,
+            "vs_locality": (
+                q.mean_shared_minutes / q.locality_baseline if q.locality_baseline else None
+            ),
+            "placed_share": q.placed_share,
+            "size_histogram": q.size_histogram,
+        },
+        "contacts": {
+            "with_contact": len(etas),
+            "without": len(p.no_contact),
+            "eta_p50_s": float(np.median(etas)) if etas else None,
+            "eta_max_s": float(max(etas)) if etas else None,
+        },
+    }
 
 
 def run_buddies(args: argparse.Namespace) -> dict[str, Any]:
-    """Issue 13: one buddy-group proposal for synthetic commuters on the walk graph, timed.
+    """Issue 13: buddy-group proposals for synthetic commuters on the walk graph, timed.
 
     Runnable alone (``--buddies``): loads the walk graph only and reuses the cached members.
+    The current engine and the baseline (the engine at ``BUDDY_BASELINE_REV``) run
+    alternately on the same inputs, each warmed up first; figures are medians.
     """
-    from geo.buddies import propose
+    import geo.buddies
     from geo.graph import load_graph
     from geo.presence import days_mask
     from geo.snap import Snapper
 
     say = _say(args.silent)
     n = int(args.buddies_members)
+    reps = max(1, int(args.buddies_reps or (1 if args.quick else 3)))
     d, name, source = resolve_graphs(args.graph, quick=args.quick, say=say)
     graph = load_graph(d, "walk")
     members, _ = make_members(graph, n, args.seed, d if source is not None else None, say)
@@ -1109,89 +1181,119 @@ def run_buddies(args: argparse.Namespace) -> dict[str, Any]:
     centres = shapely.centroid([shapely.geometry.shape(m["home_zone"]) for m in members])
     defence = [i for i, m in enumerate(members) if "defense" in m["roles"]]
     say(f"buddies: {n:,} members, {len(lines):,} routes, {len(defence):,} defence")
+    engines: dict[str, Any] = {"current": geo.buddies}
+    baseline: Any = None
+    why_not: str | None = "skipped (--buddies-no-baseline)"
+    if not args.buddies_no_baseline:
+        baseline, why_not = _buddies_baseline(BUDDY_BASELINE_REV)
+    if baseline is not None:
+        engines["baseline"] = baseline
+    elif why_not:
+        say(f"buddies: no baseline: {why_not}")
+
+    def call(engine: Any, upto: int, clock: Any = None) -> Any:
+        return engine.propose(
+            graph,
+            snapper,
+            n_members=n,
+            route_member=route_member[:upto],
+            route_lines=lines[:upto],
+            route_days=days[:upto],
+            route_start_s=start[:upto],
+            route_end_s=end[:upto],
+            home_lon=shapely.get_x(centres),
+            home_lat=shapely.get_y(centres),
+            defence=defence,
+            clock=clock,
+        )
+
     # warm the compiled kernels on a few routes so the timing is the steady state
-    warm = min(len(lines), 20)
-    propose(
-        graph,
-        snapper,
-        n_members=n,
-        route_member=route_member[:warm],
-        route_lines=lines[:warm],
-        route_days=days[:warm],
-        route_start_s=start[:warm],
-        route_end_s=end[:warm],
-        home_lon=shapely.get_x(centres),
-        home_lat=shapely.get_y(centres),
-        defence=defence,
-    )
-    t0 = time.perf_counter()
-    p = propose(
-        graph,
-        snapper,
-        n_members=n,
-        route_member=route_member,
-        route_lines=lines,
-        route_days=days,
-        route_start_s=start,
-        route_end_s=end,
-        home_lon=shapely.get_x(centres),
-        home_lat=shapely.get_y(centres),
-        defence=defence,
-        clock=time.perf_counter,
-    )
-    total = time.perf_counter() - t0
-    q = p.quality
-    etas = [e for e in p.contact_eta_s if e is not None]
-    return {
+    for engine in engines.values():
+        call(engine, min(len(lines), 20))
+    runs: dict[str, tuple[Any, list[float], list[dict[str, float]]]] = {
+        k: (None, [], []) for k in engines
+    }
+    for rep in range(reps):
+        for key, engine in engines.items():
+            gc.collect()
+            t0 = time.perf_counter()
+            p = call(engine, len(lines), time.perf_counter)
+            took = time.perf_counter() - t0
+            _, totals, timings = runs[key]
+            totals.append(took)
+            timings.append(dict(p.timings_s))
+            runs[key] = (p, totals, timings)
+            say(f"buddies: {key} run {rep + 1}/{reps}: {took:.2f} s")
+    out = {k: _buddies_summary(*v) for k, v in runs.items()}
+    cur = out["current"]
+    result: dict[str, Any] = {
         "command": " ".join(["python", "scripts/bench.py", *sys.argv[1:]]),
         "graph": name,
         "nodes": graph.n_nodes,
         "members": n,
         "routes": len(lines),
         "defence": len(defence),
-        "total_s": total,
-        "timings_s": p.timings_s,
+        "reps": reps,
         "target_s": BUDDY_TARGET_S,
-        "met": total < BUDDY_TARGET_S,
-        "groups": len(p.groups),
-        "unplaced": len(p.unplaced),
-        "unmatched_routes": len(p.unmatched),
-        "quality": {
-            "mean_shared_minutes": q.mean_shared_minutes,
-            "random_baseline": q.random_baseline,
-            "locality_baseline": q.locality_baseline,
-            "placed_share": q.placed_share,
-            "size_histogram": q.size_histogram,
-        },
-        "contacts": {
-            "with_contact": len(etas),
-            "without": len(p.no_contact),
-            "eta_p50_s": float(np.median(etas)) if etas else None,
-            "eta_max_s": float(max(etas)) if etas else None,
-        },
+        "met": cur["total_s"] < BUDDY_TARGET_S,
+        **cur,
+        "baseline": None,
         "machine": machine_info(),
     }
+    if "baseline" in out:
+        base = out["baseline"]
+        result["baseline"] = {
+            "rev": BUDDY_BASELINE_REV,
+            **base,
+            "speedup": base["total_s"] / cur["total_s"],
+            "phase_speedup": {
+                k: base["timings_s"][k] / cur["timings_s"][k]
+                for k in BUDDY_PHASES
+                if cur["timings_s"][k] > 0
+            },
+        }
+    else:
+        result["baseline_missing"] = why_not
+    return result
+
+
+def _secs(x: float | None) -> str:
+    return "-" if x is None else f"{x:.0f} s"
 
 
 def render_buddies(r: dict[str, Any]) -> str:
-    """Human-readable buddy-group figures."""
-    q, c, t = r["quality"], r["contacts"], r["timings_s"]
-    parts = ", ".join(f"{k.removesuffix('_s')} {v:.2f} s" for k, v in t.items())
-    return "\n".join(
-        [
-            f"buddy groups: {r['graph']} walk ({r['nodes']:,} nodes), {r['members']:,} members, "
-            f"{r['routes']:,} routes, {r['defence']:,} defence",
-            f"proposal {r['total_s']:.2f} s (target < {r['target_s']:.0f} s: "
-            f"{'met' if r['met'] else 'NOT MET'}): {parts}",
-            f"groups {r['groups']:,}, unplaced {r['unplaced']:,}, unmatched routes "
-            f"{r['unmatched_routes']:,}, placed share {q['placed_share']:.3f}",
-            f"mean shared minutes/member/week: {q['mean_shared_minutes']:.1f} vs random "
-            f"{q['random_baseline']:.1f} vs locality {q['locality_baseline']:.1f}",
-            f"sizes {q['size_histogram']}",
-            f"contacts: {c['with_contact']:,} groups with one (ETA p50 {c['eta_p50_s']} s, "
-            f"max {c['eta_max_s']} s), {c['without']:,} without",
+    """Human-readable buddy-group figures, the baseline beside the current engine."""
+    rows = [("current", r)]
+    if r.get("baseline"):
+        rows.append((f"baseline {r['baseline']['rev']}", r["baseline"]))
+    lines = [
+        f"buddy groups: {r['graph']} walk ({r['nodes']:,} nodes), {r['members']:,} members, "
+        f"{r['routes']:,} routes, {r['defence']:,} defence; medians of {r['reps']} run(s), "
+        f"load average at start {r['machine'].get('loadavg_at_start')}",
+    ]
+    for label, x in rows:
+        q, c, t = x["quality"], x["contacts"], x["timings_s"]
+        parts = ", ".join(f"{k.removesuffix('_s')} {v:.2f} s" for k, v in t.items())
+        lines += [
+            f"[{label}] proposal {x['total_s']:.2f} s: {parts}",
+            f"  groups {x['groups']:,}, unplaced {x['unplaced']:,}, unmatched routes "
+            f"{x['unmatched_routes']:,}, placed share {q['placed_share']:.3f}",
+            f"  mean shared minutes/member/week: {q['mean_shared_minutes']:.1f} vs random "
+            f"{q['random_baseline']:.2f} vs locality {q['locality_baseline']:.1f}",
+            f"  sizes {q['size_histogram']}",
+            f"  contacts: {c['with_contact']:,} groups with one (ETA p50 "
+            f"{_secs(c['eta_p50_s'])}, max {_secs(c['eta_max_s'])}), {c['without']:,} without",
         ]
+    lines.append(
+        f"target < {r['target_s']:.0f} s: {'met' if r['met'] else 'NOT MET'} ({r['total_s']:.2f} s)"
     )
+    if r.get("baseline"):
+        b = r["baseline"]
+        ph = ", ".join(f"{k.removesuffix('_s')} x{v:.1f}" for k, v in b["phase_speedup"].items())
+        lines.append(f"speed-up vs baseline: x{b['speedup']:.1f} ({ph})")
+    else:
+        lines.append(f"baseline: {r.get('baseline_missing')}")
+    return "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -1208,6 +1310,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--coverage", action="store_true", help="only the coverage section (issue 12)")
     p.add_argument("--buddies", action="store_true", help="only the buddy-group section")
     p.add_argument("--buddies-members", type=int, default=10_000, help="commuters for --buddies")
+    p.add_argument(
+        "--buddies-reps", type=int, default=0, help="--buddies runs (default 3, quick 1)"
+    )
+    p.add_argument(
+        "--buddies-no-baseline", action="store_true", help="--buddies without the previous engine"
+    )
     args = p.parse_args(argv)
     if args.coverage:
         cov = run_coverage(args)

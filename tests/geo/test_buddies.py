@@ -276,3 +276,167 @@ class TestProposeOnMonaco:
         )
         assert p.groups and all(len(g) <= 10 for g in p.groups)
         assert p.quality.mean_shared_minutes == 0.0
+
+
+def _blocks(sizes: list[int], *, inside: float = 0.9, between: float = 0.0) -> csr_matrix:
+    """A similarity of cliques (``inside`` within each), ``between`` across all of them."""
+    n = sum(sizes)
+    w = np.full((n, n), between)
+    at = 0
+    for s in sizes:
+        w[at : at + s, at : at + s] = inside
+        at += s
+    np.fill_diagonal(w, 0)
+    return csr_matrix(w)
+
+
+def _inside_weight(weight: csr_matrix, groups: list[list[int]]) -> float:
+    label = np.full(weight.shape[0], -1)
+    for gi, g in enumerate(groups):
+        label[g] = gi
+    c = weight.tocoo()
+    same = (label[c.row] >= 0) & (label[c.row] == label[c.col])
+    return float(c.data[same].sum())
+
+
+class TestPartition:
+    def test_cliques_are_the_groups(self) -> None:
+        w = _blocks([4, 6, 3, 5], between=0.01)
+        groups, unplaced = buddies.partition(w)
+        assert groups == [[0, 1, 2, 3], [4, 5, 6, 7, 8, 9], [10, 11, 12], [13, 14, 15, 16, 17]]
+        assert unplaced == []
+
+    def test_an_oversized_community_is_split_within_the_cap(self) -> None:
+        # one clique of 25: Leiden finds one community; every part must still fit
+        groups, unplaced = buddies.partition(_blocks([25]))
+        assert all(3 <= len(g) <= 10 for g in groups)
+        assert sorted(m for g in groups for m in g) == list(range(25))
+        assert unplaced == []
+        small, _ = buddies.partition(_blocks([25]), max_size=4, min_size=2)
+        assert all(2 <= len(g) <= 4 for g in small)
+
+    def test_small_groups_join_the_group_they_overlap_most(self) -> None:
+        # a pair linked weakly to a clique of 4 and more weakly to a clique of 3
+        w = _blocks([4, 3, 2]).toarray()
+        w[7:9, 0:4] = w[0:4, 7:9] = 0.05
+        w[7:9, 4:7] = w[4:7, 7:9] = 0.02
+        groups, _ = buddies.partition(csr_matrix(w))
+        assert [0, 1, 2, 3, 7, 8] in groups and [4, 5, 6] in groups
+
+    def test_no_room_leaves_a_small_group_or_members_unplaced_not_over_the_cap(self) -> None:
+        w = _blocks([10, 1]).toarray()
+        w[10, :10] = w[:10, 10] = 0.05
+        groups, unplaced = buddies.partition(csr_matrix(w))
+        assert groups == [list(range(10))]
+        assert unplaced == [10]
+
+    def test_unlinked_members_are_unplaced(self) -> None:
+        w = _blocks([3, 1, 1])
+        groups, unplaced = buddies.partition(w)
+        assert groups == [[0, 1, 2]]
+        assert unplaced == [3, 4]
+
+    def test_kept_groups_stay_apart_and_whole_though_linked(self) -> None:
+        # without keep two cliques linked as strongly as inside form one group of 8
+        w = _blocks([8])
+        assert buddies.partition(w)[0] == [list(range(8))]
+        groups, _ = buddies.partition(w, keep=[[0, 2, 4, 6], [1, 3, 5, 7]])
+        assert groups == [[0, 2, 4, 6], [1, 3, 5, 7]]
+
+    def test_a_new_member_joins_a_kept_group_with_room(self) -> None:
+        w = _blocks([5]).toarray()
+        groups, _ = buddies.partition(csr_matrix(w), keep=[[0, 1, 2, 3]])
+        assert groups == [[0, 1, 2, 3, 4]]
+
+    def test_members_move_to_the_group_they_link_to_most(self) -> None:
+        from geo.buddies._kernels import refine_kernel
+
+        w = _blocks([4, 4], between=0.0).toarray()
+        w[3, :3] = w[:3, 3] = 0.0  # member 3 belongs with the second clique
+        w[3, 4:8] = w[4:8, 3] = 0.9
+        wc = csr_matrix(w)
+        label = np.array([0, 0, 0, 0, 1, 1, 1, 1], dtype=np.int64)
+        before = _inside_weight(wc, [[0, 1, 2, 3], [4, 5, 6, 7]])
+        got = refine_kernel(
+            wc.indptr.astype(np.int64), wc.indices.astype(np.int64), wc.data, label.copy(),
+            np.zeros(8, dtype=np.bool_), 2, 10, 3, 10,
+        )  # fmt: skip
+        assert got.tolist() == [0, 0, 0, 1, 1, 1, 1, 1]
+        assert _inside_weight(wc, [[0, 1, 2], [3, 4, 5, 6, 7]]) > before
+        # a kept member, or one whose group would fall below min_size, stays
+        fixed = np.zeros(8, dtype=np.bool_)
+        fixed[3] = True
+        held = refine_kernel(
+            wc.indptr.astype(np.int64), wc.indices.astype(np.int64), wc.data, label.copy(),
+            fixed, 2, 10, 3, 10,
+        )  # fmt: skip
+        assert held.tolist() == label.tolist()
+        held = refine_kernel(
+            wc.indptr.astype(np.int64), wc.indices.astype(np.int64), wc.data, label.copy(),
+            np.zeros(8, dtype=np.bool_), 2, 10, 4, 10,
+        )  # fmt: skip
+        assert held.tolist() == label.tolist()
+
+    def test_seeded_whatever_the_thread(self) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        rng = np.random.default_rng(5)
+        a = rng.random((300, 300)) * (rng.random((300, 300)) < 0.03)
+        w = csr_matrix(np.maximum(a, a.T))
+        want = buddies.partition(w, seed=4)
+        with ThreadPoolExecutor(4) as pool:
+            got = list(pool.map(lambda _: buddies.partition(w, seed=4), range(8)))
+        assert all(g == want for g in got)
+
+
+def _exact_contacts(cost: np.ndarray, capacity: int, max_eta_s: float) -> tuple[int, float]:
+    """Most groups with a contact, then least total time: the ILP optimum (PuLP, CBC)."""
+    import warnings
+
+    import pulp
+
+    prob = pulp.LpProblem("contacts", pulp.LpMaximize)
+    x = {
+        (g, d): prob.add_variable(f"x{g}_{d}", cat="Binary")
+        for g in range(cost.shape[0])
+        for d in range(cost.shape[1])
+        if cost[g, d] <= max_eta_s
+    }
+    for g in range(cost.shape[0]):
+        prob += pulp.lpSum(v for (gg, _), v in x.items() if gg == g) <= 1
+    for d in range(cost.shape[1]):
+        prob += pulp.lpSum(v for (_, dd), v in x.items() if dd == d) <= capacity
+    big = 1e6
+    prob += pulp.lpSum((big - cost[g, d]) * v for (g, d), v in x.items())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        prob.solve(pulp.PULP_CBC_CMD(msg=False))
+    assert pulp.LpStatus[prob.status] == "Optimal"
+    chosen = [(g, d) for (g, d), v in x.items() if (v.value() or 0) > 0.5]
+    return len(chosen), float(sum(cost[g, d] for g, d in chosen))
+
+
+class TestAssignContacts:
+    @pytest.mark.parametrize(("capacity", "seed"), [(1, 0), (2, 1), (3, 2)])
+    def test_matches_the_exact_optimum_within_capacity(self, capacity: int, seed: int) -> None:
+        g = _grid(8)
+        rng = np.random.default_rng(seed)
+        groups = [rng.choice(g.n_nodes, int(rng.integers(1, 5)), replace=False) for _ in range(9)]
+        defence = rng.choice(g.n_nodes, 4, replace=False)
+        max_eta = 240.0
+        contact, eta = buddies.assign_contacts(
+            g, groups, defence, max_groups_per_contact=capacity, max_eta_s=max_eta, candidates=4
+        )
+        a = csr_matrix((g.travel_time_s.astype(float), g.indices, g.indptr), shape=(64, 64))
+        # positions beyond the search limit (twice the largest ETA) count at the limit
+        t = np.minimum(dijkstra(a, indices=defence), 2 * max_eta)  # defence x nodes
+        cost = np.array([[t[d, nodes].mean() for d in range(4)] for nodes in groups])
+        used = [c for c in contact if c is not None]
+        assert all(used.count(c) <= capacity for c in used)
+        for gi, (c, e) in enumerate(zip(contact, eta, strict=True)):
+            if c is not None:
+                assert e == pytest.approx(cost[gi, c])
+                assert e <= max_eta
+        n_best, total_best = _exact_contacts(cost, capacity, max_eta)
+        assert len(used) == n_best
+        assert sum(e for e in eta if e is not None) == pytest.approx(total_best)
