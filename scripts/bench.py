@@ -889,6 +889,11 @@ def run_coverage(args: argparse.Namespace) -> dict[str, Any]:
         members, _ = make_members(graph, n, args.seed, cache, say)
         result["coverage"][mode] = measure_coverage(graph, members, reps, say)
         result["coverage"][mode]["nodes"] = graph.n_nodes
+        if mode == "drive" and not args.quick:
+            # over HTTP: a real ern serve on PostGIS with these members (bench_coverage_http.py)
+            from bench_coverage_http import measure_http
+
+            result["coverage"]["http"] = measure_http(d, members, reps=reps, say=say)
         del members
         gc.collect()
     result["cpu_over_wall"] = (time.process_time() - cpu) / (time.perf_counter() - started)
@@ -945,6 +950,26 @@ def render_coverage(result: dict[str, Any]) -> str:
     )
     row("recruitment n = 10, evenings", lambda c: f"{c['recruit_n10_evenings_s']:.2f} s")
     lines.append("")
+    h = cov.get("http")
+    if h:
+        lines += [
+            f"Over HTTP (`ern serve`, PostGIS, {h['members']:,} drive members, k = 3, res 9, "
+            f"{h['cells']:,} cells, {h['answer_bytes'] / 1e6:.1f} MB of GeoJSON):",
+            "",
+            "| GET | p50 ms | p99 ms |",
+            "|---|---|---|",
+            f"| /v1/coverage, first (presence index built) | {h['first_map_s'] * 1000:.0f} | - |",
+        ]
+        for key, label in (
+            ("map_uncached", "/v1/coverage uncached (another minute)"),
+            ("map_cached", "/v1/coverage cached"),
+        ):
+            lines.append(f"| {label} | {h[key]['p50_ms']:.1f} | {h[key]['p99_ms']:.1f} |")
+        ps = h["profile_uncached_s"] * 1000
+        lines.append(f"| /v1/coverage/profile uncached | {ps:.0f} | - |")
+        pc = h["profile_cached"]
+        lines.append(f"| /v1/coverage/profile cached | {pc['p50_ms']:.1f} | {pc['p99_ms']:.1f} |")
+        lines.append("")
     lines.append(
         f"cpu/wall {result['cpu_over_wall']:.2f}, load at end {result['machine']['loadavg_at_end']}"
     )
