@@ -90,11 +90,12 @@ def read_coverage_json(
     # the entry holds the result itself: an id reused after eviction never matches
     if found is not None and found[0] is result:
         return found[1]  # type: ignore[no-any-return]
-    text = coverage_answer(result, settings, params, at=at, cached=cached).model_dump_json()
-    # the text a later request gets says cached: true
-    again = coverage_answer(result, settings, params, at=at, cached=True)
-    cache_put(key, (result, again.model_dump_json().encode()))
-    return text.encode()
+    answer = coverage_answer(result, settings, params, at=at, cached=cached)
+    text = answer.model_dump_json().encode()
+    # the text a later request gets says cached: true (the features are built once)
+    again = answer.model_copy(update={"ern": answer.ern.model_copy(update={"cached": True})})
+    cache_put(key, (result, text if cached else again.model_dump_json().encode()))
+    return text
 
 
 def coverage_answer(
