@@ -202,9 +202,12 @@ def read_recruit(
     n: int,
     hours: list[int],
     now: datetime,
+    weight: str = "street",
 ) -> RecruitCollection:
     """GET /v1/coverage/recruit: the n best sites as GeoJSON points."""
-    result, cached = recruit(session, graphs, settings, params, n=n, hours=hours, now=now)
+    result, cached = recruit(
+        session, graphs, settings, params, n=n, hours=hours, now=now, weight=weight
+    )
     features = [
         RecruitFeature(
             geometry=PointGeometry(coordinates=[round(s.lon, 6), round(s.lat, 6)]),
@@ -214,5 +217,8 @@ def read_recruit(
         )
         for s in result.suggestions
     ]
-    meta = _meta(params, settings, result.computed_at, cached, res=params.res, n=n, hours=hours)
+    meta = _meta(
+        params, settings, result.computed_at, cached, res=params.res, n=n, hours=hours,
+        weight=weight,
+    )  # fmt: skip
     return RecruitCollection(features=features, ern=meta)

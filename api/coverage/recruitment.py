@@ -9,7 +9,7 @@ hours, with the previous picks in place (:func:`geo.coverage.greedy_recruit`).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import numpy as np
 from numpy.typing import NDArray
@@ -27,6 +27,7 @@ from api.coverage.fields import (
     responders_key,
     used_modes,
 )
+from api.coverage.service import ALERT_DAYS, alert_nodes
 from api.graphs import GraphStore
 from api.presence.service import PresenceIndex, presence_index
 from api.settings import Settings
@@ -98,11 +99,14 @@ def recruit(
     n: int,
     hours: list[int],
     now: datetime,
+    weight: str = "street",
 ) -> tuple[RecruitResult, bool]:
     """Greedy maximal covering: n walking volunteers at cell centres, gains over ``hours``.
 
     Gain of a site = street metres newly covered (k within N minutes), summed over the
     hours and divided by their number: the mean street length gained in one of those hours.
+    ``weight="alerts"``: a metre counts once more for every past alert (last 90 days,
+    exercises excluded) in its cell.
     """
     used_modes(graphs, params.mode)  # 409 before any work
     if "walk" not in graphs.by_mode:
@@ -110,11 +114,16 @@ def recruit(
         raise ModeWithoutGraph(msg)
     token = repo.presence_token(session)
     index = presence_index(session, graphs, settings, token=token)
-    key = ("recruit", token, id(graphs), params, n, tuple(hours), settings_key(settings))
+    alerts = []
+    if weight == "alerts":
+        alerts = repo.alert_points(session, since=now - timedelta(days=ALERT_DAYS))
+    alert_key = (len(alerts), max((a[2] for a in alerts), default=None))
+    extra = (weight, alert_key, settings_key(settings))
+    key = ("recruit", token, id(graphs), params, n, tuple(hours), *extra)
     found = cache_get(key) if token is not None else None
     if found is not None:
         return found, True
-    result = recruit_of(index, graphs, settings, params, n=n, hours=hours, now=now)
+    result = recruit_of(index, graphs, settings, params, n=n, hours=hours, now=now, alerts=alerts)
     if token is not None:
         cache_put(key, result)
     return result, False
@@ -129,8 +138,13 @@ def recruit_of(
     n: int,
     hours: list[int],
     now: datetime,
+    alerts: list[tuple[float, float, datetime]] | None = None,
 ) -> RecruitResult:
-    """Greedy recruitment from a presence index (no database)."""
+    """Greedy recruitment from a presence index (no database).
+
+    ``alerts`` (lon, lat, when): weight each node's street length by 1 + the number of
+    these alerts in its cell; None or empty: street length alone.
+    """
     ev = evaluation(graphs, settings, params.mode)
     g = ev.graph.graph
     threshold = params.minutes * 60.0
@@ -152,8 +166,13 @@ def recruit_of(
         deficits.append(np.maximum(params.k - within, 0).astype(np.int64))
         weights.append(1.0)
     deficit = np.stack(deficits)
-    weight = np.asarray(weights)[:, None] * street[None, :] / len(hours)
     cells = gc.cell_index(g, params.res)
+    value = street
+    if alerts:
+        alert_node, _ = alert_nodes(index, graphs, settings, params.mode, alerts)
+        per_cell = np.bincount(cells.cell[alert_node], minlength=len(cells.ids))
+        value = street * (1.0 + per_cell[cells.cell])
+    weight = np.asarray(weights)[:, None] * value[None, :] / len(hours)
     centres = [gc.cell_center(c) for c in cells.ids]
     walk = graphs.by_mode["walk"]
     site_node, site_dist = walk.snapper.snap(
@@ -175,7 +194,7 @@ def recruit_of(
         owner, indices = pair // g.n_nodes, pair % g.n_nodes
         indptr = np.concatenate([[0], np.cumsum(np.bincount(owner, minlength=sites.size))])
     picked = gc.greedy_recruit(indptr, indices, deficit, weight, n=n)
-    total = float(street.sum()) or 1.0
+    total = float(value.sum()) or 1.0
     suggestions = []
     for rank, (site, gain) in enumerate(
         zip(picked.picks.tolist(), picked.gain.tolist(), strict=True), 1

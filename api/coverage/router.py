@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request, Response
 
@@ -149,6 +149,13 @@ def read_recruit(
     minutes: MinutesQ = None,
     k: KQ = 3,
     res: ResQ = 9,
+    weight: Annotated[
+        Literal["street", "alerts"],
+        Query(
+            description="street length, or street length x (1 + past alerts in its cell, "
+            "90 days, no exercises): gain_m is then in weighted metres"
+        ),
+    ] = "street",
 ) -> RecruitCollection:
     """Greedy maximal covering: numbered sites with the street length they would cover."""
     try:
@@ -163,6 +170,7 @@ def read_recruit(
         n=n,
         hours=wanted,
         now=clock.now(),
+        weight=weight,
     )
 
 

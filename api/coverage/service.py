@@ -148,14 +148,14 @@ def weekly_profile(
     return result, False
 
 
-def _alert_hours(
+def alert_nodes(
     index: PresenceIndex,
     graphs: GraphStore,
     settings: Settings,
     mode: str,
     alerts: list[tuple[float, float, datetime]],
 ) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
-    # Evaluation node and local hour of the week of each past alert in the service area.
+    """Evaluation node and local hour of the week of each past alert in the service area."""
     if not alerts:
         return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
     ev = evaluation(graphs, settings, mode)
@@ -183,7 +183,7 @@ def profile_of(
     ev = evaluation(graphs, settings, params.mode)
     threshold = params.minutes * 60.0
     street = gc.node_street_m(ev.graph.graph)
-    alert_node, alert_hour = _alert_hours(index, graphs, settings, params.mode, alerts)
+    alert_node, alert_hour = alert_nodes(index, graphs, settings, params.mode, alerts)
     memo: dict[bytes, tuple[gc.HourSummary, NDArray[np.bool_]]] = {}
     out: list[ProfileHour] = []
     for hour in range(168):
