@@ -187,14 +187,29 @@ def nearest_members_kernel(  # type: ignore[no-untyped-def]
 
 @njit(cache=True, nogil=True)
 def k_nearest_kernel(  # type: ignore[no-untyped-def]
-    indptr, indices, w, src_node, src_id, src_offset, k, max_time, out_t, out_s, count
+    indptr,
+    indices,
+    w,
+    src_node,
+    src_id,
+    src_offset,
+    k,
+    max_time,
+    out_t,
+    out_s,
+    count,
+    far_k,
+    near_time,
 ):
     """Label-setting Dijkstra keeping up to ``k`` labels per node from distinct source ids.
 
-    Labels are popped in ascending time; a node takes a label unless it already has ``k``
-    or one from the same source id. ``out_t`` must be inf, ``out_s`` -1, ``count`` 0.
+    Labels are popped in ascending time; a node takes a label unless it already has its
+    cap or one from the same source id. The cap is ``k`` for labels at most ``near_time``
+    and ``far_k <= k`` beyond (a cap that never grows with time keeps the pruning exact).
+    ``out_t`` must be inf, ``out_s`` -1, ``count`` 0.
     """
     k_ = np.int64(k)
+    kf = np.int64(far_k)
     cap = k_ * indices.shape[0] + src_node.shape[0] + 1
     hk = np.empty(cap, dtype=np.float64)
     hv = np.empty(cap, dtype=np.int64)
@@ -210,7 +225,7 @@ def k_nearest_kernel(  # type: ignore[no-untyped-def]
         x = code // n_src
         s = code - x * n_src
         c = count[x]
-        if c >= k_:
+        if c >= (k_ if d <= near_time else kf):
             continue
         dup = False
         for j in range(c):
@@ -228,7 +243,7 @@ def k_nearest_kernel(  # type: ignore[no-untyped-def]
             if nd > max_time:
                 continue
             cy = count[y]
-            if cy >= k_:
+            if cy >= (k_ if nd <= near_time else kf):
                 continue
             dup = False
             for j in range(cy):
@@ -245,7 +260,7 @@ _warmed = False
 
 
 def warm_up() -> None:
-    """Compile (or load from numba's on-disk cache) both kernels on a two-node graph, once."""
+    """Compile (or load from numba's on-disk cache) the kernels on a two-node graph, once."""
     global _warmed
     with _warm:
         if _warmed:
@@ -312,5 +327,43 @@ def warm_up() -> None:
             out_t,
             out_s,
             count,
+            1,
+            np.inf,
+        )
+        cell_responders_kernel(
+            np.array([0, 1], dtype=np.int64),
+            np.array([0, 2], dtype=np.int64),
+            out_t,
+            out_s,
+            np.float32(1.0),
+            1,
         )
         _warmed = True
+
+
+@njit(cache=True, nogil=True)
+def cell_responders_kernel(  # type: ignore[no-untyped-def]
+    order, cell_indptr, times, sources, threshold, n_sources
+):
+    """Distinct sources with a label within ``threshold`` per cell: one pass with a marker.
+
+    ``order`` lists the nodes cell by cell (cell ``c`` owns ``order[cell_indptr[c]:
+    cell_indptr[c + 1]]``); each node's labels are ascending, sources -1 where none.
+    """
+    n_cells = cell_indptr.shape[0] - 1
+    out = np.zeros(n_cells, dtype=np.int64)
+    mark = np.full(max(n_sources, 1), -1, dtype=np.int64)
+    n_labels = times.shape[1]
+    for c in range(n_cells):
+        found = 0
+        for i in range(cell_indptr[c], cell_indptr[c + 1]):
+            x = order[i]
+            for j in range(n_labels):
+                s = sources[x, j]
+                if s < 0 or times[x, j] > threshold:
+                    break
+                if mark[s] != c:
+                    mark[s] = c
+                    found += 1
+        out[c] = found
+    return out

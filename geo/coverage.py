@@ -24,6 +24,7 @@ from numpy.typing import ArrayLike, NDArray
 from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import dijkstra
 
+from geo import _kernels
 from geo.graph import StreetGraph
 from geo.route import k_nearest_field
 
@@ -51,8 +52,14 @@ def mode_field(
     labels: int,
     max_time_s: float,
     offset_s: ArrayLike | None = None,
+    far_labels: int | None = None,
+    near_time_s: float = math.inf,
 ) -> Field:
     """Field of one mode on its own graph: :func:`geo.route.k_nearest_field` towards each node.
+
+    With ``far_labels``, one search keeps ``labels`` responders up to ``near_time_s`` (the
+    arrival limit: counts, p_covered) and only ``far_labels`` beyond, up to ``max_time_s``
+    (the times of the 1st..k-th shown on the map).
 
     Parameters
     ----------
@@ -66,10 +73,15 @@ def mode_field(
         Search horizon; times beyond stay inf.
     offset_s
         Seconds added per anchor (mobilisation delay).
+    far_labels
+        Labels kept beyond ``near_time_s`` (<= ``labels``); default ``labels``.
+    near_time_s
+        Time up to which all ``labels`` are kept (with ``far_labels``).
 
     Returns
     -------
-    The field on ``graph``'s nodes.
+    The field on ``graph``'s nodes; with ``far_labels``, columns from ``far_labels`` on
+    hold only times up to ``near_time_s``.
     """
     times, sources = k_nearest_field(
         graph,
@@ -80,6 +92,8 @@ def mode_field(
         direction="from_sources",
         offset_s=offset_s,
         return_sources=True,
+        far_k=far_labels,
+        near_time_s=near_time_s,
     )
     return Field(times_s=times, sources=sources)
 
@@ -213,11 +227,27 @@ def haversine_m(
 
 @dataclass(frozen=True)
 class CellIndex:
-    """Evaluation nodes grouped by H3 cell: ``cell[node]`` numbers the distinct ``ids``."""
+    """Evaluation nodes grouped by H3 cell: ``cell[node]`` numbers the distinct ``ids``.
+
+    ``order`` lists the nodes cell by cell, cell ``c`` owning
+    ``order[indptr[c]:indptr[c + 1]]`` (built once per graph and resolution, so every
+    aggregation is one pass instead of a sort).
+    """
 
     res: int
     ids: list[str]  # H3 cell index strings
     cell: NDArray[np.int64]  # per node
+    order: NDArray[np.int64]  # nodes sorted by cell
+    indptr: NDArray[np.int64]  # (n_cells + 1,)
+
+    @classmethod
+    def of(cls, res: int, ids: list[str], cell: NDArray[np.int64]) -> CellIndex:
+        """The index of nodes numbered by cell (``cell`` values index ``ids``)."""
+        c = np.asarray(cell, dtype=np.int64)
+        indptr = np.zeros(len(ids) + 1, dtype=np.int64)
+        np.cumsum(np.bincount(c, minlength=len(ids)), out=indptr[1:])
+        order = np.argsort(c, kind="stable").astype(np.int64)
+        return cls(res=res, ids=ids, cell=c, order=order, indptr=indptr)
 
 
 def check_res(res: int) -> None:
@@ -237,7 +267,7 @@ def cell_index(graph: StreetGraph, res: int) -> CellIndex:
     lats, lons = graph.lat.tolist(), graph.lon.tolist()
     raw = [h3.latlng_to_cell(y, x, res) for x, y in zip(lons, lats, strict=True)]
     ids, cell = np.unique(np.array(raw, dtype=object), return_inverse=True)
-    out = CellIndex(res=res, ids=[str(c) for c in ids], cell=cell.astype(np.int64))
+    out = CellIndex.of(res, [str(c) for c in ids], cell.astype(np.int64))
     graph._cache[key] = out
     return out
 
@@ -254,18 +284,18 @@ class CellStats:
     gap: NDArray[np.bool_]
 
 
-def _group_median(
-    cell: NDArray[np.int64], values: NDArray[np.float64], n_cells: int
-) -> NDArray[np.float64]:
-    order = np.lexsort((values, cell))
-    counts = np.bincount(cell, minlength=n_cells)
-    start = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    v = values[order]
-    lo = start + (counts - 1) // 2
-    hi = start + counts // 2
-    out = np.full(n_cells, np.inf)
+def _group_median(cells: CellIndex, values: NDArray[np.float32]) -> NDArray[np.float64]:
+    # One sort of int64 keys (cell in the high word, the float32's bits below: for values
+    # >= 0, inf included, the bits sort as the values), instead of a lexsort.
+    bits = np.ascontiguousarray(values, dtype=np.float32).view(np.uint32).astype(np.int64)
+    key = np.sort((cells.cell << 32) | bits)
+    v = (key & 0xFFFFFFFF).astype(np.uint32).view(np.float32).astype(np.float64)
+    start, counts = cells.indptr[:-1], np.diff(cells.indptr)
+    out = np.full(len(cells.ids), np.inf)
     has = counts > 0
-    out[has] = (v[lo[has]] + v[hi[has]]) / 2
+    lo = (start + (counts - 1) // 2)[has]
+    hi = (start + counts // 2)[has]
+    out[has] = (v[lo] + v[hi]) / 2
     return out
 
 
@@ -316,15 +346,19 @@ def cell_stats(
     c = cells.cell
     tf = field if times is None else times
     if medians:
-        t1 = _group_median(c, tf.times_s[:, 0].astype(np.float64), n_cells)
-        tk = _group_median(c, tf.times_s[:, k - 1].astype(np.float64), n_cells)
+        t1 = _group_median(cells, tf.times_s[:, 0])
+        tk = _group_median(cells, tf.times_s[:, k - 1])
     else:
         t1 = tk = np.full(n_cells, np.inf)
-    within = (field.times_s <= threshold_s) & (field.sources >= 0)
-    rows, cols = np.nonzero(within)
-    m = int(field.sources.max()) + 1 if field.sources.size else 1
-    pairs = np.unique(c[rows] * m + field.sources[rows, cols])
-    responders = np.bincount(pairs // m, minlength=n_cells).astype(np.int64)
+    # float32 limit: the comparison numpy makes between the float32 times and a float
+    responders: NDArray[np.int64] = _kernels.cell_responders_kernel(
+        cells.order,
+        cells.indptr,
+        np.ascontiguousarray(field.times_s, dtype=np.float32),
+        np.ascontiguousarray(field.sources, dtype=np.int64),
+        np.float32(threshold_s),
+        int(field.sources.max()) + 1 if field.sources.size else 1,
+    )
     street = np.bincount(c, street_m, minlength=n_cells).astype(np.float64)
     weighted = np.bincount(c, street_m * p, minlength=n_cells)
     with np.errstate(invalid="ignore", divide="ignore"):

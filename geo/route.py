@@ -239,6 +239,8 @@ def k_nearest_field(
     direction: Direction = "from_sources",
     offset_s: ArrayLike | None = None,
     return_sources: bool = False,
+    far_k: int | None = None,
+    near_time_s: float = math.inf,
 ) -> NDArray[np.float32] | tuple[NDArray[np.float32], NDArray[np.int64]]:
     """Per node, travel times of the 1st..k-th nearest distinct sources: multi-label Dijkstra.
 
@@ -246,6 +248,12 @@ def k_nearest_field(
     each from a different source id (a source id may sit on several nodes, e.g. a
     responder's anchors); labels settle in ascending time, so each node's labels are its
     ``k`` nearest distinct sources.
+
+    With ``far_k``, labels later than ``near_time_s`` are kept only up to ``far_k`` per
+    node: one search gives many labels near and a few far (coverage wants every responder
+    within the limit and the k-th nearest farther out). The cap never grows with time, so
+    the labels kept are still exact: a node refused a label already holds ``cap`` better
+    ones from distinct sources, which reach its neighbours no later.
 
     Parameters
     ----------
@@ -267,17 +275,29 @@ def k_nearest_field(
         Seconds added per anchor (e.g. mobilisation delay); default 0.
     return_sources
         Also return the source id of each label.
+    far_k
+        Labels per node beyond ``near_time_s`` (1 <= far_k <= k); default ``k``.
+    near_time_s
+        Time up to which ``k`` labels are kept (with ``far_k``).
 
     Returns
     -------
     times
         float32 ``(n_nodes, k)``, ascending per row, inf where fewer than ``k`` sources
-        reach the node within ``max_time_s``.
+        reach the node within ``max_time_s`` (with ``far_k``: columns ``far_k`` and
+        later hold only times up to ``near_time_s``).
     sources
         With ``return_sources``: int64 ``(n_nodes, k)`` source ids, -1 where none.
     """
     if k < 1:
         msg = f"k must be >= 1, got {k}"
+        raise ValueError(msg)
+    kf = k if far_k is None else int(far_k)
+    if not 1 <= kf <= k:
+        msg = f"far_k must lie in [1, k={k}], got {far_k}"
+        raise ValueError(msg)
+    if math.isnan(near_time_s):
+        msg = "near_time_s must be a number"
         raise ValueError(msg)
     if direction not in ("from_sources", "to_sources"):
         msg = f"direction must be 'from_sources' or 'to_sources', got {direction!r}"
@@ -314,6 +334,8 @@ def k_nearest_field(
             times,
             labels,
             count,
+            kf,
+            float(near_time_s) if kf < k else math.inf,
         )
     if not return_sources:
         return times

@@ -732,34 +732,36 @@ def measure_coverage(
     """Field + cells (k = 3) in geo, the service answer cached/uncached, k = 1 baselines."""
     from datetime import UTC, datetime
 
+    from api.coverage import answers, cache, fields, recruitment
     from api.coverage import service as cs
     from api.graphs import GraphStore, ModeGraph
-    from api.presence.service import _roles_mask
     from geo import coverage as gcv
+    from geo import presence as gp
     from geo.snap import Snapper
 
     mode = graph.mode
     store = GraphStore(by_mode={mode: ModeGraph(graph=graph, snapper=Snapper(graph))})
     index, settings = _presence_index(store, members)
-    params = cs.Params(mode=mode, minutes=cs.default_minutes(mode), k=3, res=9)
+    params = fields.Params(mode=mode, minutes=fields.default_minutes(mode), k=3, res=9)
     threshold = params.minutes * 60
-    horizon = threshold * cs.HORIZON_FACTOR
+    horizon = threshold * fields.HORIZON_FACTOR
     weekday, second = COVERAGE_AT
-    mp = index.modes[mode]
-    ok = index.member_filter(_roles_mask(cs.RESPONDER_ROLES), weekday, second)
-    idx = mp.active(weekday=weekday, second=second, member_ok=ok)
-    nodes, ids = mp.table.node[idx].astype(np.int64), mp.table.member[idx]
+    present = fields.responders_at(index, [mode], weekday=weekday, second=second)
+    nodes, ids = present.nodes[mode], present.members[mode]
     off = np.full(nodes.size, settings.mobilization_s)
     cells = gcv.cell_index(graph, 9)
     street = gcv.node_street_m(graph)
     labels = gcv.labels_for_target(3, settings.acceptance_rate, settings.coverage_target)
 
     def geo_once(lab: int) -> None:
-        # as the service: k labels to the horizon (times), ``lab`` within the limit (p, counts)
-        t = gcv.mode_field(graph, nodes, ids, labels=3, max_time_s=horizon, offset_s=off)
-        f = gcv.mode_field(graph, nodes, ids, labels=lab, max_time_s=threshold, offset_s=off)
+        # as the service: one search, ``lab`` labels within the limit (p_covered, counts)
+        # and k = 3 out to the horizon (median times), then p_covered and the cells
+        f = gcv.mode_field(
+            graph, nodes, ids, labels=lab, max_time_s=horizon, offset_s=off,
+            far_labels=3, near_time_s=threshold,
+        )  # fmt: skip
         p = gcv.p_covered(f, settings.acceptance_rate, threshold_s=threshold)
-        gcv.cell_stats(cells, f, p, street, k=3, threshold_s=threshold, target=0.9, times=t)
+        gcv.cell_stats(cells, f, p, street, k=3, threshold_s=threshold, target=0.9)
 
     geo_once(labels)  # compile and warm
     out: dict[str, Any] = {
@@ -780,20 +782,19 @@ def measure_coverage(
     # the service answer: active anchors + field + cells + GeoJSON + JSON text (no HTTP/DB)
     at = datetime(2026, 12, 1, 12, 30, tzinfo=UTC)
     now = datetime.now(UTC)
-    modes = [mode]
     unc, cac = [], []
     for _ in range(max(reps // 3, 3)):
         t0 = time.perf_counter()
-        result = cs.map_at(index, store, settings, params, modes, weekday, second, now)
-        body = cs.coverage_answer(result, settings, params, at=at, cached=False)
+        result = cs.map_at(index, store, settings, params, weekday, second, now)
+        body = answers.coverage_answer(result, settings, params, at=at, cached=False)
         body.model_dump_json()
         unc.append(time.perf_counter() - t0)
     # cached, as read_coverage_json: the map and its JSON text are kept, a hit is a lookup
     key = ("bench-json", id(result), at.isoformat(), params)
-    cs._cache_put(key, (result, body.model_dump_json().encode()))
+    cache.cache_put(key, (result, body.model_dump_json().encode()))
     for _ in range(reps):
         t0 = time.perf_counter()
-        hit = cs._cache_get(key)
+        hit = cache.cache_get(key)
         assert hit[0] is result and hit[1]
         cac.append(time.perf_counter() - t0)
     out["answer_uncached"] = _ms(unc)
@@ -835,21 +836,30 @@ def measure_coverage(
     say(
         f"{mode}: NetworkX k=1 {out['networkx_k1']['p50_ms']:.0f} ms, SciPy min_only k=1 "
         f"{out['scipy_min_only_k1']['p50_ms']:.1f} ms, "
-        f"ern k=1 {out['ern_field_k1']['p50_ms']:.1f} ms"
+        f"ern field k=1 {out['ern_field_k1']['p50_ms']:.1f} ms"
     )
     if mode == "drive":
-        t0 = time.perf_counter()
-        prof = cs.profile_of(index, store, settings, params, alerts=[], now=now)
-        out["profile_168h_s"] = time.perf_counter() - t0
-        out["profile_distinct_fields"] = len(
-            {cs._segment_key(index, modes, h // 24, (h % 24) * 3600 + 1800) for h in range(168)}
-        )
+        prof_t = []
+        for _ in range(3):
+            t0 = time.perf_counter()
+            prof = cs.profile_of(index, store, settings, params, alerts=[], now=now)
+            prof_t.append(time.perf_counter() - t0)
+        out["profile_168h_s"] = float(np.median(prof_t))
+        out["profile_168h_runs_s"] = prof_t
+        bounds = index.modes[mode].boundaries
+        segments = {gp.week_segment(bounds, *fields.hour_time(h)) for h in range(168)}
+        out["profile_segments"] = len(segments)
+        out["profile_distinct_fields"] = prof.fields
         out["profile_hours"] = len(prof.hours)
-        say(f"drive: 168-hour profile {out['profile_168h_s']:.2f} s")
+        out["profile_vs_networkx_k1"] = out["profile_168h_s"] * 1000 / out["networkx_k1"]["p50_ms"]
+        out["profile_vs_scipy_k1"] = (
+            out["profile_168h_s"] * 1000 / out["scipy_min_only_k1"]["p50_ms"]
+        )
+        say(f"drive: 168-hour profile {out['profile_168h_s']:.2f} s ({prof.fields} fields)")
     if mode == "walk":
-        hours = cs.parse_hours("evenings")
+        hours = recruitment.parse_hours("evenings")
         t0 = time.perf_counter()
-        rec = cs.recruit_of(index, store, settings, params, n=10, hours=hours, now=now)
+        rec = recruitment.recruit_of(index, store, settings, params, n=10, hours=hours, now=now)
         out["recruit_n10_evenings_s"] = time.perf_counter() - t0
         out["recruit_picks"] = len(rec.suggestions)
         out["recruit_gain_share_total"] = float(sum(r.gain_share for r in rec.suggestions))
@@ -879,6 +889,11 @@ def run_coverage(args: argparse.Namespace) -> dict[str, Any]:
         members, _ = make_members(graph, n, args.seed, cache, say)
         result["coverage"][mode] = measure_coverage(graph, members, reps, say)
         result["coverage"][mode]["nodes"] = graph.n_nodes
+        if mode == "drive" and not args.quick:
+            # over HTTP: a real ern serve on PostGIS with these members (bench_coverage_http.py)
+            from bench_coverage_http import measure_http
+
+            result["coverage"]["http"] = measure_http(d, members, reps=reps, say=say)
         del members
         gc.collect()
     result["cpu_over_wall"] = (time.process_time() - cpu) / (time.perf_counter() - started)
@@ -923,11 +938,38 @@ def render_coverage(result: dict[str, Any]) -> str:
     row("k=3 + cells vs NetworkX k=1", lambda c: f"{c['k3_cells_vs_networkx_k1']:.1f}x faster")
     row("k=3 + cells vs SciPy k=1", lambda c: f"{c['k3_cells_vs_scipy_k1']:.2f}x")
     row(
-        "168-hour profile",
-        lambda c: f"{c['profile_168h_s']:.2f} s ({c['profile_distinct_fields']} fields)",
+        "168-hour profile, median of 3",
+        lambda c: (
+            f"{c['profile_168h_s']:.2f} s ({c['profile_segments']} presence segments, "
+            f"{c['profile_distinct_fields']} distinct responder sets = fields)"
+        ),
+    )
+    row(
+        "168-hour profile vs NetworkX / SciPy k = 1 (one field)",
+        lambda c: f"{c['profile_vs_networkx_k1']:.1f}x / {c['profile_vs_scipy_k1']:.0f}x",
     )
     row("recruitment n = 10, evenings", lambda c: f"{c['recruit_n10_evenings_s']:.2f} s")
     lines.append("")
+    h = cov.get("http")
+    if h:
+        lines += [
+            f"Over HTTP (`ern serve`, PostGIS, {h['members']:,} drive members, k = 3, res 9, "
+            f"{h['cells']:,} cells, {h['answer_bytes'] / 1e6:.1f} MB of GeoJSON):",
+            "",
+            "| GET | p50 ms | p99 ms |",
+            "|---|---|---|",
+            f"| /v1/coverage, first (presence index built) | {h['first_map_s'] * 1000:.0f} | - |",
+        ]
+        for key, label in (
+            ("map_uncached", "/v1/coverage uncached (another minute)"),
+            ("map_cached", "/v1/coverage cached"),
+        ):
+            lines.append(f"| {label} | {h[key]['p50_ms']:.1f} | {h[key]['p99_ms']:.1f} |")
+        ps = h["profile_uncached_s"] * 1000
+        lines.append(f"| /v1/coverage/profile uncached | {ps:.0f} | - |")
+        pc = h["profile_cached"]
+        lines.append(f"| /v1/coverage/profile cached | {pc['p50_ms']:.1f} | {pc['p99_ms']:.1f} |")
+        lines.append("")
     lines.append(
         f"cpu/wall {result['cpu_over_wall']:.2f}, load at end {result['machine']['loadavg_at_end']}"
     )

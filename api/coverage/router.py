@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request, Response
 
-from api.coverage import service
+from api.coverage import answers
+from api.coverage.fields import Params, default_minutes
+from api.coverage.recruitment import parse_hours
 from api.coverage.schemas import (
     CoverageCollection,
     Mode,
@@ -15,6 +17,7 @@ from api.coverage.schemas import (
     PublicCollection,
     RecruitCollection,
 )
+from api.coverage.service import PUBLIC_RES
 from api.deps import ClockDep, Coordinator, CurrentMember, SessionDep, SettingsDep
 from api.errors import ErrorBody, Unprocessable
 from geo.coverage import H3_RES_MAX, H3_RES_MIN, K_MAX
@@ -55,10 +58,10 @@ def _at(value: str | None, now: datetime) -> datetime:
         raise Unprocessable(msg) from None
 
 
-def _params(mode: str, minutes: float | None, k: int, res: int) -> service.Params:
-    return service.Params(
+def _params(mode: str, minutes: float | None, k: int, res: int) -> Params:
+    return Params(
         mode=mode,
-        minutes=minutes if minutes is not None else service.default_minutes(mode),
+        minutes=minutes if minutes is not None else default_minutes(mode),
         k=k,
         res=res,
     )
@@ -81,7 +84,7 @@ def read_coverage(
 ) -> Response:
     """H3 cells with the nearest responders' times, p_covered and gaps (GeoJSON)."""
     now = clock.now()
-    text = service.read_coverage_json(
+    text = answers.read_coverage_json(
         session,
         request.app.state.graphs,
         settings,
@@ -112,11 +115,11 @@ def read_profile(
     res: ResQ = 9,
 ) -> Any:
     """Per hour: street share covered, mean p_covered, gap cells, past alerts covered."""
-    profile = service.read_profile(
+    profile = answers.read_profile(
         session, request.app.state.graphs, settings, _params(mode, minutes, k, res), now=clock.now()
     )
     if "text/csv" in request.headers.get("accept", ""):
-        return Response(service.profile_csv(profile), media_type="text/csv")
+        return Response(answers.profile_csv(profile), media_type="text/csv")
     return profile
 
 
@@ -146,13 +149,20 @@ def read_recruit(
     minutes: MinutesQ = None,
     k: KQ = 3,
     res: ResQ = 9,
+    weight: Annotated[
+        Literal["street", "alerts"],
+        Query(
+            description="street length, or street length x (1 + past alerts in its cell, "
+            "90 days, no exercises): gain_m is then in weighted metres"
+        ),
+    ] = "street",
 ) -> RecruitCollection:
     """Greedy maximal covering: numbered sites with the street length they would cover."""
     try:
-        wanted = service.parse_hours(hours)
+        wanted = parse_hours(hours)
     except ValueError as exc:
         raise Unprocessable(str(exc)) from None
-    return service.read_recruit(
+    return answers.read_recruit(
         session,
         request.app.state.graphs,
         settings,
@@ -160,6 +170,7 @@ def read_recruit(
         n=n,
         hours=wanted,
         now=clock.now(),
+        weight=weight,
     )
 
 
@@ -179,11 +190,11 @@ def read_public(
     mode: ModeQ = "all",
     minutes: MinutesQ = None,
     k: KQ = 3,
-    res: Annotated[int, Query(ge=H3_RES_MIN, le=service.PUBLIC_RES)] = service.PUBLIC_RES,
+    res: Annotated[int, Query(ge=H3_RES_MIN, le=PUBLIC_RES)] = PUBLIC_RES,
 ) -> PublicCollection:
     """Gap cells only, at resolution 8 or coarser, without times or counts."""
     now = clock.now()
-    return service.read_public(
+    return answers.read_public(
         session,
         request.app.state.graphs,
         settings,

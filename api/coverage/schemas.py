@@ -50,6 +50,7 @@ class CoverageMeta(BaseModel):
     res: int | None = None
     n: int | None = None
     hours: list[int] | None = None
+    weight: Literal["street", "alerts"] | None = None
     k_anon: int
     target: float
     computed_at: datetime

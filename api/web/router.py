@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse, Response
 
-from api.coverage.service import ModeWithoutGraph
+from api.coverage.errors import ModeWithoutGraph
 from api.deps import Coordinator, SettingsDep
 from api.errors import ErrorBody, Unprocessable
 from api.graphs import GraphStore

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from api.coverage.service import clear_cache
+from api.coverage.cache import clear_cache
 from tests.api.conftest import coordinator, make_member, responder  # noqa: F401  (fixtures)
 from tests.presence.conftest import add_member, node_box  # noqa: F401  (fixtures)
 

@@ -249,6 +249,70 @@ class TestRecruit:
         assert json.loads(r.text)["detail"]
 
 
+class TestRecruitByAlerts:
+    def test_past_alerts_in_a_gap_pull_the_first_pick_there(
+        self, client: Any, coordinator: Any, seeded: list[Any], db: Session
+    ) -> None:
+        import uuid
+        from datetime import UTC, datetime, timedelta
+
+        import h3
+        from geoalchemy2.shape import from_shape
+        from shapely.geometry import Point
+
+        from api.alerts.models import Alert
+
+        headers = _auth(coordinator[1])
+        base = {"n": 1, "hours": "evenings", "mode": "walk", "k": 1}
+        street = client.get("/v1/coverage/recruit", params=base, headers=headers).json()
+        assert street["ern"]["weight"] == "street"
+        # the gap cell with the most street that the street-only first pick does not reach
+        cells = client.get(
+            "/v1/coverage", params={"mode": "walk", "k": 1, "at": "2026-12-01T20:30:00+02:00"},
+            headers=headers,
+        ).json()["features"]  # fmt: skip
+        first = street["features"][0]["properties"]["h3"]
+        gaps = [
+            f["properties"]
+            for f in cells
+            if f["properties"]["gap"] and h3.grid_distance(f["properties"]["h3"], first) > 4
+        ]
+        target = max(gaps, key=lambda p: p["street_m"])["h3"]
+        lat, lon = h3.cell_to_latlng(target)
+        when = datetime.now(UTC) - timedelta(days=3)
+        for i in range(60):
+            db.add(
+                Alert(
+                    id=uuid.uuid4(),
+                    requester_id=coordinator[0].id,
+                    idempotency_key=f"rec-{i}",
+                    request_hash=b"x",
+                    kind="personal",
+                    needed=1,
+                    location=from_shape(Point(lon, lat), srid=4326),
+                    presence_at=when,
+                    exercise=False,
+                    created_at=when,
+                )
+            )
+        db.commit()
+        unweighted = client.get("/v1/coverage/recruit", params=base, headers=headers).json()
+        assert unweighted["features"][0]["properties"]["h3"] == first  # alerts not asked for
+        r = client.get("/v1/coverage/recruit", params={**base, "weight": "alerts"}, headers=headers)
+        assert r.status_code == 200, r.text
+        body = RecruitCollection.model_validate(r.json())
+        assert body.ern.weight == "alerts"
+        pick = body.features[0].properties
+        assert h3.grid_distance(pick.h3, target) <= 2, (pick.h3, target)
+        assert pick.gain_m > street["features"][0]["properties"]["gain_m"]
+
+    def test_unknown_weight_is_422(self, client: Any, coordinator: Any) -> None:
+        r = client.get(
+            "/v1/coverage/recruit", params={"weight": "crime"}, headers=_auth(coordinator[1])
+        )
+        assert r.status_code == 422
+
+
 class TestProfileAlerts:
     def test_past_alerts_count_at_their_hour_without_exercises_or_old_ones(
         self, client: Any, coordinator: Any, seeded: list[Any], db: Session, graphs: GraphStore

@@ -65,6 +65,30 @@ class TestField:
         ref_t, _ = _nx_field(g, nodes, ids, k=3, cutoff=cutoff)
         np.testing.assert_allclose(f.times_s, ref_t, rtol=1e-5, atol=1e-2)
 
+    def test_one_search_many_labels_near_and_k_far_equals_networkx(
+        self, monaco: dict[str, StreetGraph], responders: tuple[np.ndarray, np.ndarray]
+    ) -> None:
+        # what the map asks: 8 labels within the limit, the 3 nearest out to 3 x the limit
+        g = monaco["walk"]
+        nodes, ids = responders
+        cutoff = 3 * THRESHOLD_S
+        f = gc.mode_field(
+            g,
+            nodes,
+            ids,
+            labels=8,
+            max_time_s=cutoff,
+            offset_s=np.full(ids.size, MOB_S),
+            far_labels=3,
+            near_time_s=THRESHOLD_S,
+        )
+        ref_t, _ = _nx_field(g, nodes, ids, k=8, cutoff=cutoff)
+        np.testing.assert_allclose(f.times_s[:, :3], ref_t[:, :3], rtol=1e-5, atol=1e-2)
+        near = np.where(ref_t[:, 3:] <= THRESHOLD_S, ref_t[:, 3:], np.inf)
+        np.testing.assert_allclose(f.times_s[:, 3:], near, rtol=1e-5, atol=1e-2)
+        far = ref_t[:, 2]
+        assert np.isfinite(near).any() and (np.isfinite(far) & (far > THRESHOLD_S)).any()
+
     def test_p_covered_and_cells_equal_brute_force(
         self, monaco: dict[str, StreetGraph], responders: tuple[np.ndarray, np.ndarray]
     ) -> None:

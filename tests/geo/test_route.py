@@ -268,6 +268,42 @@ class TestProperties:
             times, brute_force_field(g, nodes, ids, offset, k, max_time), atol=1e-4
         )
 
+    @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(graph=random_graphs(), data=st.data())
+    def test_fewer_labels_beyond_near_time_equal_brute_force(
+        self, graph: StreetGraph, data: st.DataObject
+    ) -> None:
+        n = graph.n_nodes
+        s = data.draw(st.integers(1, 8))
+        nodes = np.array(
+            data.draw(st.lists(st.integers(0, n - 1), min_size=s, max_size=s)), dtype=np.int64
+        )
+        ids = np.array(
+            data.draw(st.lists(st.integers(0, 5), min_size=s, max_size=s)), dtype=np.int64
+        )
+        offset = np.array(
+            data.draw(st.lists(st.sampled_from([0.0, 2.0, 9.0]), min_size=s, max_size=s))
+        )
+        k = data.draw(st.integers(2, 5))
+        far_k = data.draw(st.integers(1, k))
+        near = data.draw(st.sampled_from([0.0, 5.0, 12.0, 30.0]))
+        max_time = data.draw(st.sampled_from([30.0, math.inf]))
+        times = k_nearest_field(
+            graph, nodes, ids, k=k, max_time_s=max_time, offset_s=offset, far_k=far_k,
+            near_time_s=near,
+        )  # fmt: skip
+        ref = brute_force_field(graph.to_networkx(), nodes, ids, offset, k, max_time)
+        np.testing.assert_allclose(times[:, :far_k], ref[:, :far_k], atol=1e-4)
+        np.testing.assert_allclose(
+            times[:, far_k:], np.where(ref[:, far_k:] <= near, ref[:, far_k:], np.inf), atol=1e-4
+        )
+
+    def test_far_k_out_of_range_is_refused(self) -> None:
+        g = grid_graph(2, 2)
+        for far_k in (0, 4):
+            with pytest.raises(ValueError, match="far_k"):
+                k_nearest_field(g, [0], [1], k=3, far_k=far_k)
+
 
 # --------------------------------------------------------------------------- real extracts
 
