@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from api.clock import Clock
 from api.database import transaction
+from api.graphs import GraphStore
 from api.members.auth import (
     Caller,
     authenticate,
@@ -55,7 +56,14 @@ async def get_clock(request: Request) -> Clock:
     return clock
 
 
+async def get_graphs(request: Request) -> GraphStore:
+    """The app's loaded street graphs (empty: straight-line ranking only)."""
+    graphs: GraphStore = request.app.state.graphs
+    return graphs
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
+GraphsDep = Annotated[GraphStore, Depends(get_graphs)]
 # scope="function": the commit happens before the answer leaves, so a 201 means it is stored.
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 ClockDep = Annotated[Clock, Depends(get_clock)]

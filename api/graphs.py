@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 from api.settings import Settings
@@ -20,6 +21,12 @@ class ModeGraph:
 
     graph: StreetGraph
     snapper: Snapper
+
+    @cached_property
+    def bbox(self) -> tuple[float, float, float, float]:
+        """(west, south, east, north) of the graph's nodes, degrees, rounded to 6 decimals."""
+        west, south, east, north = self.graph.bbox
+        return (round(west, 6), round(south, 6), round(east, 6), round(north, 6))
 
 
 @dataclass
@@ -43,6 +50,10 @@ class GraphStore:
         out = {m: f"loaded ({g.graph.n_nodes} nodes)" for m, g in self.by_mode.items()}
         out.update(self.problems)
         return out
+
+    def service_area(self) -> dict[str, tuple[float, float, float, float]]:
+        """Per loaded mode, its graph's bounding box (west, south, east, north)."""
+        return {m: g.bbox for m, g in self.by_mode.items()}
 
 
 def speeds_from(settings: Settings) -> Speeds:

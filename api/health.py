@@ -40,6 +40,13 @@ class Health(BaseModel):
     schema_head: str | None
     schema_up_to_date: bool
     graphs: dict[str, str]
+    service_area: dict[str, tuple[float, float, float, float]] = Field(
+        description="per loaded mode, the bounding box of its street graph's nodes as "
+        "[west, south, east, north] in degrees (GeoJSON bbox order); within it, a place "
+        "farther than max_snap_m from every street node of the graph is still outside (422). "
+        "Empty when no graph is loaded: every place is accepted and ranked by straight line"
+    )
+    max_snap_m: float = Field(description="ERN_MAX_SNAP_M: how far from the streets a place may be")
     outbox_lag_s: float | None = Field(
         description="how long the longest-waiting notification has been due without being "
         "sent (0: none waiting); it grows while no worker delivers, and the status stays ok "
@@ -60,7 +67,7 @@ class Health(BaseModel):
     responses={503: {"model": Health, "description": "database down or schema behind"}},
 )
 def healthz(request: Request) -> Any:
-    """Database, schema revision, graphs and outbox lag; 503 unless the database is ready."""
+    """Database, schema, graphs and service area, outbox lag; 503 unless the database is up."""
     graphs = request.app.state.graphs.status()
     try:
         schema = schema_status(request.app.state.engine)
@@ -79,6 +86,8 @@ def healthz(request: Request) -> Any:
         schema_head=schema["head"],  # type: ignore[arg-type]
         schema_up_to_date=bool(schema["up_to_date"]),
         graphs=graphs,
+        service_area=request.app.state.graphs.service_area(),
+        max_snap_m=request.app.state.settings.max_snap_m,
         outbox_lag_s=lag_s,
         deliveries=channels,
     )

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 
-from api.deps import ClockDep, Coordinator, CurrentMember, SessionDep, SettingsDep
+from api.deps import ClockDep, Coordinator, CurrentMember, GraphsDep, SessionDep, SettingsDep
 from api.errors import ErrorBody
 from api.members import service
 from api.members.models import Member
@@ -56,10 +56,14 @@ def _current_token_id(request: Request) -> uuid.UUID:
     responses={**E401, **E403, **E409, **E413, **E422},
 )
 def create_member(
-    body: MemberCreate, caller: Coordinator, session: SessionDep, settings: SettingsDep
+    body: MemberCreate,
+    caller: Coordinator,
+    session: SessionDep,
+    settings: SettingsDep,
+    graphs: GraphsDep,
 ) -> MemberCreated:
     """Create a member and return it with its bearer token, which is shown this once only."""
-    member, token = service.create_member(session, settings, body, actor=caller)
+    member, token = service.create_member(session, settings, body, actor=caller, graphs=graphs)
     return MemberCreated(member=service.to_read(member, settings), token=token)
 
 
@@ -97,10 +101,14 @@ def read_me(caller: CurrentMember, settings: SettingsDep, clock: ClockDep) -> Me
     responses={**E401, **E409, **E413, **E422},
 )
 def update_me(
-    body: MemberUpdate, caller: CurrentMember, session: SessionDep, settings: SettingsDep
+    body: MemberUpdate,
+    caller: CurrentMember,
+    session: SessionDep,
+    settings: SettingsDep,
+    graphs: GraphsDep,
 ) -> MemberRead:
     """Change the fields sent; zones and routes replace the old lists; roles are refused (422)."""
-    member = service.update_member(session, settings, caller, body, actor=caller)
+    member = service.update_member(session, settings, caller, body, actor=caller, graphs=graphs)
     return service.to_read(member, settings)
 
 
@@ -181,9 +189,10 @@ def update_member(
     caller: CurrentMember,
     session: SessionDep,
     settings: SettingsDep,
+    graphs: GraphsDep,
 ) -> MemberRead:
     """Change the fields sent; only coordinators may change roles (others get 422)."""
-    updated = service.update_member(session, settings, member, body, actor=caller)
+    updated = service.update_member(session, settings, member, body, actor=caller, graphs=graphs)
     return service.to_read(updated, settings)
 
 

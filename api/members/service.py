@@ -11,6 +11,7 @@ from geoalchemy2.shape import from_shape, to_shape
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from api.graphs import GraphStore
 from api.members import repository
 from api.members.auth import is_coordinator
 from api.members.crypto import contact_cipher, hash_token, new_token, phone_index
@@ -29,6 +30,7 @@ from api.members.schemas import (
     ZoneIn,
     ZoneRead,
 )
+from api.members.service_area import Placed, check_member_geometry
 from api.settings import Settings
 from api.types import LineString, Polygon
 from geo.errors import InvalidGeometry
@@ -90,6 +92,35 @@ def _check_geometry(
         _check_zone(zone.area, settings, label=f"zones.{i}.area")
     for i, route in enumerate(routes or ()):
         _check_route(route.path, settings, label=f"routes.{i}.path")
+
+
+def _placed(
+    *,
+    home_zone: Polygon | None,
+    zones: Sequence[ZoneIn] | None,
+    routes: Sequence[RouteIn] | None,
+) -> list[Placed]:
+    placed = [Placed("home_zone", home_zone.to_shapely())] if home_zone is not None else []
+    placed += [Placed(f"zones.{i}.area", z.area.to_shapely()) for i, z in enumerate(zones or ())]
+    placed += [Placed(f"routes.{i}.path", r.path.to_shapely()) for i, r in enumerate(routes or ())]
+    return placed
+
+
+def _stored_placed(member: Member, *, skip: set[str]) -> list[Placed]:
+    """The member's stored geometries, except the fields in ``skip`` (being replaced)."""
+    placed = []
+    if "home_zone" not in skip and member.home_zone is not None:
+        placed.append(Placed("home_zone (stored)", to_shape(member.home_zone)))
+    if "zones" not in skip:
+        placed += [
+            Placed(f"zones.{i}.area (stored)", to_shape(z.area)) for i, z in enumerate(member.zones)
+        ]
+    if "routes" not in skip:
+        placed += [
+            Placed(f"routes.{i}.path (stored)", to_shape(r.path))
+            for i, r in enumerate(member.routes)
+        ]
+    return placed
 
 
 def _check_home_zone_rule(member: Member) -> None:
@@ -228,10 +259,25 @@ def _flush(session: Session, handle: str) -> None:
 
 
 def create_member(
-    session: Session, settings: Settings, data: MemberCreate, *, actor: Member | None
+    session: Session,
+    settings: Settings,
+    data: MemberCreate,
+    *,
+    actor: Member | None,
+    graphs: GraphStore,
 ) -> tuple[Member, str]:
-    """Store a new member and its first token; returns both (the token is not stored)."""
+    """Store a new member and its first token; returns both (the token is not stored).
+
+    Geometry the loaded ``graphs`` could never rank is refused (OutsideServiceArea, 422);
+    an empty store (no graphs: straight-line ranking) accepts any place.
+    """
     _check_geometry(settings, home_zone=data.home_zone, zones=data.zones, routes=data.routes)
+    check_member_geometry(
+        graphs,
+        settings,
+        mode=data.mode,
+        placed=_placed(home_zone=data.home_zone, zones=data.zones, routes=data.routes),
+    )
     if repository.handle_taken(session, data.handle):
         msg = f"handle: {data.handle!r} is taken"
         raise HandleTaken(msg)
@@ -266,9 +312,19 @@ def read_member(session: Session, member: Member, *, actor: Member) -> Member:
 
 
 def update_member(
-    session: Session, settings: Settings, member: Member, patch: MemberUpdate, *, actor: Member
+    session: Session,
+    settings: Settings,
+    member: Member,
+    patch: MemberUpdate,
+    *,
+    actor: Member,
+    graphs: GraphStore,
 ) -> Member:
-    """Apply a partial change; coordinator-only fields are refused to others, nothing changed."""
+    """Apply a partial change; coordinator-only fields are refused to others, nothing changed.
+
+    Sent geometry the loaded ``graphs`` could never rank is refused (422); a change of mode
+    checks the geometry the member keeps against the new mode's graph too.
+    """
     sent = patch.model_fields_set
     forbidden = sorted(sent & COORDINATOR_ONLY_FIELDS) if not is_coordinator(actor) else []
     if forbidden:
@@ -280,6 +336,15 @@ def update_member(
         zones=patch.zones if "zones" in sent else None,
         routes=patch.routes if "routes" in sent else None,
     )
+    new_mode = patch.mode if "mode" in sent and patch.mode is not None else member.mode
+    placed = _placed(
+        home_zone=patch.home_zone if "home_zone" in sent else None,
+        zones=patch.zones if "zones" in sent else None,
+        routes=patch.routes if "routes" in sent else None,
+    )
+    if new_mode != member.mode:
+        placed += _stored_placed(member, skip=sent & {"home_zone", "zones", "routes"})
+    check_member_geometry(graphs, settings, mode=new_mode, placed=placed)
     if "handle" in sent and patch.handle is not None and patch.handle != member.handle:
         if repository.handle_taken(session, patch.handle, besides=member.id):
             msg = f"handle: {patch.handle!r} is taken"
@@ -400,7 +465,7 @@ def revoke_tokens(
 def create_coordinator(session: Session, settings: Settings, *, handle: str) -> tuple[Member, str]:
     """A coordinator-only account (no home zone) and its first token."""
     data = MemberCreate(handle=handle, roles=["coordinator"])
-    return create_member(session, settings, data, actor=None)
+    return create_member(session, settings, data, actor=None, graphs=GraphStore())
 
 
 def member_by_handle(session: Session, handle: str) -> Member:

@@ -112,7 +112,7 @@ def committed(engine, settings, graphs, site, clock) -> Iterator[dict[str, Any]]
                 contact={"webhook_url": "http://127.0.0.1:9/hook"},
             )
             member, token = members_service.create_member(
-                session, settings, MemberCreate.model_validate(data), actor=None
+                session, settings, MemberCreate.model_validate(data), actor=None, graphs=graphs
             )
             made.append(member)
             tokens["requester" if i == 0 else f"r{i}"] = token

@@ -82,7 +82,11 @@ class Arena:
         """One more responder, committed, living around ``node``."""
         with database.transaction(self.factory) as session:
             member, token = members_service.create_member(
-                session, self.settings, body_at(self.site, node, hook=self.hook), actor=None
+                session,
+                self.settings,
+                body_at(self.site, node, hook=self.hook),
+                actor=None,
+                graphs=self.graphs,
             )
         self.extra.append(member.id)
         self.responders[member.id] = token
@@ -161,7 +165,9 @@ def arena(database_url, settings, graphs, site, arena_hook) -> Iterator[Arena]:
             (("responder",), n) for n in nodes
         ]:
             body = body_at(site, node, roles=roles, hook=arena_hook)
-            made.append(members_service.create_member(session, settings, body, actor=None))
+            made.append(
+                members_service.create_member(session, settings, body, actor=None, graphs=graphs)
+            )
     app = create_app(settings, engine=engine, session_factory=factory, graphs=graphs, clock=clock)
     (requester, requester_token), (coord, coord_token), *people = made
     yield Arena(

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from sqlalchemy.orm import Session
 
+from api.graphs import GraphStore
 from api.members import service
 from api.members.models import Member
 from api.members.schemas import MemberCreate
@@ -18,7 +19,7 @@ MakeMember = Callable[..., tuple[Member, str]]
 
 
 @pytest.fixture
-def make_member(db: Session, settings: Settings) -> MakeMember:
+def make_member(db: Session, settings: Settings, graphs: GraphStore) -> MakeMember:
     """Factory: make_member(roles=("responder",), handle=None, **body fields) -> (Member, token).
 
     Members are created through the members service (same validation as the API), committed
@@ -37,7 +38,7 @@ def make_member(db: Session, settings: Settings) -> MakeMember:
         if body.get("home_zone") is None:
             body.pop("home_zone")
         member, token = service.create_member(
-            db, settings, MemberCreate.model_validate(body), actor=None
+            db, settings, MemberCreate.model_validate(body), actor=None, graphs=graphs
         )
         db.commit()
         return member, token

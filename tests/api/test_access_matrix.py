@@ -211,9 +211,12 @@ def mounted(settings: Settings, graphs: Any, engine: Engine) -> set[tuple[str, s
 @pytest.fixture
 def ctx(client: TestClient, make_member: MakeMember) -> Ctx:
     subject, subject_token = make_member(roles=("responder",))
-    # "other" can never be notified of the subject's alerts: no field role, unavailable, far away.
+    # "other" can never be notified of the subject's alerts: no field role, unavailable, and at
+    # the far end of the Helsinki graph (farther away, it would be outside the service area).
     other, other_token = make_member(
-        roles=(), available=False, home_zone=square(HELSINKI_LON + 0.3, HELSINKI_LAT, 300.0)
+        roles=(),
+        available=False,
+        home_zone=square(HELSINKI_LON + 0.011, HELSINKI_LAT + 0.007, 300.0),
     )
     coordinator, coordinator_token = make_member(roles=("coordinator",))
     return Ctx(client, subject, subject_token, other, other_token, coordinator, coordinator_token)

@@ -12,6 +12,7 @@ from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from api.errors import ErrorBody
+from api.graphs import GraphStore
 from api.members.crypto import contact_cipher
 from api.members.models import ApiToken, AuditEvent, Member, MemberRoute, MemberZone
 from api.members.schemas import MemberCreated, MemberPage, MemberRead
@@ -76,8 +77,15 @@ class TestCreateMember:
         assert str(member.contact.webhook_url) == "https://app.example.org/hooks/rosa"
 
     def test_the_documented_example_is_accepted_and_returned_as_sent(
-        self, client: TestClient, coordinator: Caller
+        self, coordinator: Caller, settings: Settings, engine: Any, session_factory: Any
     ) -> None:
+        """The example is in Heidelberg: accepted where no graph limits the service area."""
+        from api.main import create_app
+
+        app = create_app(
+            settings, engine=engine, session_factory=session_factory, graphs=GraphStore()
+        )
+        client = TestClient(app, raise_server_exceptions=False)
         body = copy.deepcopy(EXAMPLE_MEMBER)
         body["handle"] = unique_handle("rosa")
         r = client.post("/v1/members", json=body, headers=auth(coordinator[1]))
@@ -336,7 +344,7 @@ class TestUpdateMember:
         assert count(db, MemberZone) >= 1
         new_zone = {
             "name": "gym",
-            "area": square(HELSINKI_LON - 0.01, HELSINKI_LAT, 250.0),
+            "area": square(HELSINKI_LON - 0.003, HELSINKI_LAT, 250.0),
             "days": ["sat", "sun"],
             "start": "22:00",
             "end": "01:00",
@@ -586,11 +594,13 @@ class TestConcurrentCreate:
         first, second = Session(engine), Session(engine)
         outcome: list[BaseException | None] = []
         try:
-            service.create_member(first, settings, data, actor=None)  # row locked, not committed
+            service.create_member(  # row locked, not committed
+                first, settings, data, actor=None, graphs=GraphStore()
+            )
 
             def racer() -> None:
                 try:
-                    service.create_member(second, settings, data, actor=None)
+                    service.create_member(second, settings, data, actor=None, graphs=GraphStore())
                     second.commit()
                     outcome.append(None)
                 except BaseException as exc:

@@ -123,6 +123,22 @@ class TestMembersApiAcceptsTheBodies:
                 check_length(route.path.to_shapely(), max_m=limits["max_route_m"])
             assert parsed.model_dump(mode="json", exclude_unset=True)["handle"] == body["handle"]
 
+    def test_bodies_lie_inside_the_service_area_of_the_graphs_they_come_from(
+        self, graphs: Any, settings: Settings
+    ) -> None:
+        """`ern synth --load` against a server on the same graphs: no member is refused."""
+        from api.members.service import _placed
+        from api.members.service_area import check_member_geometry
+
+        members = synth_members({m: graphs.get(m).graph for m in graphs.by_mode}, 300, seed=5)
+        modes = set()
+        for body in members:
+            parsed = MemberCreate.model_validate(body)
+            modes.add(parsed.mode)
+            placed = _placed(home_zone=parsed.home_zone, zones=parsed.zones, routes=parsed.routes)
+            check_member_geometry(graphs, settings, mode=parsed.mode, placed=placed)
+        assert modes == {"walk", "bike", "drive"}
+
 
 class TestBulkLoad:
     def test_members_are_created_and_their_tokens_work(

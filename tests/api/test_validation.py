@@ -421,8 +421,16 @@ class TestCreateAcceptsEdgeCases:
         ]
 
     def test_ints_are_accepted_as_coordinates(
-        self, client: TestClient, coordinator: Caller
+        self, coordinator: Caller, settings: Any, engine: Any, session_factory: Any
     ) -> None:
+        """No integer meridian crosses the small Helsinki graph: served here without graphs."""
+        from api.graphs import GraphStore
+        from api.main import create_app
+
+        app = create_app(
+            settings, engine=engine, session_factory=session_factory, graphs=GraphStore()
+        )
+        client = TestClient(app, raise_server_exceptions=False)
         body = member_body(
             home_zone={
                 "type": "Polygon",
@@ -446,7 +454,7 @@ class TestDatabaseBackstop:
             )
 
     def test_a_geometry_only_postgis_rejects_is_422_not_500(
-        self, db: Session, settings: Any
+        self, db: Session, settings: Any, graphs: Any
     ) -> None:
         """If GEOS versions ever disagree, the CHECK constraint's refusal still becomes a 422."""
         from api.members import service
@@ -481,7 +489,7 @@ class TestDatabaseBackstop:
         )
         before = count(db)
         with db.begin_nested(), pytest.raises(InvalidGeometry, match="home_zone: PostGIS"):
-            service.create_member(db, settings, data, actor=None)
+            service.create_member(db, settings, data, actor=None, graphs=graphs)
         assert count(db) == before
 
     def test_responder_without_home_zone_is_refused_by_the_database(self, db: Session) -> None:
