@@ -1189,7 +1189,7 @@ def _window(answers: Sequence[Answer], lo: float, hi: float) -> dict[str, Any]:
     ok = [a.latency_s for a in inside if a.status in (200, 201)]
     return {
         "from_s": lo,
-        "to_s": hi,
+        "to_s": hi if math.isfinite(hi) else None,
         "requests": len(inside),
         "status": {str(k): v for k, v in sorted(Counter(a.status for a in inside).items())},
         "all": _pcts([a.latency_s for a in inside]) if inside else None,
@@ -1243,8 +1243,8 @@ def restart_report(
         "last_error_after_db_up_s": max(errors_after_up) if errors_after_up else 0.0,
         "windows": {
             "before": _window(answers, 0.0, restart["stop_at_s"]),
-            "around": _window(answers, restart["stop_at_s"] - 1.0, up + 5.0),
-            "after": _window(answers, up + 5.0, math.inf),
+            "around": _window(answers, restart["stop_at_s"] - 1.0, up + 2.0),
+            "after": _window(answers, up + 2.0, math.inf),
         },
         "healthz_not_ok": len(down_health),
         "healthz_reasons": dict(Counter(db for _, _, db in down_health)),
