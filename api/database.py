@@ -11,11 +11,13 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+import psycopg as pg_driver
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, MetaData, create_engine, text
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects.postgresql import psycopg
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.sql.expression import ClauseElement
@@ -53,6 +55,24 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
     return create_engine(
         url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, future=True
     )
+
+
+# While the database is away (restart, failover, connection limit) a statement fails with one of
+# these; raw psycopg errors come from statements run on the driver connection (DriverStatement).
+DATABASE_AWAY = (
+    sa_exc.OperationalError,
+    sa_exc.InterfaceError,
+    sa_exc.TimeoutError,
+    pg_driver.OperationalError,
+    pg_driver.InterfaceError,
+)
+
+
+def database_away(exc: BaseException) -> bool:
+    """Whether ``exc`` says the database cannot be used now (not a fault of the request)."""
+    if isinstance(exc, DATABASE_AWAY):
+        return True
+    return isinstance(exc, sa_exc.DBAPIError) and bool(exc.connection_invalidated)
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:

@@ -217,11 +217,10 @@ class EmbeddedCluster:
         ) as conn:
             conn.execute("CREATE EXTENSION IF NOT EXISTS postgis")
 
-    def stop(self) -> bool:
-        """Stop the cluster if it runs; returns whether it was running."""
+    def stop(self, *, mode: str = "fast") -> bool:
+        """Stop the cluster if it runs (``mode``: pg_ctl's smart, fast or immediate, the last a
+        crash as far as the data is concerned); returns whether it was running."""
         if not self.running():
             return False
-        self._run(
-            str(pg_bin_dir() / "pg_ctl"), "stop", "-w", "-m", "fast", "-D", str(self.data_dir)
-        )
+        self._run(str(pg_bin_dir() / "pg_ctl"), "stop", "-w", "-m", mode, "-D", str(self.data_dir))
         return True

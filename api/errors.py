@@ -7,14 +7,17 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
 
+import psycopg
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
+from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import compile_path
 
+from api.database import database_away
 from geo import errors as geo_errors
 
 log = logging.getLogger("ern")
@@ -71,6 +74,19 @@ GEO_STATUS: dict[type[geo_errors.GeoError], int] = {
     geo_errors.GraphCacheMismatch: 503,
     geo_errors.SourceUnavailable: 422,
 }
+
+DATABASE_RETRY_AFTER_S = 2
+
+
+def database_away_response() -> JSONResponse:
+    """503 with Retry-After: the request changed nothing (its transaction was rolled back)."""
+    return error_response(
+        503,
+        "DatabaseUnavailable",
+        "the database is unreachable; nothing was changed, retry later (see /healthz)",
+        {"Retry-After": str(DATABASE_RETRY_AFTER_S)},
+    )
+
 
 HTTP_NAMES = {
     400: "BadRequest",
@@ -164,6 +180,16 @@ def install_error_handlers(app: FastAPI) -> None:
             if allow:
                 headers = {**(headers or {}), "Allow": allow}
         return error_response(exc.status_code, name, str(exc.detail), headers)
+
+    @app.exception_handler(sa_exc.DBAPIError)
+    @app.exception_handler(sa_exc.TimeoutError)
+    @app.exception_handler(psycopg.Error)
+    async def _database(_: Request, exc: Exception) -> JSONResponse:
+        if database_away(exc):
+            log.warning("database unavailable: %s", type(exc.__cause__ or exc).__name__)
+            return database_away_response()
+        log.exception("unhandled database error", exc_info=exc)
+        return error_response(500, "InternalError", "unexpected error; it has been logged")
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:

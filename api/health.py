@@ -74,7 +74,7 @@ def healthz(request: Request) -> Any:
         database = "ok"
     except SQLAlchemyError as exc:
         schema = {"current": None, "head": None, "up_to_date": False}
-        database = f"unreachable: {type(exc).__name__}"
+        database = f"unreachable: {unreachable_reason(exc)}"
     ok = database == "ok" and bool(schema["up_to_date"])
     lag_s = _outbox_lag_s(request) if ok else None
     channels = _deliveries(request) if ok else None
@@ -92,6 +92,29 @@ def healthz(request: Request) -> Any:
         deliveries=channels,
     )
     return JSONResponse(body.model_dump(), status_code=200 if ok else 503)
+
+
+# libpq's messages, reduced to what an operator needs (no host, socket path or user).
+_REASONS = (
+    ("starting up", "the database is starting up"),
+    ("shutting down", "the database is shutting down"),
+    ("recovery", "the database is in recovery"),
+    ("no such file", "connection refused"),
+    ("connection refused", "connection refused"),
+    ("timeout", "connection timed out"),
+    ("timed out", "connection timed out"),
+    ("terminat", "connection lost"),
+    ("closed", "connection lost"),
+    ("too many", "too many connections"),
+)
+
+
+def unreachable_reason(exc: BaseException) -> str:
+    """Why the database could not be used, e.g. "connection refused (OperationalError)"."""
+    text = str(getattr(exc, "orig", None) or exc).lower()
+    name = type(exc).__name__
+    reason = next((r for needle, r in _REASONS if needle in text), None)
+    return f"{reason} ({name})" if reason else name
 
 
 def _outbox_lag_s(request: Request) -> float | None:

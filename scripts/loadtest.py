@@ -52,7 +52,7 @@ import time
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import Callable, Coroutine, Iterator, Sequence
-from contextlib import ExitStack, contextmanager, suppress
+from contextlib import ExitStack, contextmanager, redirect_stdout, suppress
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
@@ -129,6 +129,11 @@ class Sink:
         arrivals: dict[str, list[float]] = self._ask("arrivals")
         return arrivals
 
+    def duplicates(self) -> dict[str, int]:
+        """Delivery ids received more than once, with how often."""
+        dupes: dict[str, int] = self._ask("duplicates")
+        return dupes
+
     def _ask(self, what: str) -> Any:
         self._conn.send(what)
         if not self._conn.poll(60):
@@ -160,6 +165,7 @@ async def _sink_serve(conn: Connection) -> None:
     # X-Ern-Delivery is f"{alert_id}:{member_id}:{channel}:{kind}": attribution by header alone
     by_alert: Counter[str] = Counter()
     by_kind: Counter[str] = Counter()
+    by_delivery: Counter[bytes] = Counter()  # the delivery id: a repeat is a duplicate
     arrivals: defaultdict[str, list[float]] = defaultdict(list)
     stop = asyncio.Event()
 
@@ -183,6 +189,7 @@ async def _sink_serve(conn: Connection) -> None:
                 arrivals[parts[0]].append(time.monotonic())
                 by_alert[parts[0]] += 1
                 by_kind[parts[-1]] += 1
+                by_delivery[delivery] += 1
                 writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
                 if close:
                     break
@@ -209,6 +216,8 @@ async def _sink_serve(conn: Connection) -> None:
             stop.set()
         elif what == "arrivals":
             reply(dict(arrivals))
+        elif what == "duplicates":
+            reply({d.decode(): n for d, n in by_delivery.items() if n > 1})
         else:
             reply((dict(by_alert), dict(by_kind)))
 
@@ -232,12 +241,16 @@ class HttpConnection:
         self.host, self.port = host, port
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
+        self.last_head = b""
 
-    async def post(self, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
-        """POST ``body`` (JSON); the status and the response body."""
+    async def post(
+        self, path: str, body: bytes, headers: dict[str, str], *, method: str = "POST"
+    ) -> tuple[int, bytes]:
+        """POST (or ``method``) ``body`` (JSON); the status and the response body. The answer's
+        raw header block stays in ``last_head``."""
         lines = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
         request = (
-            f"POST {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n{lines}"
+            f"{method} {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n{lines}"
             f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
         ).encode() + body
         reused = self._writer is not None
@@ -259,6 +272,7 @@ class HttpConnection:
         assert reader is not None
         writer.write(request)
         head = await reader.readuntil(b"\r\n\r\n")
+        self.last_head = head
         status_line, *header_lines = head[:-4].split(b"\r\n")
         status = int(status_line.split(None, 2)[1])
         length: int | None = None
@@ -989,6 +1003,419 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+# --------------------------------------------------------------------------- database restart
+
+
+@contextmanager
+def embedded_database(say: Callable[[str], None]) -> Iterator[tuple[str, Any]]:
+    """A private PostgreSQL cluster (api.embedded) in a temporary directory, for restarting.
+
+    It listens on a Unix socket in its own directory only (no TCP port), so the shared test
+    server is never touched; it is stopped and removed on the way out.
+    """
+    import shutil
+
+    from api.embedded import EmbeddedCluster
+
+    root = Path(tempfile.mkdtemp(prefix="ern-load-pg-"))
+    root.chmod(0o755)  # the cluster runs as the postgres user when we are root
+    cluster = EmbeddedCluster(root)
+    try:
+        with redirect_stdout(sys.stderr):  # its progress lines must not mix with --json
+            url = cluster.start(install=False)
+        say(f"embedded PostgreSQL cluster in {root}")
+        yield url, cluster
+    finally:
+        cluster.stop(mode="immediate")
+        shutil.rmtree(root, ignore_errors=True)
+        say("embedded cluster stopped and removed")
+
+
+class Answer(NamedTuple):
+    """One request of the mixed load: what it was, when it was due (s after the start), what
+    it got."""
+
+    kind: str  # "alert" or "update"
+    due_s: float
+    latency_s: float
+    status: int  # -1: no answer
+    error: str | None
+    retry_after: bool
+    alert_id: str | None
+    notified: int | None
+    key: str | None  # the alert's Idempotency-Key
+
+
+async def fire_mixed(
+    bases: Sequence[str],
+    alerts: list[tuple[str, tuple[float, float]]],
+    updaters: list[str],
+    *,
+    rate_per_s: float,
+    clients: int,
+    on_start: Callable[[float], None] | None = None,
+) -> tuple[list[Answer], float]:
+    """Alerts at ``rate_per_s`` and as many `PATCH /v1/members/me` in between, open loop.
+
+    Request i is due at start + i / (2 * rate); latency counts from then. No retries: an
+    error is recorded as it came (the point is to see what a client sees).
+    """
+    jobs: list[tuple[str, int]] = []
+    for i in range(len(alerts)):
+        jobs.append(("alert", i))
+        jobs.append(("update", i))
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    for j in range(len(jobs)):
+        queue.put_nowait(j)
+    answers: list[Answer | None] = [None] * len(jobs)
+    run_id = uuid.uuid4().hex[:8]
+    step_s = 1.0 / (2 * rate_per_s)
+    started = time.perf_counter()
+    if on_start is not None:
+        on_start(started)
+
+    async def client(k: int) -> None:
+        host, port = bases[k % len(bases)].removeprefix("http://").rsplit(":", 1)
+        http = HttpConnection(host, int(port))
+        try:
+            while True:
+                try:
+                    j = queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    return
+                kind, i = jobs[j]
+                due = started + j * step_s
+                if due > time.perf_counter():
+                    await asyncio.sleep(due - time.perf_counter())
+                key = None
+                if kind == "alert":
+                    token, (lon, lat) = alerts[i]
+                    key = f"restart-{run_id}-{i}"
+                    headers = {"Authorization": f"Bearer {token}", "Idempotency-Key": key}
+                    body = json.dumps(_alert_body(lon, lat)).encode()
+                    method, path = "POST", "/v1/alerts"
+                else:
+                    token = updaters[i % len(updaters)]
+                    headers = {"Authorization": f"Bearer {token}"}
+                    body = json.dumps({"available": (i // len(updaters)) % 2 == 1}).encode()
+                    method, path = "PATCH", "/v1/members/me"
+                status, answer, head = -1, b"", b""
+                try:
+                    async with asyncio.timeout(REQUEST_TIMEOUT_S):
+                        status, answer = await http.post(path, body, headers, method=method)
+                    head = http.last_head
+                except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError,
+                        TimeoutError, ValueError):  # fmt: skip
+                    http.close()
+                latency = time.perf_counter() - due
+                data: dict[str, Any] = {}
+                with suppress(ValueError):
+                    data = json.loads(answer) if answer else {}
+                ok = status in (200, 201)
+                answers[j] = Answer(
+                    kind, due - started, latency, status,
+                    None if ok else str(data.get("error", "no answer")),
+                    b"\r\nretry-after:" in head.lower(),
+                    data.get("id") if kind == "alert" and status == 201 else None,
+                    data.get("notified_count") if kind == "alert" and status == 201 else None,
+                    key,
+                )  # fmt: skip
+        finally:
+            http.close()
+
+    await asyncio.gather(*(client(k) for k in range(clients)))
+    done = [a for a in answers if a is not None]
+    return done, time.perf_counter() - started
+
+
+async def _poll_health(
+    base: str, until: asyncio.Event, started: float
+) -> list[tuple[float, int, str]]:
+    """/healthz every 0.2 s: (s after the start, status, its "database" field)."""
+    host, port = base.removeprefix("http://").rsplit(":", 1)
+    http = HttpConnection(host, int(port))
+    seen: list[tuple[float, int, str]] = []
+    while not until.is_set():
+        t = time.perf_counter() - started
+        try:
+            async with asyncio.timeout(5):
+                status, body = await http.post("/healthz", b"", {}, method="GET")
+            database = str(json.loads(body).get("database"))
+        except (OSError, asyncio.IncompleteReadError, TimeoutError, ValueError):
+            http.close()
+            status, database = -1, "no answer"
+        seen.append((t, status, database))
+        with suppress(TimeoutError):
+            await asyncio.wait_for(until.wait(), 0.2)
+    http.close()
+    return seen
+
+
+def _restart_cluster(cluster: Any, down_s: float, started: float) -> dict[str, float]:
+    """Immediate shutdown (a crash for the data), ``down_s`` away, start; times after start."""
+    t_stop = time.perf_counter() - started
+    cluster.stop(mode="immediate")
+    t_down = time.perf_counter() - started
+    time.sleep(down_s)
+    with redirect_stdout(sys.stderr):
+        cluster.start(install=False)
+    return {"stop_at_s": t_stop, "down_at_s": t_down, "up_at_s": time.perf_counter() - started}
+
+
+def _written(database_url: str, keys: Sequence[str]) -> dict[str, tuple[str, int, int, int]]:
+    """Alerts of these Idempotency-Keys in the database: key -> (id, responders notified,
+    outbox rows, outbox rows sent)."""
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    dsn = make_url(database_url).set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(dsn) as conn:
+        rows = conn.execute(
+            """
+            SELECT a.idempotency_key, a.id::text,
+                   (SELECT count(*) FROM alert_responder r
+                     WHERE r.alert_id = a.id AND r.notified_at IS NOT NULL),
+                   (SELECT count(*) FROM outbox o WHERE o.alert_id = a.id),
+                   (SELECT count(*) FROM outbox o WHERE o.alert_id = a.id AND o.state = 'sent')
+            FROM alert a WHERE a.idempotency_key = ANY(%s)
+            """,
+            (list(keys),),
+        ).fetchall()
+    return {str(k): (str(i), int(r), int(o), int(s)) for k, i, r, o, s in rows}
+
+
+def _window(answers: Sequence[Answer], lo: float, hi: float) -> dict[str, Any]:
+    inside = [a for a in answers if lo <= a.due_s < hi]
+    ok = [a.latency_s for a in inside if a.status in (200, 201)]
+    return {
+        "from_s": lo,
+        "to_s": hi if math.isfinite(hi) else None,
+        "requests": len(inside),
+        "status": {str(k): v for k, v in sorted(Counter(a.status for a in inside).items())},
+        "all": _pcts([a.latency_s for a in inside]) if inside else None,
+        "ok": _pcts(ok) if ok else None,
+    }
+
+
+def restart_report(
+    answers: Sequence[Answer],
+    health: Sequence[tuple[float, int, str]],
+    restart: dict[str, float],
+    written: dict[str, tuple[str, int, int, int]],
+    sink_by_alert: Counter[str],
+    duplicates: dict[str, int],
+    wall_s: float,
+    rate: float,
+) -> dict[str, Any]:
+    """The figures and the checks of a restart run (pure: tested on its own)."""
+    statuses = Counter(a.status for a in answers)
+    failed = [a for a in answers if a.status not in (200, 201)]
+    unavailable = [a for a in answers if a.status == 503]
+    answered = [a.due_s + a.latency_s for a in unavailable]
+    created = [a for a in answers if a.kind == "alert" and a.status == 201]
+    errored_alerts = [a for a in answers if a.kind == "alert" and a.status != 201]
+    missing = [a.key for a in created if a.key not in written]
+    delivered_short = sum(1 for a in created if sink_by_alert[a.alert_id or ""] < (a.notified or 0))
+    delivered_over = sum(1 for a in created if sink_by_alert[a.alert_id or ""] > (a.notified or 0))
+    half = [
+        k
+        for k, (_, responders, outbox, _) in written.items()
+        if outbox != responders  # an alert without its notifications, or the reverse
+    ]
+    unsent = sum(o - s for _, _, o, s in written.values())
+    up = restart["up_at_s"]
+    errors_after_up = [a.due_s + a.latency_s - up for a in failed if a.due_s + a.latency_s > up]
+    down_health = [(t, st, db) for t, st, db in health if st != 200]
+    return {
+        "rate_per_s": rate,
+        "requests": len(answers),
+        "requests_per_s_held": len(answers) / wall_s,
+        "wall_s": wall_s,
+        "restart": restart,
+        "status": {str(k): v for k, v in sorted(statuses.items())},
+        "server_errors_5xx_not_503": sum(1 for a in answers if a.status >= 500 and a.status != 503),
+        "no_answer": statuses.get(-1, 0),
+        "unavailable_503": len(unavailable),
+        "unavailable_503_with_retry_after": sum(1 for a in unavailable if a.retry_after),
+        "unavailable_503_errors": dict(Counter(a.error or "" for a in unavailable)),
+        "seconds_of_503": (max(answered) - min(answered)) if answered else 0.0,
+        "first_503_at_s": min(answered) if answered else None,
+        "last_error_after_db_up_s": max(errors_after_up) if errors_after_up else 0.0,
+        "windows": {
+            "before": _window(answers, 0.0, restart["stop_at_s"]),
+            "around": _window(answers, restart["stop_at_s"] - 1.0, up + 2.0),
+            "after": _window(answers, up + 2.0, math.inf),
+        },
+        "healthz_not_ok": len(down_health),
+        "healthz_reasons": dict(Counter(db for _, _, db in down_health)),
+        "alerts_created": len(created),
+        "alerts_created_missing_in_db": len(missing),
+        "alerts_errored": len(errored_alerts),
+        "alerts_errored_but_written": sum(1 for a in errored_alerts if a.key in written),
+        "alerts_half_written": len(half),
+        "notifications_expected": sum(a.notified or 0 for a in created),
+        "notifications_received": sum(sink_by_alert[a.alert_id or ""] for a in created),
+        "alerts_short_of_notifications": delivered_short,
+        "alerts_over_notifications": delivered_over,
+        "outbox_unsent": unsent,
+        "duplicate_deliveries": sum(n - 1 for n in duplicates.values()),
+        "updates_ok": sum(1 for a in answers if a.kind == "update" and a.status == 200),
+    }
+
+
+def run_restart(args: argparse.Namespace) -> dict[str, Any]:
+    """Mixed open-loop load while the (embedded) database restarts; see restart_report."""
+    from geo.graph import load_graph
+
+    say = bench._say(args.json and args.quiet)
+    source = args.graph_source or str(QUICK["source"] if args.quick else FULL["source"])
+    duration_s = args.duration_s or max(3 * args.restart_db_at, args.restart_db_at + 20)
+    n_alerts = max(1, round(args.rate * duration_s))
+    n_members = args.members or QUICK["members"]
+    clients = args.clients or 32
+    result: dict[str, Any] = {"machine": bench.machine_info()}
+    graph_dir, name, _ = bench.resolve_graphs(source, quick=args.quick, say=say)
+    walk = load_graph(graph_dir, "walk")
+    bodies, _ = bench.make_members(walk, n_members, SEED, graph_dir, say)
+    n_requesters = max(math.ceil(n_alerts / 10), min(MIN_REQUESTERS, len(bodies) // 2))
+    n_updaters = min(len(bodies) - n_requesters, 100)
+    if n_updaters < 1:
+        raise SystemExit(f"{n_alerts} alerts need more than {len(bodies)} members")
+    rng = np.random.default_rng(SEED)
+    points = alert_points(walk, n_alerts, rng)
+    modes = ",".join(m for m in ("walk", "bike", "drive") if (graph_dir / f"{m}.json").is_file())
+    result["setup"] = {
+        "graph": name, "members": len(bodies), "alerts": n_alerts, "rate_per_s": args.rate,
+        "member_updates_per_s": args.rate, "duration_s": duration_s,
+        "restart_db_at_s": args.restart_db_at, "down_s": args.down_s, "clients": clients,
+        "servers": args.servers, "outbox_workers": args.outbox_workers,
+        "database": "embedded cluster (api.embedded) in a temporary directory",
+    }  # fmt: skip
+    sink = Sink()
+    try:
+        with (
+            embedded_database(say) as (database_url, cluster),
+            tempfile.TemporaryDirectory() as tmp,
+        ):
+            env = server_env(database_url, graph_dir, Path(tmp) / "var", modes)
+            env.update(dict(kv.split("=", 1) for kv in args.server_env))
+            done = subprocess.run(
+                [ERN, "db", "upgrade"], env=env, capture_output=True, text=True, timeout=300
+            )
+            if done.returncode != 0:
+                raise RuntimeError(f"ern db upgrade failed:\n{done.stdout}\n{done.stderr}")
+            tokens, _ = load_members(
+                database_url, bodies, webhook_url=sink.url,
+                want_tokens=n_requesters + n_updaters, say=say,
+            )  # fmt: skip
+            jobs = [(tokens[i % n_requesters], points[i]) for i in range(n_alerts)]
+            updaters = tokens[n_requesters : n_requesters + n_updaters]
+            serve_env = {**env, "ERN_RUN_WORKERS": "false"}
+            logs: list[Path] = []
+            with ExitStack() as running:
+                for w in range(args.outbox_workers):
+                    logs.append(Path(tmp) / f"worker-{w}.log")
+                    running.enter_context(running_worker(env, logs[-1], say))
+                bases = []
+                for k in range(args.servers):
+                    logs.append(Path(tmp) / f"serve-{k}.log")
+                    bases.append(running.enter_context(running_server(serve_env, logs[-1], say)))
+                at_start, _ = sink.counts()
+                say(
+                    f"{n_alerts} alerts and {n_alerts} member updates at {args.rate:g}/s each; "
+                    f"database restart at {args.restart_db_at:g} s"
+                )
+                answers, wall_s, health, restart = run_async(
+                    _restart_load(args, bases, jobs, updaters, clients, cluster)
+                )
+                say(f"restart: {restart}")
+                states, waited = drain(database_url, sink, timeout_s=args.drain_s, say=say)
+                by_alert, _ = sink.counts()
+                keys = [a.key for a in answers if a.kind == "alert" and a.key]
+                written = _written(database_url, keys)
+                result.update(
+                    restart_report(
+                        answers, health, restart, written, by_alert - at_start,
+                        sink.duplicates(), wall_s, args.rate,
+                    )
+                )  # fmt: skip
+                result["outbox_states"] = states
+                result["drain_wait_s"] = waited
+            texts = {log.name: log.read_text(errors="replace") for log in logs}
+            result["server_log_tracebacks"] = sum(
+                t.count("Traceback") for n, t in texts.items() if n.startswith("serve")
+            )
+            result["worker_log_tracebacks"] = sum(
+                t.count("Traceback") for n, t in texts.items() if n.startswith("worker")
+            )
+            if result["server_log_tracebacks"]:
+                text = next(
+                    t for n, t in texts.items() if n.startswith("serve") and "Traceback" in t
+                )
+                result["server_log_first_traceback"] = text[text.index("Traceback") :][:4000]
+    finally:
+        sink.close()
+    return result
+
+
+async def _restart_load(
+    args: argparse.Namespace,
+    bases: Sequence[str],
+    jobs: list[tuple[str, tuple[float, float]]],
+    updaters: list[str],
+    clients: int,
+    cluster: Any,
+) -> tuple[list[Answer], float, list[tuple[float, int, str]], dict[str, float]]:
+    started: list[float] = []
+    stop_polling = asyncio.Event()
+    load = asyncio.ensure_future(
+        fire_mixed(
+            bases, jobs, updaters, rate_per_s=args.rate, clients=clients, on_start=started.append
+        )
+    )
+    await asyncio.sleep(0)
+    t0 = started[0] if started else time.perf_counter()
+    poll = asyncio.ensure_future(_poll_health(bases[0], stop_polling, t0))
+    await asyncio.sleep(max(0.0, t0 + args.restart_db_at - time.perf_counter()))
+    restart = await asyncio.to_thread(_restart_cluster, cluster, args.down_s, t0)
+    answers, wall_s = await load
+    stop_polling.set()
+    health = await poll
+    return answers, wall_s, health, restart
+
+
+def render_restart(r: dict[str, Any]) -> str:
+    """Human-readable summary of a restart run."""
+    w = r["windows"]
+
+    def lat(win: dict[str, Any]) -> str:
+        a = win["all"]
+        return f"p50 {a['p50_ms']:.1f} ms, p99 {a['p99_ms']:.1f} ms" if a else "none"
+
+    rs = r["restart"]
+    return "\n".join(
+        [
+            f"{r['requests']:,} requests ({r['rate_per_s']:g} alerts/s + as many member "
+            f"updates) over {r['wall_s']:.1f} s: {r['requests_per_s_held']:.1f}/s held; "
+            f"status {r['status']}",
+            f"database stopped (immediate) at {rs['stop_at_s']:.1f} s, back at "
+            f"{rs['up_at_s']:.1f} s; 503s for {r['seconds_of_503']:.1f} s "
+            f"({r['unavailable_503']}, {r['unavailable_503_with_retry_after']} with Retry-After); "
+            f"last error {r['last_error_after_db_up_s']:.2f} s after the database was back",
+            f"latency before {lat(w['before'])}; around the restart {lat(w['around'])}; "
+            f"after {lat(w['after'])}",
+            f"/healthz not ok {r['healthz_not_ok']} times: {r['healthz_reasons']}",
+            f"alerts 201 {r['alerts_created']} (missing in the database "
+            f"{r['alerts_created_missing_in_db']}), errored {r['alerts_errored']} (written "
+            f"anyway {r['alerts_errored_but_written']}), half-written {r['alerts_half_written']}",
+            f"notifications {r['notifications_received']}/{r['notifications_expected']}, "
+            f"duplicates {r['duplicate_deliveries']}, outbox {r['outbox_states']}",
+            f"5xx other than 503: {r['server_errors_5xx_not_503']}; tracebacks in the server "
+            f"log {r['server_log_tracebacks']}, in the worker log {r['worker_log_tracebacks']}",
+        ]
+    )
+
+
 def render(r: dict[str, Any]) -> str:
     """Human-readable summary."""
     s, m = r["setup"], r["machine"]
@@ -1091,7 +1518,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     p.add_argument("--json", action="store_true", help="one JSON object on stdout")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr (with --json)")
+    p.add_argument(
+        "--restart-db-at",
+        type=float,
+        metavar="S",
+        help="fault mode: alerts and member updates at --rate each (default 20/s) against a "
+        "private embedded cluster, restarted (immediate shutdown, then start) S seconds in",
+    )
+    p.add_argument(
+        "--down-s", type=float, default=1.0, help="restart: seconds the database stays away"
+    )
+    p.add_argument(
+        "--duration-s", type=float, help="restart: seconds of load (default max(3 S, S + 20))"
+    )
+    p.add_argument(
+        "--servers", type=int, default=1, help="separate `ern serve` processes (default 1)"
+    )
+    p.add_argument(
+        "--outbox-workers",
+        type=int,
+        default=0,
+        help="separate `ern worker` processes; ern serve then runs none (restart: default 1)",
+    )
     args = p.parse_args(argv)
+    if args.restart_db_at is not None:
+        args.rate = args.rate or 20.0
+        args.outbox_workers = args.outbox_workers or 1
+        result = run_restart(args)
+        print(json.dumps(result, indent=1) if args.json else render_restart(result))
+        return 0
     result = run(args)
     print(json.dumps(result, indent=1) if args.json else render(result))
     return 0

@@ -15,7 +15,7 @@ from api.alerts import repository as repo
 from api.alerts.models import Alert
 from api.alerts.service import notify_alert, purge_alerts, top_up_reserve
 from api.clock import Clock, SystemClock
-from api.database import transaction
+from api.database import database_away, transaction
 from api.graphs import GraphStore
 from api.notify.service import purge
 from api.presence.service import away_member_ids, purge_expired_locations
@@ -202,11 +202,17 @@ class EscalationWorker:
         while True:
             try:
                 self.run_once()
-            except Exception:
-                log.exception("escalation pass failed; retrying")
+            except Exception as exc:
+                if database_away(exc):  # a restart or failover: expected, no traceback
+                    log.warning("escalation: database unavailable (%s)", type(exc).__name__)
+                else:
+                    log.exception("escalation pass failed; retrying")
             try:
                 self.purge_if_due()
-            except Exception:
-                log.exception("retention pass failed; retrying at the next interval")
+            except Exception as exc:
+                if database_away(exc):
+                    log.warning("retention: database unavailable (%s)", type(exc).__name__)
+                else:
+                    log.exception("retention pass failed; retrying at the next interval")
             if self._stop.wait(self.settings.worker_poll_s):
                 return

@@ -16,11 +16,10 @@ from types import TracebackType
 from typing import Any, Literal
 
 from sqlalchemy import Engine
-from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.clock import Clock, SystemClock
-from api.database import transaction
+from api.database import database_away, transaction
 from api.members.crypto import contact_cipher
 from api.members.errors import ContactUnreadable
 from api.metrics import count_deliveries
@@ -327,7 +326,9 @@ class OutboxWorker:
                 if attempt:
                     log.info("recorded %d outcomes after %d failed tries", len(claims), attempt)
                 return
-            except OperationalError:
+            except Exception as exc:
+                if not database_away(exc):  # psycopg's own errors too (driver statements)
+                    raise
                 attempt += 1
                 delay_s = min(RECORD_RETRY_CAP_S, 0.2 * 2 ** (attempt - 1))
                 if time.monotonic() + delay_s >= until:
@@ -344,8 +345,11 @@ class OutboxWorker:
         while not self._stop.is_set():
             try:
                 attempted = self.run_once()
-            except Exception:
-                log.exception("outbox worker iteration failed")
+            except Exception as exc:
+                if database_away(exc):  # a restart or failover: expected, no traceback
+                    log.warning("outbox worker: database unavailable (%s)", type(exc).__name__)
+                else:
+                    log.exception("outbox worker iteration failed")
                 attempted = 0
             if attempted < self.batch_size:
                 self._idle()
