@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from api.settings import Settings
 
 CACHE_SIZE = 64
+T = TypeVar("T")
 
 _CACHE: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
 _CACHE_LOCK = threading.Lock()
@@ -30,6 +32,20 @@ def cache_put(key: tuple[Any, ...], value: Any) -> None:
         _CACHE.move_to_end(key)
         while len(_CACHE) > CACHE_SIZE:
             _CACHE.popitem(last=False)
+
+
+def cached(key: tuple[Any, ...], token: Any, compute: Callable[[], T]) -> tuple[T, bool]:
+    """The cached value of ``key``, else ``compute()`` kept under it; True when it was cached.
+
+    ``token`` is the presence token the key holds: None (presence unknown) caches nothing.
+    """
+    found = cache_get(key) if token is not None else None
+    if found is not None:
+        return found, True
+    value = compute()
+    if token is not None:
+        cache_put(key, value)
+    return value, False
 
 
 def clear_cache() -> None:

@@ -16,7 +16,7 @@ from numpy.typing import NDArray
 from sqlalchemy.orm import Session
 
 from api.coverage import repository as repo
-from api.coverage.cache import cache_get, cache_put, settings_key
+from api.coverage.cache import cached, settings_key
 from api.coverage.errors import ModeWithoutGraph
 from api.coverage.fields import (
     Params,
@@ -120,13 +120,13 @@ def recruit(
     alert_key = (len(alerts), max((a[2] for a in alerts), default=None))
     extra = (weight, alert_key, settings_key(settings))
     key = ("recruit", token, id(graphs), params, n, tuple(hours), *extra)
-    found = cache_get(key) if token is not None else None
-    if found is not None:
-        return found, True
-    result = recruit_of(index, graphs, settings, params, n=n, hours=hours, now=now, alerts=alerts)
-    if token is not None:
-        cache_put(key, result)
-    return result, False
+    return cached(
+        key,
+        token,
+        lambda: recruit_of(
+            index, graphs, settings, params, n=n, hours=hours, now=now, alerts=alerts
+        ),
+    )
 
 
 def recruit_of(

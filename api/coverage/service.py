@@ -21,7 +21,7 @@ from numpy.typing import NDArray
 from sqlalchemy.orm import Session
 
 from api.coverage import repository as repo
-from api.coverage.cache import cache_get, cache_put, settings_key
+from api.coverage.cache import cached, settings_key
 from api.coverage.fields import (
     Params,
     evaluation,
@@ -71,13 +71,11 @@ def coverage_map(
     absent = index.snoozed(at)
     snoozed = tuple(np.flatnonzero(absent).tolist())
     key = ("map", token, id(graphs), params, minute, snoozed, settings_key(settings))
-    found = cache_get(key) if token is not None else None
-    if found is not None:
-        return found, True
-    result = map_at(index, graphs, settings, params, weekday, second, now, absent=absent)
-    if token is not None:
-        cache_put(key, result)
-    return result, False
+    return cached(
+        key,
+        token,
+        lambda: map_at(index, graphs, settings, params, weekday, second, now, absent=absent),
+    )
 
 
 def map_at(
@@ -139,13 +137,9 @@ def weekly_profile(
     alerts = repo.alert_points(session, since=since)
     alert_key = (len(alerts), max((a[2] for a in alerts), default=None))
     key = ("profile", token, id(graphs), params, alert_key, settings_key(settings))
-    found = cache_get(key) if token is not None else None
-    if found is not None:
-        return found, True
-    result = profile_of(index, graphs, settings, params, alerts=alerts, now=now)
-    if token is not None:
-        cache_put(key, result)
-    return result, False
+    return cached(
+        key, token, lambda: profile_of(index, graphs, settings, params, alerts=alerts, now=now)
+    )
 
 
 def alert_nodes(
