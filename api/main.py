@@ -88,7 +88,7 @@ def _start_database(app: FastAPI, settings: Settings) -> None:
 
 
 def _warm_presence(app: FastAPI) -> None:
-    from api.presence.service import warm_presence
+    from api.presence.cache import warm_presence
 
     try:
         warm_presence(app.state.session_factory, app.state.graphs, app.state.settings)

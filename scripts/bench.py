@@ -715,7 +715,7 @@ def _presence_index(store: Any, members: list[dict[str, Any]]) -> tuple[Any, Any
     sys.path.insert(0, str(REPO / "scripts"))
     from bench_presence import _rows
 
-    from api.presence.service import PresenceIndex
+    from api.presence.index import PresenceIndex
     from api.settings import Settings
 
     settings = Settings(database_url="postgresql://unused", secret_key="b" * 40, timezone="UTC")

@@ -97,7 +97,7 @@ def _pct(values: list[float]) -> dict[str, float]:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     import networkx as nx
 
-    from api.presence.service import PresenceIndex
+    from api.presence.index import PresenceIndex
     from api.settings import Settings
     from geo.synth import synth_members
 

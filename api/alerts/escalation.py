@@ -18,7 +18,8 @@ from api.clock import Clock, SystemClock
 from api.database import database_away, transaction
 from api.graphs import GraphStore
 from api.notify.service import purge
-from api.presence.service import away_member_ids, purge_expired_locations
+from api.presence.ranking import away_member_ids
+from api.presence.service import purge_expired_locations
 from api.rallies import repository as rallies_repo
 from api.settings import Settings
 from api.sms import repository as sms_repo

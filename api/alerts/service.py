@@ -45,7 +45,9 @@ from api.members.crypto import contact_cipher
 from api.members.models import Member
 from api.members.service import audit
 from api.notify.service import cancel, delivery_id, enqueue_many, member_channels, purge
-from api.presence.service import Candidate, Ranking, check_in_service_area, rank_members
+from api.presence.area import check_in_service_area
+from api.presence.candidates import Candidate, Ranking
+from api.presence.ranking import rank_members
 from api.settings import Settings
 from api.types import Point
 from geo.acceptance import arrival_order, shrunk_rates, wave_size

@@ -27,7 +27,8 @@ from numpy.typing import NDArray
 from api.coverage.errors import ModeWithoutGraph
 from api.errors import Unprocessable
 from api.graphs import GraphStore, ModeGraph
-from api.presence.service import MODES, PresenceIndex, _roles_mask
+from api.presence.index import PresenceIndex
+from api.presence.modes import MODES, mask_of_roles
 from api.settings import Settings
 from geo import coverage as gc
 from geo import presence as gp
@@ -131,7 +132,7 @@ class Responders:
 def _member_ok(
     index: PresenceIndex, weekday: int, second: float, absent: NDArray[np.bool_] | None
 ) -> NDArray[np.bool_]:
-    ok = index.member_filter(_roles_mask(RESPONDER_ROLES), weekday, second)
+    ok = index.member_filter(mask_of_roles(RESPONDER_ROLES), weekday, second)
     return ok if absent is None else ok & ~absent
 
 

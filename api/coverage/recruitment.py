@@ -29,7 +29,8 @@ from api.coverage.fields import (
 )
 from api.coverage.service import ALERT_DAYS, alert_nodes
 from api.graphs import GraphStore
-from api.presence.service import PresenceIndex, presence_index
+from api.presence.cache import presence_index
+from api.presence.index import PresenceIndex
 from api.settings import Settings
 from geo import coverage as gc
 

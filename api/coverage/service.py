@@ -33,7 +33,8 @@ from api.coverage.fields import (
     used_modes,
 )
 from api.graphs import GraphStore
-from api.presence.service import PresenceIndex, presence_index
+from api.presence.cache import presence_index
+from api.presence.index import PresenceIndex
 from api.settings import Settings
 from geo import coverage as gc
 from geo import presence as gp

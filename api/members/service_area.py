@@ -1,6 +1,6 @@
 """Whether a member's home zone, zones and routes lie where the loaded street graphs can rank them.
 
-"Outside" is exactly what alert ranking (``api.presence.service``) would ignore, decided with
+"Outside" is exactly what alert ranking (``api.presence.index``) would ignore, decided with
 the same geo functions on the graph ranking uses:
 
 - the graph is the member's own mode's; when that mode has no graph (ranked by straight

@@ -14,7 +14,8 @@ from api.alerts.service import location_text
 from api.graphs import GraphStore
 from api.members.models import Member
 from api.notify.service import enqueue_many
-from api.presence.service import check_in_service_area, rank_members
+from api.presence.area import check_in_service_area
+from api.presence.ranking import rank_members
 from api.rallies import repository as repo
 from api.rallies.errors import RallyKeyReused
 from api.rallies.schemas import RallyCreate, RallyRead

@@ -12,7 +12,7 @@ from tests.presence.conftest import add_member, node_box  # noqa: F401  (fixture
 @pytest.fixture(autouse=True)
 def _fresh_caches() -> None:
     """Each test starts without cached presence or coverage (the token would also tell)."""
-    from api.presence.service import invalidate_presence
+    from api.presence.cache import invalidate_presence
 
     invalidate_presence()
     clear_cache()

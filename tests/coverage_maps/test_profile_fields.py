@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from api.coverage import fields, service
 from api.graphs import GraphStore
-from api.presence.service import presence_index
+from api.presence.cache import presence_index
 from api.settings import Settings
 from geo import coverage as gc
 from geo import presence as gp

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from api.graphs import GraphStore
 from api.members.models import Member, MemberRoute, MemberZone
-from api.presence.service import invalidate_presence
+from api.presence.cache import invalidate_presence
 from tests.api.conftest import coordinator, make_member, responder  # noqa: F401  (fixtures)
 
 _handles = itertools.count()

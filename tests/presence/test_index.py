@@ -12,7 +12,7 @@ import pytest
 import shapely
 
 from api.graphs import GraphStore, ModeGraph
-from api.presence.service import PresenceIndex
+from api.presence.index import PresenceIndex
 from api.settings import Settings
 from geo import presence as gp
 from geo.snap import Snapper

@@ -13,9 +13,9 @@ from sqlalchemy.orm import Session
 from api.clock import ManualClock
 from api.graphs import GraphStore
 from api.presence import repository as repo
+from api.presence.ranking import rank_members
 from api.presence.router import router as presence_router
 from api.presence.schemas import LocationRead
-from api.presence.service import rank_members
 from api.settings import Settings
 from tests.api.factories import auth
 

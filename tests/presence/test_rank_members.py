@@ -15,12 +15,10 @@ from sqlalchemy.orm import Session
 from api.graphs import GraphStore
 from api.members.models import Member
 from api.presence import repository as repo
-from api.presence.service import (
-    Ranking,
-    check_in_service_area,
-    presence_index,
-    rank_members,
-)
+from api.presence.area import check_in_service_area
+from api.presence.cache import presence_index
+from api.presence.candidates import Ranking
+from api.presence.ranking import rank_members
 from api.settings import Settings
 from geo.errors import OutsideServiceArea
 from geo.presence import route_points
@@ -260,7 +258,7 @@ class TestCache:
     def test_warm_presence_builds_the_index_ahead(
         self, session_factory, db, graphs, settings
     ) -> None:  # type: ignore[no-untyped-def]
-        from api.presence.service import warm_presence
+        from api.presence.cache import warm_presence
 
         warmed = warm_presence(session_factory, graphs, settings)
         assert presence_index(db, graphs, settings) is warmed
