@@ -45,7 +45,7 @@ from api.members.crypto import contact_cipher
 from api.members.models import Member
 from api.members.service import audit
 from api.notify.service import cancel, delivery_id, enqueue_many, member_channels, purge
-from api.presence.area import check_in_service_area
+from api.presence.area import SnappedPoint, check_in_service_area
 from api.presence.candidates import Candidate, Ranking
 from api.presence.ranking import rank_members
 from api.settings import Settings
@@ -199,7 +199,7 @@ def create_alert(
         msg = "only coordinators may set `include_busy`"
         raise CoordinatorOnly(msg)
     lon, lat = body.location.coordinates
-    check_in_service_area(graphs, settings, lon=lon, lat=lat)
+    point = check_in_service_area(graphs, settings, lon=lon, lat=lat)
     facts = AlertFacts(
         id=uuid.uuid4(), kind=body.kind, needed=body.needed, note=body.note, lon=lon, lat=lat
     )
@@ -212,6 +212,7 @@ def create_alert(
         at=presence_at,
         exclude=frozenset({requester.id}),
         include_busy=body.include_busy,
+        point=point,
     )
     candidates = ranking.candidates
     if body.kind == "mass":
@@ -370,6 +371,7 @@ def _rank(
     at: datetime,
     exclude: frozenset[uuid.UUID],
     include_busy: bool = False,
+    point: SnappedPoint | None = None,
 ) -> Ranking:
     if facts.kind == "mass":
         limit = None
@@ -389,6 +391,7 @@ def _rank(
         # away than that is useful, and the waves take the nearest first anyway.
         max_eta_s=settings.mass_max_eta_s,
         include_busy=include_busy,
+        point=point,
     )
 
 

@@ -59,6 +59,7 @@ from api.graphs import GraphStore
 from api.members.crypto import contact_cipher
 from api.notify.service import member_channels
 from api.presence.anchors import Schedules, SnapMemo, mode_table, posix_seconds, seconds_of_day
+from api.presence.area import SnappedPoint
 from api.presence.candidates import Candidate, Ranking
 from api.presence.modes import MODES, mask_of_roles, mode_speed_mps
 from api.presence.segments import ModePresence
@@ -224,8 +225,18 @@ class PresenceIndex:
         limit: int | None,
         max_eta_s: float,
         live: Sequence[tuple[uuid.UUID, float, float]] = (),
+        point: SnappedPoint | None = None,
     ) -> Ranking:
-        """Rank members at a time: one bounded search per mode (plus one for live locations)."""
+        """Rank members at a time: one bounded search per mode (plus one for live locations).
+
+        ``point``: (lon, lat) already snapped to some graphs (the service-area check's);
+        it is snapped here only to the graphs it lacks, once each.
+        """
+        if point is None:
+            point = SnappedPoint(lon=lon, lat=lat)
+        elif (point.lon, point.lat) != (lon, lat):
+            msg = f"snapped point ({point.lon}, {point.lat}) is not the point ranked ({lon}, {lat})"
+            raise ValueError(msg)
         if at.tzinfo is None:
             at = at.replace(tzinfo=UTC)
         local = at.astimezone(self.timezone)
@@ -300,13 +311,13 @@ class PresenceIndex:
             )
             if anchors.n_anchors == 0 and not l_keep.any():
                 continue
-            target, target_m = mp.graph.snapper.snap(lon, lat)
-            offset_s = self.mobilization_s + float(target_m[0]) / self.walk_speed_mps
+            target, target_m = point.on(name, mp.graph)
+            offset_s = self.mobilization_s + target_m / self.walk_speed_mps
             skip = np.union1d(excluded, l_num)
             parts.append(
                 rank_on_graph(
                     mp.graph.graph,
-                    int(target[0]),
+                    target,
                     anchors,
                     k=limit,
                     max_eta_s=max_eta_s,
@@ -330,7 +341,7 @@ class PresenceIndex:
                     parts.append(
                         rank_on_graph(
                             mp.graph.graph,
-                            int(target[0]),
+                            target,
                             live_index,
                             k=limit,
                             max_eta_s=max_eta_s,

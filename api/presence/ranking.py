@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from api.graphs import GraphStore
 from api.presence import repository as repo
+from api.presence.area import SnappedPoint
 from api.presence.cache import presence_index
 from api.presence.candidates import Ranking
 from api.presence.modes import MODES
@@ -29,11 +30,13 @@ def rank_members(
     limit: int | None,
     max_eta_s: float,
     include_busy: bool = False,
+    point: SnappedPoint | None = None,
 ) -> Ranking:
     """Members soonest at (lon, lat) at ``at``, best first; ``limit`` None: all within max_eta_s.
 
     Snoozed members are never ranked; busy ones (accepted an alert that is still open) only
-    with ``include_busy`` (a coordinator's mass alert).
+    with ``include_busy`` (a coordinator's mass alert). ``point``: (lon, lat) as the
+    service-area check returned it, so that the point is snapped once per mode graph.
     """
     if limit is not None and limit < 1:
         return Ranking(candidates=[], method=_method(graphs))
@@ -50,6 +53,7 @@ def rank_members(
         limit=limit,
         max_eta_s=max_eta_s,
         live=live,
+        point=point,
     )
 
 

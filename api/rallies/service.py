@@ -45,7 +45,7 @@ def send_rally(
 ) -> tuple[RallyRead, bool]:
     """Queue the notice to everyone in reach; True when sent now, False for a retry."""
     lon, lat = body.location.coordinates
-    check_in_service_area(graphs, settings, lon=lon, lat=lat)
+    point = check_in_service_area(graphs, settings, lon=lon, lat=lat)
     digest = request_hash(body)
     rally_id = uuid.uuid4()
     existing = repo.claim(
@@ -77,6 +77,7 @@ def send_rally(
         limit=None,
         max_eta_s=body.minutes * 60 + settings.mobilization_s,
         include_busy=True,
+        point=point,
     )
     ids = [c.member_id for c in ranking.candidates if c.channels is None or c.channels]
     present = alerts_repo.lock_members(session, ids)
