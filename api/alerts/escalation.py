@@ -12,8 +12,10 @@ from datetime import datetime, timedelta
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.alerts import repository as repo
+from api.alerts.messages import notify_alert
 from api.alerts.models import Alert
-from api.alerts.service import notify_alert, purge_alerts, top_up_reserve
+from api.alerts.raising import top_up_reserve
+from api.alerts.service import purge_alerts
 from api.clock import Clock, SystemClock
 from api.database import database_away, transaction
 from api.graphs import GraphStore

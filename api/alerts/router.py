@@ -10,8 +10,9 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 
+from api.alerts import answers, raising, views
 from api.alerts import repository as repo
-from api.alerts import service
+from api.alerts.facts import lonlat
 from api.alerts.schemas import (
     MAX_IDEMPOTENCY_KEY_CHARS,
     AlertCoordinatorView,
@@ -46,12 +47,12 @@ NOT_FOUND: dict[int | str, dict[str, Any]] = {
 
 def visible_alert(
     alert_id: uuid.UUID, session: SessionDep, caller: CurrentMember
-) -> service.AlertAccess:
+) -> views.AlertAccess:
     """The alert if the caller is a coordinator, its requester or a notified member; else 404."""
-    return service.visible_alert(session, alert_id, caller)
+    return views.visible_alert(session, alert_id, caller)
 
 
-AlertDep = Annotated[service.AlertAccess, Depends(visible_alert)]
+AlertDep = Annotated[views.AlertAccess, Depends(visible_alert)]
 IdempotencyKey = Annotated[
     str,
     Header(
@@ -113,7 +114,7 @@ async def create_alert(
     view, created = await asyncio.get_running_loop().run_in_executor(
         state.alert_executor,
         functools.partial(
-            service.create_alert_as,
+            raising.create_alert_as,
             state.session_factory,
             state.graphs,
             state.settings,
@@ -162,7 +163,7 @@ def list_alerts(
             ranking=alert.ranking,  # type: ignore[arg-type]
             needed=alert.needed,
             exercise=alert.exercise,
-            location=Point(type="Point", coordinates=service.lonlat(alert)),
+            location=Point(type="Point", coordinates=lonlat(alert)),
             requester_handle=handle,
             notified_count=notified,
             accepted_count=accepted,
@@ -182,7 +183,7 @@ def list_alerts(
 )
 def read_alert(access: AlertDep, session: SessionDep) -> Any:
     """Requester: status, who accepted; notified member: where and what; coordinator: all."""
-    return service.read_alert(session, access)
+    return views.read_alert(session, access)
 
 
 @router.post(
@@ -212,7 +213,7 @@ def respond(
     member: CurrentMember,
 ) -> AlertResponderView:
     """A notified member's answer; repeating it changes nothing."""
-    return service.respond(
+    return answers.respond(
         session, settings, alert_id=alert_id, member=member, answer=body.answer, now=clock.now()
     )
 
@@ -231,4 +232,4 @@ def close_alert(
     access: AlertDep, session: SessionDep, settings: SettingsDep, clock: ClockDep
 ) -> Any:
     """Requester or coordinator: no more waves; everyone notified gets a close message."""
-    return service.close(session, settings, access=access, now=clock.now())
+    return answers.close(session, settings, access=access, now=clock.now())

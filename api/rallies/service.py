@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from sqlalchemy.orm import Session
 
 from api.alerts import repository as alerts_repo
-from api.alerts.service import location_text
+from api.alerts.messages import location_text
 from api.graphs import GraphStore
 from api.members.models import Member
 from api.notify.service import enqueue_many

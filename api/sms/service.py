@@ -11,8 +11,10 @@ from xml.sax.saxutils import escape
 
 from sqlalchemy.orm import Session
 
+from api.alerts.answers import respond
 from api.alerts.errors import AlertClosed, StoodDown
-from api.alerts.service import location_text, lonlat, respond
+from api.alerts.facts import lonlat
+from api.alerts.messages import location_text
 from api.members.crypto import phone_index
 from api.presence.service import snooze_until_resumed
 from api.settings import Settings
