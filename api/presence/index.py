@@ -27,6 +27,9 @@ Design (keeps PostGIS and geometry work off the alert path):
   (snap distance / walk speed, the same for every member of a mode) + for live anchors the
   walk from the member's point to its snapped node (snap distance / walk speed). Zone,
   home and route anchors have no offset: a zone says "somewhere around here", not a point.
+- The alert's node per mode comes from a :class:`api.presence.area.SnappedPoint`: the
+  service-area check snaps the point to the walk graph, ranking snaps it only to the other
+  modes' graphs it ranks on, so an alert's point is snapped once per mode graph.
 - ``factor`` = mode speed / member ``speed_mps`` for walk and bike (clipped to 0.25-4);
   drive ignores member speeds (the graph's speeds follow speed limits).
 - Routes are snapped to the graph of the member's own mode (how they would come to an
