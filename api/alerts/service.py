@@ -40,6 +40,7 @@ from api.alerts.schemas import (
 from api.clock import Clock
 from api.database import transaction
 from api.graphs import GraphStore
+from api.groups.buddies import buddies_first
 from api.members.auth import Caller, HasRoles, authenticate_caller, is_coordinator
 from api.members.crypto import contact_cipher
 from api.members.models import Member
@@ -59,8 +60,8 @@ IDEMPOTENCY_WINDOW = timedelta(hours=24)
 RESERVE_WAVES = 4
 # How far back a member's answers count for their acceptance probability.
 HISTORY_WINDOW = timedelta(days=90)
-# Who a kind of alert goes to. Buddy groups (issue 5) do not exist yet: once they do, a
-# personal alert also goes to the requester's group and its point contact, ahead of the ranking.
+# Who a kind of alert goes to; a personal alert also goes to the requester's buddy group and
+# its point contact, ahead of the ranking (api.groups.buddies).
 KIND_ROLES: dict[str, frozenset[str] | None] = {
     "personal": frozenset({"responder", "defense"}),
     "defense": frozenset({"defense"}),
@@ -217,6 +218,18 @@ def create_alert(
     else:
         candidates, wave_size = arrival_ranking(
             session, settings, candidates, needed=body.needed, exercise=body.exercise, now=now
+        )
+    if body.kind == "personal":
+        candidates, wave_size = buddies_first(
+            session,
+            graphs,
+            settings,
+            requester_id=requester.id,
+            lon=lon,
+            lat=lat,
+            at=presence_at,
+            candidates=candidates,
+            wave_size=wave_size,
         )
     first = candidates[:wave_size]
     deliveries = (
