@@ -16,7 +16,7 @@ from api.idempotency import request_hash
 from api.members.auth import is_coordinator
 from api.members.crypto import contact_cipher
 from api.members.models import Member
-from api.notify.service import enqueue_many, member_channels
+from api.notify.service import enqueue_many, member_channels, purge
 from api.settings import Settings
 from api.types import PlainText, RequestModel
 
@@ -130,3 +130,14 @@ def send_text(
     message.sent_count = len(reached)
     session.flush()
     return GroupTextRead(id=message_id, sent_count=len(reached), created_at=now), True
+
+
+def purge_expired(session: Session, *, before: datetime) -> tuple[int, int]:
+    """Forget group texts (and their outbox rows, which hold the text) and unpublished
+    proposals made before ``before``, counted per month first; (texts, proposals) gone."""
+    from api.alerts.repository import add_purge_counts
+
+    add_purge_counts(session, repo.purge_counts(session, before=before))
+    ids = repo.delete_messages_before(session, before=before)
+    purge(session, alert_ids=ids)
+    return len(ids), repo.delete_unpublished_proposals_before(session, before=before)

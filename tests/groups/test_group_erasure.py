@@ -4,10 +4,13 @@
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import func, select
 
+from api.alerts.escalation import purge_expired
+from api.cli.purge import run_purge
 from api.groups.models import BuddyGroupMember, GroupMessage, GroupProposal
 from tests.api.conftest import coordinator, make_member  # noqa: F401  (fixtures)
 from tests.api.factories import auth
@@ -121,3 +124,58 @@ class TestErasure:
         assert fresh(db, untouched).answer == {"groups": [{"members": [x, y], "point_contact": c}]}
         assert gone_token  # (its tokens went with it)
         assert api.get("/v1/members/me", headers=auth(gone_token)).status_code == 401
+
+
+class TestPurge:
+    def test_old_texts_go_with_their_outbox_rows_and_old_unpublished_proposals_too(
+        self, api, db, make_member, make_group, coordinator, settings, clock
+    ):
+        members = [make_member(roles=(), contact=HOOK)[0] for _ in range(2)]
+        group = make_group(members)
+        _, token = coordinator
+        old = send_text(api, token, group.id, "old news", key="old").json()
+        clock.advance(2 * 86400)
+        new = send_text(api, token, group.id, "news", key="new").json()
+        stale = proposal(db, {"groups": []}, params={}).id
+        kept = proposal(db, {"groups": []}, params={}, published=True).id
+        later = START + timedelta(days=settings.group_retention_days + 1)
+        fresh_one = proposal(db, {"groups": []}, params={}, created_at=later).id
+        month = f"{START:%Y-%m}"
+
+        dry = run_purge(db, settings, now=later, dry_run=True)
+        assert "would remove: 1 group texts, 1 unpublished group proposals" in dry
+        assert f"would remove: {month} group_message text: 1" in dry
+        assert f"would remove: {month} group_notification webhook: 2" in dry
+        assert f"would remove: {month} group_proposal unpublished: 1" in dry
+        assert len(text_deliveries(db, old["id"])) == 2
+        assert db.get(GroupProposal, stale) is not None
+
+        done = run_purge(db, settings, now=later, dry_run=False)
+        assert "removed: 1 group texts, 1 unpublished group proposals" in done
+        assert f"purged so far: {month} group_message text: 1" in done
+        assert f"purged so far: {month} group_notification webhook: 2" in done
+        db.expire_all()
+        assert text_deliveries(db, old["id"]) == []
+        assert db.get(GroupMessage, uuid.UUID(old["id"])) is None
+        assert len(text_deliveries(db, new["id"])) == 2
+        assert db.get(GroupMessage, uuid.UUID(new["id"])) is not None
+        assert db.get(GroupProposal, stale) is None
+        assert db.get(GroupProposal, kept) is not None
+        assert db.get(GroupProposal, fresh_one) is not None
+        again = run_purge(db, settings, now=later, dry_run=False)
+        assert "removed: 0 group texts, 0 unpublished group proposals" in again
+
+    def test_the_group_retention_is_its_own_setting(
+        self, api, db, make_member, make_group, coordinator, settings, clock
+    ):
+        group = make_group([make_member(roles=(), contact=HOOK)[0]])
+        _, token = coordinator
+        sent = send_text(api, token, group.id, "soon gone", key="s").json()
+        short = settings.model_copy(update={"group_message_retention_days": 1.0})
+        assert short.group_retention_days == 1.0 < settings.group_retention_days
+        assert settings.group_retention_days == settings.alert_retention_days
+        now = START + timedelta(hours=23)
+        assert purge_expired(db, short, now=now).group_messages == 0
+        purged = purge_expired(db, short, now=now + timedelta(hours=2))
+        assert (purged.group_messages, purged.alerts) == (1, 0)
+        assert text_deliveries(db, sent["id"]) == []
