@@ -6,8 +6,8 @@ import uuid
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import Date, Text, delete, func, literal, or_, select
-from sqlalchemy.orm import Session, lazyload, load_only
+from sqlalchemy import Date, Text, bindparam, delete, func, literal, or_, select
+from sqlalchemy.orm import Session, aliased, lazyload, load_only
 
 from api.groups.models import BuddyGroup, BuddyGroupMember, GroupMessage, GroupProposal
 from api.idempotency import claim as claim_key
@@ -94,27 +94,29 @@ def lock_recipients(session: Session, group: BuddyGroup, *, exclude: uuid.UUID) 
     return list(session.scalars(stmt))
 
 
+_MINE = aliased(BuddyGroupMember)
+_OTHER = aliased(BuddyGroupMember)
+# Every member of the member's current group(s), newest group first: one round trip, as it
+# runs for every personal alert.
+_CURRENT_GROUP = (
+    select(BuddyGroup.id, BuddyGroup.point_contact_id, _OTHER.member_id)
+    .join(_MINE, _MINE.group_id == BuddyGroup.id)
+    .join(_OTHER, _OTHER.group_id == BuddyGroup.id)
+    .where(_MINE.member_id == bindparam("member_id"), BuddyGroup.retired_at.is_(None))
+    .order_by(BuddyGroup.published_at.desc(), BuddyGroup.id)
+)
+
+
 def current_group_of(
     session: Session, member_id: uuid.UUID
 ) -> tuple[list[uuid.UUID], uuid.UUID | None] | None:
     """The member's current group: its other members and its point contact; None if none."""
-    mine = (
-        select(BuddyGroup.id, BuddyGroup.point_contact_id)
-        .join(BuddyGroupMember, BuddyGroupMember.group_id == BuddyGroup.id)
-        .where(BuddyGroupMember.member_id == member_id, BuddyGroup.retired_at.is_(None))
-        .order_by(BuddyGroup.published_at.desc())
-        .limit(1)
-    )
-    row = session.execute(mine).one_or_none()
-    if row is None:
+    rows = session.execute(_CURRENT_GROUP, {"member_id": member_id}).all()
+    if not rows:
         return None
-    group_id, contact_id = row
-    others = session.scalars(
-        select(BuddyGroupMember.member_id).where(
-            BuddyGroupMember.group_id == group_id, BuddyGroupMember.member_id != member_id
-        )
-    )
-    return list(others), contact_id
+    group_id, contact_id = rows[0][0], rows[0][1]
+    others = [m for g, _, m in rows if g == group_id and m != member_id]
+    return others, contact_id
 
 
 # --- retention -----------------------------------------------------------------------------
