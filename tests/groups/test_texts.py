@@ -4,18 +4,30 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
+from functools import partial
+from typing import Any
 
-from sqlalchemy import func, select
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import delete, func, select
 
-from api.groups.models import GroupMessage
+from api import database
+from api.groups.models import BuddyGroup, GroupMessage
 from api.groups.texts import GroupTextRead
+from api.members import service as members_service
+from api.members.models import Member
+from api.members.schemas import MemberCreate
+from api.notify.models import Delivery
 from api.notify.worker import OutboxWorker
+from tests.alerts.helpers import race
 from tests.api.conftest import coordinator, make_member  # noqa: F401  (fixtures)
-from tests.api.factories import unique_handle
+from tests.api.factories import member_body, unique_handle
 from tests.groups.fixtures_texts import (  # noqa: F401  (fixtures)
     api,
     clock,
     make_group,
+    publish_group,
     send_text,
     text_deliveries,
 )
@@ -224,3 +236,65 @@ class TestWhoMaySend:
         )
         assert res.status_code == 422
         assert _messages(db) == 0
+
+
+@pytest.fixture
+def arena(engine, settings, graphs, clock) -> Iterator[dict[str, Any]]:  # type: ignore[no-untyped-def]
+    """Committed data (racers use their own connections): a coordinator and a group of 3."""
+    from api.main import create_app
+
+    factory = database.make_session_factory(engine)
+    made: list[Member] = []
+    tokens: list[str] = []
+    with database.transaction(factory) as session:
+        for roles in (["coordinator"], [], [], []):
+            data = member_body(
+                unique_handle("gt"), roles=roles, contact={"webhook_url": "http://127.0.0.1:9/h"}
+            )
+            member, token = members_service.create_member(
+                session, settings, MemberCreate.model_validate(data), actor=None, graphs=graphs
+            )
+            made.append(member)
+            tokens.append(token)
+    with database.transaction(factory) as session:
+        group = publish_group(session, made[1:])
+    app = create_app(settings, engine=engine, session_factory=factory, graphs=graphs, clock=clock)
+    yield {"app": app, "token": tokens[0], "group": group, "factory": factory}
+    with database.transaction(factory) as session:
+        ids = session.scalars(select(GroupMessage.id).where(GroupMessage.group_id == group.id))
+        session.execute(delete(Delivery).where(Delivery.alert_id.in_(list(ids))))
+        session.execute(delete(BuddyGroup).where(BuddyGroup.id == group.id))
+        session.execute(delete(Member).where(Member.id.in_([m.id for m in made])))
+
+
+class TestRaces:
+    def test_the_same_text_sent_at_once_is_sent_once(self, arena, settings):
+        def call() -> Any:
+            with TestClient(arena["app"], raise_server_exceptions=False) as client:
+                return send_text(client, arena["token"], arena["group"].id, "at once", key="same")
+
+        answers = race(*[call] * 6)
+        assert sorted(a.status_code for a in answers) == [200] * 5 + [201]
+        assert len({a.json()["id"] for a in answers}) == 1
+        with arena["factory"]() as session:
+            rows = session.scalars(
+                select(Delivery).where(Delivery.alert_id == uuid.UUID(answers[0].json()["id"]))
+            ).all()
+        assert len(rows) == 3 == answers[0].json()["sent_count"]
+
+    def test_the_rate_holds_for_texts_sent_at_once(self, arena, settings):
+        def call(i: int) -> Any:
+            with TestClient(arena["app"], raise_server_exceptions=False) as client:
+                return send_text(client, arena["token"], arena["group"].id, f"t{i}", key=f"k{i}")
+
+        n = settings.group_message_rate + 3
+        answers = race(*(partial(call, i) for i in range(n)))
+        codes = sorted(a.status_code for a in answers)
+        assert codes == [201] * settings.group_message_rate + [429] * 3
+        with arena["factory"]() as session:
+            sent = session.scalar(
+                select(func.count())
+                .select_from(GroupMessage)
+                .where(GroupMessage.group_id == arena["group"].id)
+            )
+        assert sent == settings.group_message_rate
