@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import Date, Text, bindparam, delete, func, literal, or_, select
 from sqlalchemy.orm import Session, aliased, lazyload, load_only
 
+from api.database import DriverStatement
 from api.groups.models import BuddyGroup, BuddyGroupMember, GroupMessage, GroupProposal
 from api.idempotency import claim as claim_key
 from api.members.models import Member
@@ -96,8 +97,8 @@ def lock_recipients(session: Session, group: BuddyGroup, *, exclude: uuid.UUID) 
 
 _MINE = aliased(BuddyGroupMember)
 _OTHER = aliased(BuddyGroupMember)
-# Every member of the member's current group(s), newest group first: one round trip, as it
-# runs for every personal alert.
+# Every member of the member's current group(s), newest group first: one prepared round trip
+# on the driver connection, as it runs for every personal alert.
 _CURRENT_GROUP = (
     select(BuddyGroup.id, BuddyGroup.point_contact_id, _OTHER.member_id)
     .join(_MINE, _MINE.group_id == BuddyGroup.id)
@@ -105,13 +106,14 @@ _CURRENT_GROUP = (
     .where(_MINE.member_id == bindparam("member_id"), BuddyGroup.retired_at.is_(None))
     .order_by(BuddyGroup.published_at.desc(), BuddyGroup.id)
 )
+_CURRENT_GROUP_SQL = DriverStatement.of(_CURRENT_GROUP)
 
 
 def current_group_of(
     session: Session, member_id: uuid.UUID
 ) -> tuple[list[uuid.UUID], uuid.UUID | None] | None:
     """The member's current group: its other members and its point contact; None if none."""
-    rows = session.execute(_CURRENT_GROUP, {"member_id": member_id}).all()
+    rows = _CURRENT_GROUP_SQL.rows(session, {"member_id": member_id})
     if not rows:
         return None
     group_id, contact_id = rows[0][0], rows[0][1]
