@@ -58,6 +58,13 @@ def claim(
     )
 
 
+def get(session: Session, message_id: uuid.UUID) -> GroupMessage:
+    """A group text's row (one this transaction claimed)."""
+    message = session.get(GroupMessage, message_id)
+    assert message is not None
+    return message
+
+
 def sent_since(
     session: Session, group_id: uuid.UUID, *, since: datetime, other_than: uuid.UUID
 ) -> tuple[int, datetime | None]:
@@ -195,10 +202,3 @@ def proposals_naming(session: Session, member_id: uuid.UUID) -> list[GroupPropos
         .with_for_update()
     )
     return list(session.scalars(stmt))
-
-
-def get(session: Session, message_id: uuid.UUID) -> GroupMessage:
-    """A group text's row (one this transaction claimed)."""
-    message = session.get(GroupMessage, message_id)
-    assert message is not None
-    return message
