@@ -198,6 +198,9 @@ def create_app(
     app.include_router(snooze_router)
     app.include_router(sms_router)
     app.include_router(rallies_router)
+    from api.groups.texts_router import router as group_texts_router
+
+    app.include_router(group_texts_router)
     app.include_router(metrics.router)
     return app
 

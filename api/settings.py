@@ -106,6 +106,22 @@ class AlertSettings(_Base):
     purge_interval_s: float = Field(
         default=300.0, gt=0, description="how often the escalation worker purges expired data"
     )
+    # Issue 13: buddies first, group texts.
+    max_eta_s: float = Field(
+        default=900.0,
+        gt=0,
+        description="a personal alert puts the requester's group members and point contact "
+        "who can arrive within this into the first wave, ahead of strangers",
+    )
+    group_message_rate: int = Field(
+        default=6, ge=1, description="group texts a group may be sent per hour (429 beyond)"
+    )
+    group_message_retention_days: float | None = Field(
+        default=None,
+        gt=0,
+        description="group texts (and their outbox rows) and unpublished group proposals are "
+        "deleted this long after they were made; unset: ERN_ALERT_RETENTION_DAYS",
+    )
 
     @field_validator("timezone")
     @classmethod
@@ -234,6 +250,13 @@ class Settings(
     def embedded(self) -> bool:
         """True when ern runs its own PostgreSQL cluster under var_dir."""
         return self.database_url is None
+
+    @property
+    def group_retention_days(self) -> float:
+        """ERN_GROUP_MESSAGE_RETENTION_DAYS, or the alert retention when it is unset."""
+        if self.group_message_retention_days is None:
+            return self.alert_retention_days
+        return self.group_message_retention_days
 
     @property
     def resolved_graph_dir(self) -> Path:

@@ -19,6 +19,7 @@ from api.alerts.service import purge_alerts
 from api.clock import Clock, SystemClock
 from api.database import database_away, transaction
 from api.graphs import GraphStore
+from api.groups.texts import purge_expired as purge_groups
 from api.notify.service import purge
 from api.presence.ranking import away_member_ids
 from api.presence.service import purge_expired_locations
@@ -90,16 +91,24 @@ class Purged:
     # Processed inbound SMS ids (and the replies they got, which may name an alert's place).
     sms_replies: int = 0
     rallies: int = 0
+    # Group texts (with their outbox rows) and unpublished group proposals.
+    group_messages: int = 0
+    group_proposals: int = 0
 
 
 def purge_expired(session: Session, settings: Settings, *, now: datetime) -> Purged:
     """Delete what the service must not keep: expired live locations, alerts past retention."""
     retention = timedelta(days=settings.alert_retention_days)
+    texts, proposals = purge_groups(
+        session, before=now - timedelta(days=settings.group_retention_days)
+    )
     return Purged(
         alerts=purge_alerts(session, before=now - retention),
         live_locations=purge_expired_locations(session, now=now),
         sms_replies=sms_repo.purge_before(session, before=now - retention),
         rallies=_purge_rallies(session, before=now - retention),
+        group_messages=texts,
+        group_proposals=proposals,
     )
 
 

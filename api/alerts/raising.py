@@ -24,6 +24,7 @@ from api.alerts.views import view_as_creator
 from api.clock import Clock
 from api.database import transaction
 from api.graphs import GraphStore
+from api.groups.buddies import buddies_first
 from api.members.auth import Caller, authenticate_caller, is_coordinator
 from api.members.crypto import contact_cipher
 from api.notify.service import delivery_id, member_channels
@@ -40,8 +41,8 @@ RATE_WINDOW = timedelta(hours=1)
 IDEMPOTENCY_WINDOW = timedelta(hours=24)
 # Waves' worth of candidates ranked up front: escalation then needs no new search.
 RESERVE_WAVES = 4
-# Who a kind of alert goes to. Buddy groups (issue 5) do not exist yet: once they do, a
-# personal alert also goes to the requester's group and its point contact, ahead of the ranking.
+# Who a kind of alert goes to; a personal alert also goes to the requester's buddy group and
+# its point contact, ahead of the ranking (api.groups.buddies).
 KIND_ROLES: dict[str, frozenset[str] | None] = {
     "personal": frozenset({"responder", "defense"}),
     "defense": frozenset({"defense"}),
@@ -106,6 +107,19 @@ def create_alert(
     else:
         candidates, wave_size = arrival_ranking(
             session, settings, candidates, needed=body.needed, exercise=body.exercise, now=now
+        )
+    if body.kind == "personal":
+        candidates, wave_size = buddies_first(
+            session,
+            graphs,
+            settings,
+            requester_id=requester.id,
+            lon=lon,
+            lat=lat,
+            at=presence_at,
+            candidates=candidates,
+            wave_size=wave_size,
+            point=point,
         )
     first = candidates[:wave_size]
     deliveries = (

@@ -56,6 +56,9 @@ class Member(Base):
         CheckConstraint("home_zone IS NULL OR ST_IsValid(home_zone)", name="home_zone_valid"),
         CheckConstraint("(quiet_start IS NULL) = (quiet_end IS NULL)", name="quiet_pair"),
         CheckConstraint("quiet_start IS NULL OR quiet_start <> quiet_end", name="quiet_nonempty"),
+        CheckConstraint(
+            "share_with_group <@ ARRAY['email', 'phone']::text[]", name="share_with_group_known"
+        ),
         Index("ix_member_home_zone", "home_zone", postgresql_using="gist"),
     )
 
@@ -77,6 +80,10 @@ class Member(Base):
     phone_index: Mapped[bytes | None] = mapped_column(LargeBinary, index=True)
     # No alerts until then (UTC); a past time means the snooze has ended by itself.
     snoozed_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Contact channels the member lets its buddy group see on the roster: "email", "phone".
+    share_with_group: Mapped[list[str]] = mapped_column(
+        ARRAY(Text), default=list, server_default=text("'{}'::text[]")
+    )
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now(), onupdate=func.now()

@@ -12,6 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from api.graphs import GraphStore
+from api.groups import erasure as groups_erasure
 from api.members import repository
 from api.members.auth import is_coordinator
 from api.members.crypto import contact_cipher, hash_token, new_token, phone_index
@@ -387,8 +388,8 @@ def update_member(
 
 # What else goes with a member when it is erased: each (session, member_id) runs after the
 # member row is locked and before it is deleted. Domains whose rows name a member without an
-# ON DELETE CASCADE foreign key (e.g. api/groups/ memberships, when it lands) append here.
-ERASURE_HOOKS: list[Callable[[Session, uuid.UUID], None]] = []
+# ON DELETE CASCADE foreign key append here (group proposals name members inside JSON).
+ERASURE_HOOKS: list[Callable[[Session, uuid.UUID], None]] = [groups_erasure.forget_member]
 
 
 def delete_member(session: Session, member: Member, *, actor: Member) -> None:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import delete, select
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import delete
 from sqlalchemy.orm import Session
 
+from api.idempotency import claim as claim_key
 from api.rallies.models import Rally
 
 
@@ -25,24 +25,20 @@ def claim(
 
     A concurrent first use of the key holds the row until it commits, so a retry waits.
     """
-    stmt = (
-        insert(Rally)
-        .values(
-            id=rally_id,
-            coordinator_id=coordinator_id,
-            idempotency_key=key,
-            request_hash=request_hash,
-            sent_count=0,
-            created_at=now,
-        )
-        .on_conflict_do_nothing(constraint="uq_rally_coordinator_key")
-        .returning(Rally.id)
+    return claim_key(
+        session,
+        Rally,
+        constraint="uq_rally_coordinator_key",
+        values={
+            "id": rally_id,
+            "coordinator_id": coordinator_id,
+            "idempotency_key": key,
+            "request_hash": request_hash,
+            "sent_count": 0,
+            "created_at": now,
+        },
+        match=(Rally.coordinator_id == coordinator_id, Rally.idempotency_key == key),
     )
-    if session.execute(stmt).scalar_one_or_none() is not None:
-        return None
-    return session.scalars(
-        select(Rally).where(Rally.coordinator_id == coordinator_id, Rally.idempotency_key == key)
-    ).one()
 
 
 def get(session: Session, rally_id: uuid.UUID) -> Rally | None:

@@ -2,26 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Header, Request, Response
+from fastapi import APIRouter, Request, Response
 
 from api.deps import ClockDep, Coordinator, SessionDep, SettingsDep
 from api.errors import ErrorBody
+from api.idempotency import IdempotencyKey, created_or_replayed
 from api.rallies import service
 from api.rallies.schemas import RallyCreate, RallyRead
 
 router = APIRouter(prefix="/v1/rallies", tags=["rallies"])
 
-IdempotencyKey = Annotated[
-    str,
-    Header(
-        alias="Idempotency-Key",
-        min_length=1,
-        max_length=200,
-        description="required; a retry with the same key and body sends nothing again",
-    ),
-]
 RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"model": RallyRead, "description": "an idempotent retry: what this key sent"},
     401: {"model": ErrorBody, "description": "missing, bad or revoked token"},
@@ -61,9 +53,4 @@ def create_rally(
         idempotency_key=idempotency_key,
         now=clock.now(),
     )
-    return Response(
-        read.model_dump_json(),
-        status_code=201 if created else 200,
-        media_type="application/json",
-        headers=None if created else {"Idempotent-Replayed": "true"},
-    )
+    return created_or_replayed(read, created=created)

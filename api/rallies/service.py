@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import uuid
 from datetime import UTC, datetime
 
@@ -12,6 +10,7 @@ from sqlalchemy.orm import Session
 from api.alerts import repository as alerts_repo
 from api.alerts.messages import location_text
 from api.graphs import GraphStore
+from api.idempotency import request_hash as canonical_hash
 from api.members.models import Member
 from api.notify.service import enqueue_many
 from api.presence.area import check_in_service_area
@@ -29,8 +28,7 @@ def request_hash(body: RallyCreate) -> bytes:
     """SHA-256 of the canonical body (what a retry with the same key must repeat)."""
     data = body.model_dump(mode="json")
     data["at"] = body.at.astimezone(UTC).isoformat()
-    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).digest()
+    return canonical_hash(data)
 
 
 def send_rally(

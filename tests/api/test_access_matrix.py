@@ -80,6 +80,22 @@ def _alert_id(ctx: Ctx) -> dict[str, str]:
     return {"alert_id": ctx.alert_id()}
 
 
+def _subjects_group(ctx: Ctx) -> dict[str, str]:
+    """A current buddy group the subject is a plain member of (no point contact)."""
+    from api.groups.models import BuddyGroup, BuddyGroupMember
+
+    factory = ctx.client.app.state.session_factory  # type: ignore[attr-defined]
+    with factory() as session:
+        group = BuddyGroup(
+            position=0, mode="walk", shared_minutes=0.0, published_at=datetime.now(UTC)
+        )
+        session.add(group)
+        session.flush()
+        session.add(BuddyGroupMember(group_id=group.id, member_id=ctx.subject.id))
+        session.commit()
+        return {"group_id": str(group.id)}
+
+
 def _idempotency(_: Ctx) -> dict[str, str]:
     return {"Idempotency-Key": uuid.uuid4().hex}
 
@@ -163,6 +179,17 @@ MATRIX: dict[tuple[str, str], Row] = {
         403,
         403,
         note="signed by the gateway; tokens count for nothing",
+    ),
+    # --- buddy groups (issue 13): texts go from coordinators and the group's point contact ---
+    ("POST", "/v1/groups/{group_id}/messages"): Row(
+        401,
+        404,
+        404,
+        201,
+        path_params=_subjects_group,
+        body=lambda _: {"text": "meet at six"},
+        headers=_idempotency,
+        note="a plain member of the group, like a stranger, gets 404 (no existence oracle)",
     ),
     # --- notify (notify helper) ---
     ("GET", "/v1/deliveries"): Row(401, 403, 403, 200),

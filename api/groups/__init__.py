@@ -1,0 +1,1 @@
+"""Buddy groups: proposals from route overlap, published groups, rosters, group texts."""
