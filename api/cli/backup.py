@@ -17,12 +17,14 @@ PG_DUMP_FLAGS = ("--format=custom", "--no-password")
 # One transaction, stopping at the first error: a failed restore leaves the database empty.
 # Ownership and grants are left out: the restoring role owns what it restores, and the
 # service role's grants are applied afresh (docs/operations.md, "Database roles"), so a dump
-# restores the same way on its own server and on a new one where those roles differ.
+# restores the same way on its own server and on a new one where those roles differ. No
+# comments: the only one is PostGIS's, which only the extension's owner (a superuser) may set.
 PG_RESTORE_FLAGS = (
     "--exit-on-error",
     "--single-transaction",
     "--no-owner",
     "--no-privileges",
+    "--no-comments",
     "--no-password",
 )
 
