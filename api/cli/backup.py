@@ -1,4 +1,4 @@
-"""`ern db backup` / `ern db restore`: the pg_dump and pg_restore commands docs/operations.md shows."""
+"""`ern db backup` / `ern db restore`: the pg_dump and pg_restore runs docs/operations.md shows."""
 
 from __future__ import annotations
 
@@ -13,7 +13,9 @@ from sqlalchemy.engine import make_url
 
 # The one place these flags live: the commands below run them, docs/operations.md quotes
 # them (tests/e2e/test_backup_restore.py checks that the two agree).
-PG_DUMP_FLAGS = ("--format=custom", "--no-password")
+# PostGIS's spatial_ref_sys holds only its own SRIDs (ern uses 4326): its rows stay out, since
+# only a superuser may write them, and the restore's CREATE EXTENSION brings them back anyway.
+PG_DUMP_FLAGS = ("--format=custom", "--exclude-table-data=spatial_ref_sys", "--no-password")
 # One transaction, stopping at the first error: a failed restore leaves the database empty.
 # Ownership and grants are left out: the restoring role owns what it restores, and the
 # service role's grants are applied afresh (docs/operations.md, "Database roles"), so a dump
@@ -56,7 +58,7 @@ def pg_restore_command(url: str, file: Path) -> list[str]:
 
 def _run(command: list[str], password: str | None) -> None:
     if shutil.which(command[0]) is None:
-        msg = f"{command[0]} not found: install the PostgreSQL client (apt-get install postgresql-client)"
+        msg = f"{command[0]} not found: install the PostgreSQL client (postgresql-client)"
         raise BackupError(msg)
     env = {**os.environ, **({"PGPASSWORD": password} if password else {})}
     done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)

@@ -83,9 +83,9 @@ def db_restore(
     ] = None,
 ) -> None:
     """Restore a dump into an empty database in one transaction, then apply newer migrations."""
-    from api import database
     from sqlalchemy.engine import make_url
 
+    from api import database
     from api.cli.backup import BackupError, restore
 
     url = into or database.resolve_database_url(Settings())
