@@ -42,8 +42,11 @@ def libpq_url(url: str) -> tuple[str, str | None]:
     """
     parsed = make_url(url)
     password = parsed.password if isinstance(parsed.password, str) else None
-    plain = parsed.set(drivername="postgresql", password=None)
-    return plain.render_as_string(hide_password=False), password
+    plain = parsed.set(drivername="postgresql")._replace(password=None)
+    rendered = plain.render_as_string(hide_password=False)
+    # The embedded cluster's ?host=/path/var/run reads better unescaped (libpq takes both).
+    base, _, query = rendered.partition("?")
+    return (f"{base}?{query.replace('%2F', '/')}" if query else base), password
 
 
 def pg_dump_command(url: str, file: Path) -> list[str]:

@@ -17,14 +17,12 @@ from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
 
 from api import database
-from api.cli.backup import PG_DUMP_FLAGS, PG_RESTORE_FLAGS
+from api.cli.backup import PG_DUMP_FLAGS, PG_RESTORE_FLAGS, libpq_url
 from api.settings import Settings
 from tests.api.factories import HELSINKI_LAT, HELSINKI_LON, auth, full_member_body
 from tests.api.test_operations import _statements
 from tests.e2e.support import ERN, SECRET, server_env
 from tests.paths import REPO
-
-pytestmark = pytest.mark.slow
 
 DOC = (REPO / "docs" / "operations.md").read_text()
 # Every table the app fills; the restored database must hold the same number of rows in each.
@@ -170,6 +168,13 @@ class TestBackupRestore:
         assert "ern db backup" in DOC
         assert "ern db restore" in DOC
 
+    def test_the_tools_get_a_libpq_url_and_the_password_apart(self) -> None:
+        url, password = libpq_url("postgresql+psycopg://owner:s%40cret@db.example.org:5433/ern")
+        assert (url, password) == ("postgresql://owner@db.example.org:5433/ern", "s@cret")
+        embedded = libpq_url("postgresql+psycopg://postgres@/ern?host=/srv/ern/var/run")
+        assert embedded == ("postgresql://postgres@/ern?host=/srv/ern/var/run", None)
+
+    @pytest.mark.slow
     def test_a_restored_database_serves_as_the_original_did(
         self, cluster: Cluster, graphs: Any, graph_dir: Path, tmp_path: Path
     ) -> None:
