@@ -5,8 +5,9 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
+from typing import cast
 
-from sqlalchemy import Select, bindparam, func, select, update
+from sqlalchemy import Select, Table, bindparam, func, select, update
 from sqlalchemy.orm import Session, lazyload
 
 from api.database import DriverStatement
@@ -135,4 +136,55 @@ def audit_events(session: Session, *, subject_id: uuid.UUID | None = None) -> Se
     query = select(AuditEvent).order_by(AuditEvent.id)
     if subject_id is not None:
         query = query.where(AuditEvent.subject_id == subject_id)
+    return session.scalars(query).all()
+
+
+# --- rotating ERN_SECRET_KEY (api.members.rotation) ------------------------------------------
+
+
+def contacts_for_update(session: Session) -> list[tuple[uuid.UUID, bytes]]:
+    """(member id, contact ciphertext) of every member with contact details, rows locked."""
+    query = (
+        select(Member.id, Member.contact_ciphertext)
+        .where(Member.contact_ciphertext.is_not(None))
+        .order_by(Member.id)
+        .with_for_update()
+    )
+    return [(row[0], bytes(row[1] or b"")) for row in session.execute(query)]
+
+
+_member_table = cast(Table, Member.__table__)
+
+
+def set_contacts(session: Session, rows: Sequence[tuple[uuid.UUID, bytes, bytes | None]]) -> None:
+    """New (ciphertext, phone index) per member id; updated_at stays: the details are the same."""
+    if not rows:
+        return
+    table = _member_table
+    statement = (
+        update(table)
+        .where(table.c.id == bindparam("b_id"))
+        .values(
+            contact_ciphertext=bindparam("b_ciphertext"),
+            phone_index=bindparam("b_phone_index"),
+            updated_at=table.c.updated_at,
+        )
+    )
+    session.connection().execute(
+        statement,
+        [{"b_id": i, "b_ciphertext": c, "b_phone_index": p} for i, c, p in rows],
+    )
+
+
+def members_by_id(session: Session, member_ids: Sequence[uuid.UUID]) -> Sequence[Member]:
+    """These members, freshly read (not from the session's identity map), in id order."""
+    if not member_ids:
+        return []
+    query = (
+        select(Member)
+        .where(Member.id.in_(member_ids))
+        .order_by(Member.id)
+        .options(lazyload(Member.zones), lazyload(Member.routes))
+        .execution_options(populate_existing=True)
+    )
     return session.scalars(query).all()
