@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -16,8 +15,10 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
+from typer.testing import CliRunner, Result
 
 from api import database
+from api.cli import app as ern
 from api.members import service
 from api.members.crypto import contact_cipher, phone_index
 from api.members.errors import ContactUnreadable
@@ -30,7 +31,7 @@ from api.notify.worker import OutboxWorker
 from api.settings import Settings
 from api.sms.service import NOT_A_MEMBER, STOPPED, handle_reply
 from tests.api.factories import auth, member_body
-from tests.e2e.support import ERN, Receiver
+from tests.e2e.support import Receiver
 
 OLD = "old-secret-key-0123456789abcdefghijklmnopqrstuvwxyz"
 NEW = "new-secret-key-zyxwvutsrqponmlkjihgfedcba9876543210"
@@ -118,19 +119,22 @@ def _rotate(
     *args: str,
     new: str = NEW,
     old: str | None = OLD,
-) -> subprocess.CompletedProcess[str]:
+) -> Result:
     """The command as an operator runs it, once the service's connections are closed."""
     engine: Engine = factory.kw["bind"]
     engine.dispose()
-    url = engine.url.render_as_string(hide_password=False)
-    env = {"PATH": "/usr/bin:/bin", "ERN_DATABASE_URL": url, "ERN_SECRET_KEY": new}
-    env["ERN_VAR_DIR"] = str(tmp_path / "var")
-    command = [*ERN, "admin", "rotate-secret-key", *args]
+    env: dict[str, str | None] = {
+        "ERN_DATABASE_URL": engine.url.render_as_string(hide_password=False),
+        "ERN_SECRET_KEY": new,
+        "ERN_VAR_DIR": str(tmp_path / "var"),
+        "ERN_OLD_SECRET_KEY": None,
+    }
+    command = ["admin", "rotate-secret-key", *args]
     if old is not None:
         key_file = tmp_path / "old_key"
         key_file.write_text(old + "\n")
         command += ["--old-key-file", str(key_file)]
-    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    return CliRunner().invoke(ern, command, env=env)
 
 
 class TestRotateSecretKey:
@@ -141,7 +145,7 @@ class TestRotateSecretKey:
         made = _seed(factory, old, "http://127.0.0.1:9/hook", graphs)
         before = _rows(factory)
         done = _rotate(factory, tmp_path)
-        assert done.returncode == 0, done.stderr
+        assert done.exit_code == 0, done.stderr
         assert "re-encrypted the contact details of 3 member(s)" in done.stdout
         after = _rows(factory)
         for handle, member in made.items():
@@ -163,7 +167,7 @@ class TestRotateSecretKey:
         # Running it again with the same old key is refused: it no longer decrypts anything.
         after = _rows(factory)
         again = _rotate(factory, tmp_path)
-        assert again.returncode == 1
+        assert again.exit_code == 1
         assert "does not decrypt the contact details of 3 of 3 members" in again.stderr
         assert "was this rotation done already?" in again.stderr
         assert _rows(factory) == after
@@ -173,7 +177,7 @@ class TestRotateSecretKey:
     ) -> None:
         old, new = _settings(rotation_url, OLD, tmp_path), _settings(rotation_url, NEW, tmp_path)
         made = _seed(factory, old, "http://127.0.0.1:9/hook", graphs)
-        assert _rotate(factory, tmp_path).returncode == 0
+        assert _rotate(factory, tmp_path).exit_code == 0
         now = datetime.now(UTC)
         with database.transaction(factory) as session:
             found = handle_reply(
@@ -196,7 +200,7 @@ class TestRotateSecretKey:
         before = _rows(factory)
         wrong = "wrong-secret-key-0123456789abcdefghijklmnopqrstuvw"
         done = _rotate(factory, tmp_path, old=wrong)
-        assert done.returncode == 1
+        assert done.exit_code == 1
         assert "the old key does not decrypt the contact details of 3 of 3 members" in done.stderr
         assert "nothing was changed" in done.stderr
         assert _rows(factory) == before
@@ -212,6 +216,7 @@ class TestRotateSecretKey:
             ((), OLD, OLD, "the new ERN_SECRET_KEY is the old one"),
             ((), "short", NEW, "placeholder or shorter than 32"),
         ],
+        ids=["no-old-key", "same-key", "short-old-key"],
     )
     def test_bad_invocations_are_refused(
         self,
@@ -227,7 +232,7 @@ class TestRotateSecretKey:
         _seed(factory, _settings(rotation_url, OLD, tmp_path), "http://127.0.0.1:9/hook", graphs)
         before = _rows(factory)
         done = _rotate(factory, tmp_path, *args, old=old, new=new)
-        assert done.returncode in (1, 2)
+        assert done.exit_code in (1, 2)
         assert message in done.stderr
         assert _rows(factory) == before
 
@@ -240,11 +245,11 @@ class TestRotateSecretKey:
         before = _rows(factory)
         with psycopg.connect(_libpq(rotation_url)):  # a server or worker still running
             refused = _rotate(factory, tmp_path)
-            assert refused.returncode == 1
+            assert refused.exit_code == 1
             assert "other client(s) are connected" in refused.stderr
             assert _rows(factory) == before
             forced = _rotate(factory, tmp_path, "--allow-connected")
-        assert forced.returncode == 0, forced.stderr
+        assert forced.exit_code == 0, forced.stderr
         ciphertext = _rows(factory)["mailed"][0]
         assert (
             contact_cipher(_settings(rotation_url, NEW, tmp_path)).decrypt(ciphertext)
@@ -259,7 +264,7 @@ class TestRotateSecretKey:
             new = _settings(rotation_url, NEW, tmp_path)
             made = _seed(factory, _settings(rotation_url, OLD, tmp_path), receiver.url, graphs)
             done = _rotate(factory, tmp_path)
-            assert done.returncode == 0, done.stderr
+            assert done.exit_code == 0, done.stderr
             assert "told 2 member(s) with a webhook" in done.stdout
             with factory() as session:
                 rows = session.scalars(select(Delivery).order_by(Delivery.id)).all()
