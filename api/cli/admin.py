@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -112,11 +111,13 @@ def rotate_secret_key(
     """Re-encrypt contacts under the new ERN_SECRET_KEY and tell webhook owners; one transaction."""
     from api.members.rotation import rotate_secret_key as rotate
 
-    old = _old_key(old_key_file)
     new_settings = Settings()
+    old = _old_key(old_key_file, new_settings)
     if new_settings.secret_key is None:
         raise _fail("set ERN_SECRET_KEY to the new key (the old one comes from --old-key-file)", 2)
-    old_settings = new_settings.model_copy(update={"secret_key": SecretStr(old)})
+    old_settings = new_settings.model_copy(
+        update={"secret_key": SecretStr(old), "old_secret_key": None}
+    )
     try:
         new_settings.secret_bytes()
         old_settings.secret_bytes()
@@ -148,14 +149,14 @@ def rotate_secret_key(
     typer.echo("start ern serve and ern worker with the new ERN_SECRET_KEY")
 
 
-def _old_key(path: Path | None) -> str:
-    env = os.environ.get("ERN_OLD_SECRET_KEY")
+def _old_key(path: Path | None, settings: Settings) -> str:
+    env = settings.old_secret_key.get_secret_value().strip() if settings.old_secret_key else ""
     if path is not None and env:
         raise _fail("give the old key once: --old-key-file or ERN_OLD_SECRET_KEY, not both", 2)
     if path is None:
         if not env:
             raise _fail("the old key is needed: --old-key-file FILE or ERN_OLD_SECRET_KEY", 2)
-        return env.strip()
+        return env
     try:
         return path.read_text().strip()
     except OSError as exc:

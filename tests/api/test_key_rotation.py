@@ -119,6 +119,7 @@ def _rotate(
     *args: str,
     new: str = NEW,
     old: str | None = OLD,
+    old_env: str | None = None,
 ) -> Result:
     """The command as an operator runs it, once the service's connections are closed."""
     engine: Engine = factory.kw["bind"]
@@ -127,7 +128,7 @@ def _rotate(
         "ERN_DATABASE_URL": engine.url.render_as_string(hide_password=False),
         "ERN_SECRET_KEY": new,
         "ERN_VAR_DIR": str(tmp_path / "var"),
-        "ERN_OLD_SECRET_KEY": None,
+        "ERN_OLD_SECRET_KEY": old_env,
     }
     command = ["admin", "rotate-secret-key", *args]
     if old is not None:
@@ -235,6 +236,21 @@ class TestRotateSecretKey:
         assert done.exit_code in (1, 2)
         assert message in done.stderr
         assert _rows(factory) == before
+
+    def test_the_old_key_may_come_from_the_environment_instead(
+        self, rotation_url: str, factory: sessionmaker[Session], tmp_path: Path, graphs: Any
+    ) -> None:
+        made = _seed(
+            factory, _settings(rotation_url, OLD, tmp_path), "http://127.0.0.1:9/hook", graphs
+        )
+        both = _rotate(factory, tmp_path, old_env=OLD)
+        assert both.exit_code == 2
+        assert "not both" in both.stderr
+        done = _rotate(factory, tmp_path, old=None, old_env=OLD)
+        assert done.exit_code == 0, done.stderr
+        ciphertext = _rows(factory)["hooked2"][0]
+        new = _settings(rotation_url, NEW, tmp_path)
+        assert contact_cipher(new).decrypt(ciphertext) == made["hooked2"]["contact"]
 
     def test_it_waits_for_other_clients_to_go(
         self, rotation_url: str, factory: sessionmaker[Session], tmp_path: Path, graphs: Any
