@@ -5,9 +5,8 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
-from typing import cast
 
-from sqlalchemy import Select, Table, bindparam, func, select, update
+from sqlalchemy import Select, bindparam, func, select, text, update
 from sqlalchemy.orm import Session, lazyload
 
 from api.database import DriverStatement
@@ -153,26 +152,23 @@ def contacts_for_update(session: Session) -> list[tuple[uuid.UUID, bytes]]:
     return [(row[0], bytes(row[1] or b"")) for row in session.execute(query)]
 
 
-_member_table = cast(Table, Member.__table__)
+def set_contacts(
+    session: Session, rows: Sequence[tuple[uuid.UUID, bytes, bytes | None]]
+) -> None:
+    """New (ciphertext, phone index) per member id; updated_at stays: the details are the same.
 
-
-def set_contacts(session: Session, rows: Sequence[tuple[uuid.UUID, bytes, bytes | None]]) -> None:
-    """New (ciphertext, phone index) per member id; updated_at stays: the details are the same."""
+    One statement over arrays: an executemany of 10,000 UPDATEs took several seconds.
+    """
     if not rows:
         return
-    table = _member_table
-    statement = (
-        update(table)
-        .where(table.c.id == bindparam("b_id"))
-        .values(
-            contact_ciphertext=bindparam("b_ciphertext"),
-            phone_index=bindparam("b_phone_index"),
-            updated_at=table.c.updated_at,
-        )
-    )
-    session.connection().execute(
-        statement,
-        [{"b_id": i, "b_ciphertext": c, "b_phone_index": p} for i, c, p in rows],
+    ids, ciphertexts, indexes = zip(*rows, strict=True)
+    session.execute(
+        text(
+            "UPDATE member SET contact_ciphertext = v.ciphertext, phone_index = v.phone_index "
+            "FROM unnest(CAST(:ids AS uuid[]), CAST(:ciphertexts AS bytea[]), "
+            "CAST(:indexes AS bytea[])) AS v(id, ciphertext, phone_index) WHERE member.id = v.id"
+        ),
+        {"ids": list(ids), "ciphertexts": list(ciphertexts), "indexes": list(indexes)},
     )
 
 
