@@ -152,9 +152,7 @@ def contacts_for_update(session: Session) -> list[tuple[uuid.UUID, bytes]]:
     return [(row[0], bytes(row[1] or b"")) for row in session.execute(query)]
 
 
-def set_contacts(
-    session: Session, rows: Sequence[tuple[uuid.UUID, bytes, bytes | None]]
-) -> None:
+def set_contacts(session: Session, rows: Sequence[tuple[uuid.UUID, bytes, bytes | None]]) -> None:
     """New (ciphertext, phone index) per member id; updated_at stays: the details are the same.
 
     One statement over arrays: an executemany of 10,000 UPDATEs took several seconds.
