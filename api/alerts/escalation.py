@@ -17,7 +17,8 @@ from api.alerts.service import notify_alert, purge_alerts, top_up_reserve
 from api.clock import Clock, SystemClock
 from api.database import database_away, transaction
 from api.graphs import GraphStore
-from api.notify.service import purge
+from api.members.rotation import KEY_CHANGED
+from api.notify.service import purge, purge_kind
 from api.presence.service import away_member_ids, purge_expired_locations
 from api.rallies import repository as rallies_repo
 from api.settings import Settings
@@ -87,6 +88,8 @@ class Purged:
     # Processed inbound SMS ids (and the replies they got, which may name an alert's place).
     sms_replies: int = 0
     rallies: int = 0
+    # "Your webhook signing key changed" notices of `ern admin rotate-secret-key`.
+    key_notices: int = 0
 
 
 def purge_expired(session: Session, settings: Settings, *, now: datetime) -> Purged:
@@ -97,6 +100,7 @@ def purge_expired(session: Session, settings: Settings, *, now: datetime) -> Pur
         live_locations=purge_expired_locations(session, now=now),
         sms_replies=sms_repo.purge_before(session, before=now - retention),
         rallies=_purge_rallies(session, before=now - retention),
+        key_notices=purge_kind(session, message_kind=KEY_CHANGED, before=now - retention),
     )
 
 

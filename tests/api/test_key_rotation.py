@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -337,3 +337,23 @@ def _coordinator(factory: sessionmaker[Session], settings: Settings) -> str:
     with database.transaction(factory) as session:
         _, token = service.create_coordinator(session, settings, handle="rotation-coord")
     return token
+
+
+class TestKeyNoticeRetention:
+    def test_key_notices_expire_with_the_alert_retention(
+        self, rotation_url: str, factory: sessionmaker[Session], tmp_path: Path, graphs: Any
+    ) -> None:
+        from api.alerts.escalation import purge_expired
+
+        _seed(factory, _settings(rotation_url, OLD, tmp_path), "http://127.0.0.1:9/hook", graphs)
+        assert _rotate(factory, tmp_path).exit_code == 0
+        new = _settings(rotation_url, NEW, tmp_path)
+        retention = timedelta(days=new.alert_retention_days)
+        with database.transaction(factory) as session:
+            queued = session.scalars(select(Delivery.created_at)).all()
+            assert len(queued) == 4
+            kept = purge_expired(session, new, now=max(queued) + retention - timedelta(seconds=1))
+            assert kept.key_notices == 0
+            gone = purge_expired(session, new, now=max(queued) + retention + timedelta(seconds=1))
+            assert gone.key_notices == 4
+            assert session.scalars(select(Delivery)).all() == []
