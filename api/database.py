@@ -188,3 +188,14 @@ def schema_status(engine: Engine) -> dict[str, str | bool | None]:
         conn.execute(text("SELECT 1"))
         current = MigrationContext.configure(conn).get_current_revision()
     return {"current": current, "head": head, "up_to_date": current == head}
+
+
+def other_connections(session: Session) -> int:
+    """Client connections to this database other than the session's own (servers, workers, psql)."""
+    count = session.execute(
+        text(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND backend_type = 'client backend' AND pid <> pg_backend_pid()"
+        )
+    ).scalar_one()
+    return int(count)

@@ -45,6 +45,10 @@ class SecuritySettings(_Base):
     secret_key: SecretStr | None = Field(
         default=None, description="encrypts contact details and signs webhooks"
     )
+    old_secret_key: SecretStr | None = Field(
+        default=None,
+        description="only `ern admin rotate-secret-key` reads it: the key being replaced",
+    )
     max_body_bytes: int = Field(default=1_000_000, ge=1024)
 
 

@@ -20,7 +20,8 @@ from api.clock import Clock, SystemClock
 from api.database import database_away, transaction
 from api.graphs import GraphStore
 from api.groups.texts import purge_expired as purge_groups
-from api.notify.service import purge
+from api.members.rotation import KEY_CHANGED
+from api.notify.service import purge, purge_kind
 from api.presence.ranking import away_member_ids
 from api.presence.service import purge_expired_locations
 from api.rallies import repository as rallies_repo
@@ -94,6 +95,8 @@ class Purged:
     # Group texts (with their outbox rows) and unpublished group proposals.
     group_messages: int = 0
     group_proposals: int = 0
+    # "Your webhook signing key changed" notices of `ern admin rotate-secret-key`.
+    key_notices: int = 0
 
 
 def purge_expired(session: Session, settings: Settings, *, now: datetime) -> Purged:
@@ -109,6 +112,7 @@ def purge_expired(session: Session, settings: Settings, *, now: datetime) -> Pur
         rallies=_purge_rallies(session, before=now - retention),
         group_messages=texts,
         group_proposals=proposals,
+        key_notices=purge_kind(session, message_kind=KEY_CHANGED, before=now - retention),
     )
 
 

@@ -1,22 +1,25 @@
-"""`ern admin`: create coordinators and rotate or revoke tokens, straight against the database."""
+"""`ern admin`: coordinators, tokens and the secret key, straight against the database."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Annotated
 
 import typer
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from api import database
 from api.errors import ErnError, describe_validation
-from api.settings import Settings
+from api.settings import InsecureSettings, Settings
 
-admin_app = typer.Typer(help="Accounts: coordinators and tokens", no_args_is_help=True)
+admin_app = typer.Typer(
+    help="Accounts: coordinators, tokens and the secret key", no_args_is_help=True
+)
 
 HandleOption = Annotated[str, typer.Option("--handle", help="the member's handle")]
 
@@ -85,3 +88,76 @@ def revoke_token(handle: HandleOption) -> None:
         member = service.member_by_handle(session, handle)
         count = service.revoke_tokens(session, member, actor=None, now=datetime.now(UTC))
     typer.echo(f"revoked {count} token(s) of {handle}")
+
+
+@admin_app.command("rotate-secret-key")
+def rotate_secret_key(
+    old_key_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--old-key-file",
+            help="file holding the old key (e.g. a copy of var/secret_key); "
+            "else ERN_OLD_SECRET_KEY",
+        ),
+    ] = None,
+    allow_connected: Annotated[
+        bool,
+        typer.Option(
+            "--allow-connected",
+            help="rotate even though other clients are connected to the database",
+        ),
+    ] = False,
+) -> None:
+    """Re-encrypt contacts under the new ERN_SECRET_KEY and tell webhook owners; one transaction."""
+    from api.members.rotation import rotate_secret_key as rotate
+
+    new_settings = Settings()
+    old = _old_key(old_key_file, new_settings)
+    if new_settings.secret_key is None:
+        raise _fail("set ERN_SECRET_KEY to the new key (the old one comes from --old-key-file)", 2)
+    old_settings = new_settings.model_copy(
+        update={"secret_key": SecretStr(old), "old_secret_key": None}
+    )
+    try:
+        new_settings.secret_bytes()
+        old_settings.secret_bytes()
+    except InsecureSettings as exc:
+        raise _fail(str(exc), 2) from None
+    with _session() as (session, _):
+        others = database.other_connections(session)
+        if others and not allow_connected:
+            msg = (
+                f"{others} other client(s) are connected to the database: stop ern serve and "
+                "ern worker first (a process still holding the old key cannot read the "
+                "re-encrypted contacts, and its deliveries would fail), or pass --allow-connected"
+            )
+            raise _fail(msg)
+        done = rotate(session, old=old_settings, new=new_settings, now=datetime.now(UTC))
+    typer.echo(
+        f"re-encrypted the contact details of {done.contacts} member(s) and re-indexed "
+        f"{done.phones} phone number(s)"
+    )
+    typer.echo(
+        f"told {done.told} member(s) with a webhook that their signing key changed "
+        f"({done.deliveries} deliveries queued, rotation {done.rotation_id})"
+    )
+    if new_settings.embedded:
+        typer.echo(
+            f"the embedded default reads {new_settings.var_dir / 'secret_key'} when "
+            "ERN_SECRET_KEY is unset: put the new key there before starting ern without it"
+        )
+    typer.echo("start ern serve and ern worker with the new ERN_SECRET_KEY")
+
+
+def _old_key(path: Path | None, settings: Settings) -> str:
+    env = settings.old_secret_key.get_secret_value().strip() if settings.old_secret_key else ""
+    if path is not None and env:
+        raise _fail("give the old key once: --old-key-file or ERN_OLD_SECRET_KEY, not both", 2)
+    if path is None:
+        if not env:
+            raise _fail("the old key is needed: --old-key-file FILE or ERN_OLD_SECRET_KEY", 2)
+        return env
+    try:
+        return path.read_text().strip()
+    except OSError as exc:
+        raise _fail(f"cannot read --old-key-file {path}: {exc.strerror or exc}", 2) from None

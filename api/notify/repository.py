@@ -341,6 +341,16 @@ def delete_for_alerts(session: Session, alert_ids: Sequence[uuid.UUID]) -> int:
     return int(session.execute(stmt).rowcount or 0)  # type: ignore[attr-defined]
 
 
+def delete_kind_before(session: Session, *, message_kind: str, before: datetime) -> int:
+    """Delete the outbox rows of one message kind queued before ``before``; the number deleted."""
+    stmt = (
+        delete(Delivery)
+        .where(Delivery.message_kind == message_kind, Delivery.created_at < before)
+        .execution_options(synchronize_session=False)
+    )
+    return int(session.execute(stmt).rowcount or 0)  # type: ignore[attr-defined]
+
+
 # Claimable now (pending, or a lease that ran out), by the due index; see claim_due.
 _OLDEST_DUE = text(
     f"SELECT min(next_attempt_at) FROM outbox WHERE {DUE_PREDICATE} AND next_attempt_at <= :now"

@@ -121,6 +121,11 @@ def purge(session: Session, *, alert_ids: Sequence[uuid.UUID]) -> int:
     return repo.delete_for_alerts(session, alert_ids)
 
 
+def purge_kind(session: Session, *, message_kind: str, before: datetime) -> int:
+    """Delete the outbox rows of a kind that belongs to no alert (e.g. key notices); rows gone."""
+    return repo.delete_kind_before(session, message_kind=message_kind, before=before)
+
+
 def cancel(
     session: Session,
     *,

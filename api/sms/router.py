@@ -58,16 +58,11 @@ def inbound(
     form: SignedForm, session: SessionDep, settings: SettingsDep, clock: ClockDep
 ) -> Response:
     """1/yes/y/ok accepts, 2/no/n declines the sender's newest alert; stop pauses alerts."""
-    sid = form.get("MessageSid", "")
-    if not sid:
-        text = service.UNKNOWN
-    else:
+    message = service.inbound_message(form)
+    text = None
+    if message is not None:
+        sid, sender, body = message
         text = service.handle_reply(
-            session,
-            settings,
-            sender=form.get("From", ""),
-            body=form.get("Body", ""),
-            sid=sid,
-            now=clock.now(),
+            session, settings, sender=sender, body=body, sid=sid, now=clock.now()
         )
     return Response(content=service.twiml(text), media_type="text/xml")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from xml.sax.saxutils import escape
 
@@ -70,12 +70,30 @@ def check_signature(
         raise BadSignature(msg)
 
 
-def twiml(text: str) -> str:
-    """A TwiML answer that replies ``text`` to the sender."""
-    return (
-        '<?xml version="1.0" encoding="UTF-8"?>'
-        f"<Response><Message>{escape(text)}</Message></Response>"
-    )
+def twiml(text: str | None) -> str:
+    """A TwiML answer that replies ``text`` to the sender; None: an empty answer (no reply)."""
+    head = '<?xml version="1.0" encoding="UTF-8"?>'
+    if text is None:
+        return f"{head}<Response/>"
+    return f"{head}<Response><Message>{escape(text)}</Message></Response>"
+
+
+# Twilio's MessageSids are "SM"/"MM" + 32 hex digits; other gateways' differ, so only a bound.
+MAX_SID_CHARS = 64
+
+
+def inbound_message(form: Mapping[str, str]) -> tuple[str, str, str] | None:
+    """(sid, sender, body) of a form that is an inbound message; None for one that is not.
+
+    A form without a usable MessageSid cannot be answered once only, and one without a From
+    has no one to reply to: both get an empty answer. Twilio's other fields (FromCity,
+    NumMedia, AddOns, ...) are normal and ignored; a missing Body is an empty one.
+    """
+    sid = form.get("MessageSid", "")
+    sender = form.get("From", "").strip()
+    if not sid or len(sid) > MAX_SID_CHARS or not sid.isprintable() or not sender:
+        return None
+    return sid, sender, form.get("Body", "")
 
 
 def handle_reply(

@@ -19,7 +19,7 @@ from api.members.crypto import phone_index
 from api.members.models import Member
 from api.notify.worker import OutboxWorker
 from api.sms.models import SmsInbound
-from api.sms.service import twilio_signature
+from api.sms.service import NOT_A_MEMBER, NOTHING, UNKNOWN, twilio_signature
 from tests.alerts.helpers import post_alert
 from tests.api.factories import auth
 from tests.notify.conftest import (
@@ -347,3 +347,89 @@ class TestReplies:
         assert stored != hashlib.sha256(number.encode()).digest()
         other = settings.model_copy(update={"secret_key": SecretStr("x" * 40)})
         assert phone_index(other, number) != stored
+
+
+INBOUND_URL = "http://testserver/v1/sms/inbound"
+
+
+def post_form(client: TestClient, params: list[tuple[str, str]]) -> Any:
+    headers = {
+        "Content-Type": "application/x-www-form-urlencoded",
+        "X-Twilio-Signature": twilio_signature(SMS_TOKEN, INBOUND_URL, params),
+    }
+    return client.post("/v1/sms/inbound", content=urlencode(params), headers=headers)
+
+
+def twiml_messages(answer: Any) -> list[str]:
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["content-type"].startswith("text/xml")
+    root = ET.fromstring(answer.text)
+    assert root.tag == "Response"
+    return [m.text or "" for m in root.findall("Message")]
+
+
+class TestMalformedForms:
+    """Forms a gateway may post: always TwiML, never a 500 (Twilio's extra fields are normal)."""
+
+    @pytest.mark.parametrize(
+        "params",
+        [
+            [],
+            [("Body", "1"), ("From", "+358401234567")],
+            [("MessageSid", ""), ("Body", "1"), ("From", "+358401234567")],
+            [("MessageSid", "SM" + "x" * 5000), ("Body", "1"), ("From", "+358401234567")],
+            [("MessageSid", "SM\u00e9" * 1000), ("Body", "1"), ("From", "+358401234567")],
+            [("MessageSid", "SM\x00nul"), ("Body", "1"), ("From", "+358401234567")],
+            [("MessageSid", "SM1nofrom"), ("Body", "1")],
+            [("MessageSid", "SM1emptyfrom"), ("Body", "1"), ("From", "")],
+        ],
+        ids=[
+            "empty",
+            "no-sid",
+            "empty-sid",
+            "long-sid",
+            "wide-sid",
+            "nul-sid",
+            "no-from",
+            "empty-from",
+        ],
+    )
+    def test_a_form_that_is_not_an_inbound_message_gets_an_empty_answer(
+        self, sms_api: TestClient, params: list[tuple[str, str]]
+    ) -> None:
+        # No reply: there is no message to answer, or no one to send the answer to.
+        assert twiml_messages(post_form(sms_api, params)) == []
+
+    @pytest.mark.parametrize(
+        ("sender", "body"),
+        [
+            ("+358401234567", ""),  # a picture message has an empty Body
+            ("+358401234567", "\x00\x01 1"),
+            ("not a number", "1"),
+            ("+358\x0040", "yes"),
+            ("+35840" + "9" * 3000, "1"),
+        ],
+        ids=["empty-body", "control-chars", "not-a-number", "nul-in-number", "long-number"],
+    )
+    def test_odd_values_get_a_reply_not_an_error(
+        self, gateway: Gateway, sender: str, body: str
+    ) -> None:
+        answer = gateway.post(sender, body)
+        assert twiml_messages(answer) in ([NOT_A_MEMBER], [UNKNOWN])
+
+    def test_fields_twilio_adds_are_taken(
+        self, sms_api: TestClient, gateway: Gateway, people: Any
+    ) -> None:
+        _, _, number = people[0]
+        params = gateway.params(number, "hello", "SM" + "a" * 32)
+        params += [
+            ("FromCity", "HELSINKI"),
+            ("FromCountry", "FI"),
+            ("OptOutType", "HELP"),
+            ("AddOns", '{"status":"successful","results":{}}'),
+            ("MediaUrl0", "https://api.twilio.com/media/1"),
+            ("NumMedia", "not a count"),
+            ("Body", "1"),  # a repeated name: the last one counts
+        ]
+        # The member is found by number and the last Body's "1" read: no alert waits for them.
+        assert twiml_messages(post_form(sms_api, params)) == [NOTHING]

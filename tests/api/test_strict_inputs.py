@@ -10,6 +10,7 @@ import re
 import types
 import typing
 import uuid
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -267,3 +268,57 @@ class TestQuery:
         r = client.get("/v1/members/me?debug=1", headers=auth(responder[1]))
         assert r.status_code == 422
         assert r.json()["detail"] == "debug: unknown query parameter"
+
+
+class TestResponderRoutes:
+    """The routes of the responders work: snoozes and rallies follow the same rule."""
+
+    @pytest.mark.parametrize(
+        "until", [1_780_000_000, 1.5, True, False, None, "P1D", "2026-12-24T10:00:00"]
+    )
+    def test_a_snooze_takes_only_an_iso_time_with_offset(
+        self, client: TestClient, responder: Caller, until: Any
+    ) -> None:
+        r = client.put("/v1/members/me/snooze", json={"until": until}, headers=auth(responder[1]))
+        assert r.status_code == 422, r.text
+        assert r.json()["detail"].startswith("until:"), r.json()
+        me = client.get("/v1/members/me", headers=auth(responder[1])).json()
+        assert me["snoozed_until"] is None
+
+    def test_a_snooze_refuses_unknown_fields_and_takes_iso(
+        self, client: TestClient, responder: Caller
+    ) -> None:
+        until = (datetime.now(UTC) + timedelta(hours=2)).isoformat()
+        url, headers = "/v1/members/me/snooze", auth(responder[1])
+        r = client.put(url, json={"until": until, "minutes": 30}, headers=headers)
+        assert r.status_code == 422
+        assert r.json()["detail"].startswith("minutes:"), r.json()
+        r = client.put(url, json={"until": until}, headers=headers)
+        assert r.status_code == 200, r.text
+
+    def _rally(self, **fields: Any) -> dict[str, Any]:
+        point = {"type": "Point", "coordinates": [HELSINKI_LON, HELSINKI_LAT]}
+        at = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+        return {"location": point, "at": at, "minutes": 15, "text": "meet here", **fields}
+
+    @pytest.mark.parametrize(
+        ("field", "value"),
+        [
+            ("minutes", "15"),
+            ("minutes", 15.5),
+            ("minutes", True),
+            ("everyone", 1),
+            ("everyone", "true"),
+            ("at", 1_780_000_000),
+            ("text", 5),
+            ("text", ["meet"]),
+            ("colour", "red"),
+        ],
+    )
+    def test_rally_fields_are_strict(
+        self, client: TestClient, coordinator: Caller, field: str, value: Any
+    ) -> None:
+        headers = {**auth(coordinator[1]), "Idempotency-Key": f"strict-rally-{field}-{value}"}
+        r = client.post("/v1/rallies", json=self._rally(**{field: value}), headers=headers)
+        assert r.status_code == 422, r.text
+        assert r.json()["detail"].startswith(f"{field}:"), r.json()

@@ -64,7 +64,8 @@ class WebhookChannel:
     def __init__(self, settings: Settings, poster: HttpPoster) -> None:
         self._secret = settings.secret_bytes()
         self._poster = poster
-        # HKDF per send was a tenth of a delivery's CPU; a member's key never changes.
+        # HKDF per send was a tenth of a delivery's CPU; a member's key changes only with
+        # ERN_SECRET_KEY, and a rotation restarts every process (docs/operations.md).
         self._keys: dict[uuid.UUID, bytes] = {}
         # Members choose webhook URLs; the operator chooses the SMS gateway's (trusted).
         self._public_only = not settings.webhook_allow_private
