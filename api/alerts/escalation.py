@@ -6,7 +6,7 @@ import logging
 import math
 import threading
 import uuid
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -152,11 +152,12 @@ class EscalationWorker:
         """One retention pass, in its own transaction."""
         with transaction(self.session_factory) as session:
             purged = purge_expired(session, self.settings, now=self.clock.now())
-        if purged.alerts or purged.live_locations:
+        counts = asdict(purged)
+        if any(counts.values()):
+            # Counts only: what kind of row went, never which.
             log.info(
-                "retention: %d alerts, %d expired live locations deleted",
-                purged.alerts,
-                purged.live_locations,
+                "retention: deleted %s",
+                ", ".join(f"{n} {name.replace('_', ' ')}" for name, n in counts.items() if n),
             )
         return purged
 

@@ -64,6 +64,24 @@ class TestPurge:
         assert worker.purge_once().alerts == 1
         assert count(db, Alert, Alert.id == still_open) == 0
 
+    def test_the_pass_logs_each_kind_it_deleted_by_count_only(
+        self, api, site, crowd, make_member, clock, session_factory, settings, graphs, caplog
+    ):
+        worker = EscalationWorker(session_factory, settings, graphs, clock=clock)
+        _, token = make_member(roles=())
+        _, live_token = make_member(roles=())
+        raise_alert(api, token, site)
+        put_location(api, live_token, site)
+        clock.advance(settings.alert_retention_days * 86400 + 1)
+        with caplog.at_level("INFO", logger="ern.escalation"):
+            worker.purge_once()
+        lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("retention:")]
+        assert lines == ["retention: deleted 1 alerts, 1 live locations"], lines
+        caplog.clear()
+        with caplog.at_level("INFO", logger="ern.escalation"):
+            worker.purge_once()
+        assert not [r for r in caplog.records if r.getMessage().startswith("retention:")]
+
     def test_the_running_worker_purges_on_its_interval(
         self, committed, site, clock, settings, graphs
     ):
