@@ -198,6 +198,10 @@ def create_app(
     app.include_router(snooze_router)
     app.include_router(sms_router)
     app.include_router(rallies_router)
+    # Issue 13: buddy groups.
+    from api.groups.router import router as groups_router
+
+    app.include_router(groups_router)
     app.include_router(metrics.router)
     return app
 
