@@ -173,7 +173,7 @@ def groups(
 
 
 def member_ids_of(session: Session, group_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, list[Any]]:
-    """group id -> its members as (id, handle) rows, by handle."""
+    """group id -> its members as (id, handle) pairs, by handle (code point order)."""
     ids = list(set(group_ids))
     out: dict[uuid.UUID, list[Any]] = {g: [] for g in ids}
     if not ids:
@@ -182,9 +182,8 @@ def member_ids_of(session: Session, group_ids: Iterable[uuid.UUID]) -> dict[uuid
         select(BuddyGroupMember.group_id, Member.id, Member.handle)
         .join(Member, Member.id == BuddyGroupMember.member_id)
         .where(BuddyGroupMember.group_id.in_(ids))
-        .order_by(Member.handle)
     ).all()
-    for group_id, member_id, handle in rows:
+    for group_id, member_id, handle in sorted(rows, key=lambda row: row[2]):
         out[group_id].append((member_id, handle))
     return out
 

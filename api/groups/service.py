@@ -268,7 +268,12 @@ def publish(
     handle = {m: row.handle for m, row in present.items()}
     _tell_members(session, settings, made, handle, now=now)
     audit(session, coordinator, None, "group.publish")
-    return GroupList(items=[_read(g, [(m, handle[m]) for m in ms], handle) for g, ms in made])
+    return GroupList(
+        items=[
+            _read(g, sorted(((m, handle[m]) for m in ms), key=lambda p: p[1]), handle)
+            for g, ms in made
+        ]
+    )
 
 
 def group_text(others: Sequence[str], contact: str | None) -> str:
