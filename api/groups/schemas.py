@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Literal
+from typing import Literal, Self
 
-from pydantic import BaseModel, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, Field, ValidationInfo, field_validator, model_validator
 
 from api.types import RequestModel
 from geo.buddies import DEFAULT_MAX_SIZE, DEFAULT_MIN_SIZE, HARD_MAX_SIZE
@@ -19,7 +19,10 @@ class BuildRequest(RequestModel):
 
     max_size: int = Field(default=DEFAULT_MAX_SIZE, ge=2, le=HARD_MAX_SIZE)
     min_size: int = Field(
-        default=DEFAULT_MIN_SIZE, ge=1, le=HARD_MAX_SIZE, description="at most max_size"
+        default=DEFAULT_MIN_SIZE,
+        ge=1,
+        le=HARD_MAX_SIZE,
+        description="at most max_size; not sent: 3, or max_size if that is smaller",
     )
     mode: Mode = "walk"
     keep: bool = Field(
@@ -34,6 +37,13 @@ class BuildRequest(RequestModel):
             msg = f"must be at most max_size ({max_size}), got {value}"
             raise ValueError(msg)
         return value
+
+    @model_validator(mode="after")
+    def _default_min_size_fits(self) -> Self:
+        # Only a min_size that was sent can be wrong; the default shrinks to a smaller max_size.
+        if "min_size" not in self.model_fields_set:
+            self.min_size = min(self.min_size, self.max_size)
+        return self
 
 
 class ProposedGroup(BaseModel):

@@ -162,3 +162,15 @@ class TestBuildErrors:
         r = client.request(method, "/v1/groups/build", headers=auth(coordinator[1]))
         assert r.status_code == 405, r.text
         assert r.headers["allow"] == "POST"
+
+
+class TestBuildDefaults:
+    def test_the_default_min_size_shrinks_to_a_smaller_max_size(
+        self, client: TestClient, coordinator: Any, commuter: Any
+    ) -> None:
+        for _ in range(3):
+            commuter(WEEKDAYS, "08:00", "08:30")
+        r = client.post("/v1/groups/build", json={"max_size": 2}, headers=auth(coordinator[1]))
+        assert r.status_code == 201, r.text
+        assert r.json()["min_size"] == 2
+        assert max(len(g["members"]) for g in r.json()["groups"]) <= 2
