@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 
 from api.groups.schemas import GroupRead, Roster
 from api.members.models import Member
+from tests.alerts.test_canary import leaks
 from tests.api.factories import auth
 from tests.groups.conftest import WEEKDAYS, WEEKEND
 from tests.groups.test_publish import build, publish
@@ -213,3 +214,33 @@ class TestShareWithGroup:
         r = client.patch("/v1/members/me", json={"share_with_group": value}, headers=auth(token))
         assert r.status_code == 422, r.text
         assert "share_with_group" in r.json()["detail"]
+
+
+class TestNoPlaces:
+    def test_group_reads_and_rosters_carry_no_members_places(
+        self, client: TestClient, db: Any, published: dict[str, Any]
+    ) -> None:
+        from geoalchemy2.shape import to_shape
+
+        people = [m for ms in published["people"].values() for m in ms]
+        places: list[tuple[float, float]] = []
+        for member, _ in people:
+            stored = db.get(Member, member.id)
+            places += [tuple(p) for p in to_shape(stored.home_zone).exterior.coords]
+            places.append(tuple(to_shape(stored.home_zone).centroid.coords[0]))
+            for route in stored.routes:
+                places += [tuple(p) for p in to_shape(route.path).coords]
+        _, token = published["people"]["morning"][1]
+        group = published["morning"]["id"]
+        texts = [
+            client.get("/v1/groups", headers=auth(token)).text,
+            client.get(f"/v1/groups/{group}", headers=auth(token)).text,
+            client.get(f"/v1/groups/{group}/roster", headers=auth(token)).text,
+            client.get(
+                f"/v1/groups/{group}/roster", headers={**auth(token), "Accept": "text/csv"}
+            ).text,
+        ]
+        # The search finds places where they are meant to be (the member's own record).
+        assert leaks(client.get("/v1/members/me", headers=auth(token)).text, places)
+        for text in texts:
+            assert not leaks(text, places), text
