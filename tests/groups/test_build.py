@@ -174,3 +174,32 @@ class TestBuildDefaults:
         assert r.status_code == 201, r.text
         assert r.json()["min_size"] == 2
         assert max(len(g["members"]) for g in r.json()["groups"]) <= 2
+
+
+class TestUnmatched:
+    def test_a_route_on_no_street_is_reported_with_its_reason(
+        self, client: TestClient, coordinator: Any, commuter: Any, corridor: Any
+    ) -> None:
+        for _ in range(3):
+            commuter(WEEKDAYS, "08:00", "08:30")
+        lon, lat = float(corridor.lon[5]), float(corridor.lat[5])
+        stub = {
+            "path": {"type": "LineString", "coordinates": [[lon, lat], [lon + 0.00001, lat]]},
+            "days": WEEKDAYS,
+            "start": "08:00",
+            "end": "08:30",
+        }
+        member, token = commuter(WEEKDAYS, "08:00", "08:30")
+        routes = client.get("/v1/members/me", headers=auth(token)).json()["routes"]
+        for route in routes:
+            route.pop("id")
+        r = client.patch("/v1/members/me", json={"routes": [stub, *routes]}, headers=auth(token))
+        assert r.status_code == 200, r.text
+        route_id = next(x["id"] for x in r.json()["routes"] if len(x["path"]["coordinates"]) == 2)
+        answer = client.post("/v1/groups/build", json={}, headers=auth(coordinator[1])).json()
+        unmatched = {u["route_id"]: u for u in answer["unmatched"]}
+        assert route_id in unmatched, answer["unmatched"]
+        assert unmatched[route_id]["member_id"] == str(member.id)
+        assert "covers no street" in unmatched[route_id]["reason"]
+        # Its other route still places it.
+        assert any(str(member.id) in g["members"] for g in answer["groups"])
