@@ -7,7 +7,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy import delete, func, insert, or_, select, update
 from sqlalchemy.orm import Session, raiseload
 
 from api.groups.models import BuddyGroup, BuddyGroupMember, GroupProposal
@@ -116,11 +116,19 @@ def retire_current(session: Session, *, mode: str, now: datetime) -> list[uuid.U
     return list(session.scalars(stmt))
 
 
-def add_group(session: Session, group: BuddyGroup, member_ids: Sequence[uuid.UUID]) -> None:
-    """Store a published group and its members."""
-    session.add(group)
-    session.flush()
-    add_memberships(session, group.id, member_ids)
+def add_groups(session: Session, groups: Sequence[tuple[BuddyGroup, Sequence[uuid.UUID]]]) -> None:
+    """Store published groups and their members: one INSERT each for groups and members."""
+    if not groups:
+        return
+    columns = ("id", "proposal_id", "position", "mode", "point_contact_id", "shared_minutes")
+    rows = [
+        {**{c: getattr(g, c) for c in columns}, "published_at": g.published_at, "retired_at": None}
+        for g, _ in groups
+    ]
+    session.execute(insert(BuddyGroup), rows)
+    members = [{"group_id": g.id, "member_id": m} for g, ms in groups for m in ms]
+    if members:
+        session.execute(insert(BuddyGroupMember), members)
 
 
 def add_memberships(session: Session, group_id: uuid.UUID, member_ids: Sequence[uuid.UUID]) -> None:

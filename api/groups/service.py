@@ -261,8 +261,8 @@ def publish(
             published_at=now,
             retired_at=None,
         )
-        repo.add_group(session, group, members)
         made.append((group, members))
+    repo.add_groups(session, made)
     proposal.published_at = now
     session.flush()
     handle = {m: row.handle for m, row in present.items()}
