@@ -292,7 +292,8 @@ def _tell_members(
     *,
     now: datetime,
 ) -> None:
-    records = repo.members_by_id(session, [m for _, ms in made for m in ms])
+    contacts = [g.point_contact_id for g, _ in made if g.point_contact_id is not None]
+    records = repo.members_by_id(session, [m for _, ms in made for m in ms] + contacts)
     for group, members in made:
         contact = None if group.point_contact_id is None else handle[group.point_contact_id]
         messages = []
@@ -312,6 +313,22 @@ def _tell_members(
         enqueue_many(
             session, settings, messages=messages, alert_id=group.id, message_kind="group", now=now
         )
+        if group.point_contact_id is not None:
+            # The point contact learns whom it serves (it may be in the group itself, too).
+            handles = sorted(handle[m] for m in members)
+            payload = {
+                "subject": "ern: you are a buddy group's point contact",
+                "text": f"ern: you are now the point contact of a group with {', '.join(handles)}",
+                "group": {"group_id": str(group.id), "members": handles, "point_contact": contact},
+            }
+            enqueue_many(
+                session,
+                settings,
+                messages=[(records[group.point_contact_id], payload)],
+                alert_id=group.id,
+                message_kind="group_contact",
+                now=now,
+            )
 
 
 # --- reads -----------------------------------------------------------------------------------

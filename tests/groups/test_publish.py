@@ -142,6 +142,22 @@ class TestPublish:
                 # Handles only: no coordinates (nor any decimal number) in what is sent.
                 assert not DECIMAL.search(str(row.payload)), row.payload
 
+    def test_point_contacts_are_told_whom_they_serve(
+        self, client: TestClient, db: Session, coordinator: Any, world: Any
+    ) -> None:
+        token = coordinator[1]
+        published = publish(client, token, build(client, token)["proposal_id"])
+        served = [g for g in published["items"] if g["point_contact"] is not None]
+        assert served
+        rows = db.scalars(select(Delivery).where(Delivery.message_kind == "group_contact")).all()
+        assert sorted(str(r.alert_id) for r in rows) == sorted(g["id"] for g in served)
+        for row in rows:
+            group = next(g for g in served if g["id"] == str(row.alert_id))
+            assert str(row.member_id) == group["point_contact"]["id"]
+            assert row.payload["group"]["members"] == [m["handle"] for m in group["members"]]
+            assert "point contact of a group with" in row.payload["text"]
+            assert not DECIMAL.search(str(row.payload)), row.payload
+
     def test_members_erased_since_the_build_are_left_out(
         self, client: TestClient, db: Session, coordinator: Any, world: Any
     ) -> None:

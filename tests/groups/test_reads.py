@@ -115,6 +115,8 @@ class TestListAndRead:
         r = client.get(f"/v1/groups/{group['id']}", headers=auth(token))
         assert r.status_code == 200
         assert r.json()["point_contact"]["id"] == contact_id
+        listed = client.get("/v1/groups", headers=auth(token)).json()["items"]
+        assert group["id"] in {g["id"] for g in listed}
         roster = client.get(f"/v1/groups/{group['id']}/roster", headers=auth(token))
         assert roster.status_code == 200
 
