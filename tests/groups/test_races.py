@@ -125,3 +125,30 @@ class TestPublishRaces:
             ).all()
         # Each member told once: the loser queued nothing.
         assert len(told) == len(set(told)) == 10
+
+    def test_two_moves_into_the_last_place_at_once_are_one_200_and_one_409(
+        self, arena: Any
+    ) -> None:
+        answer = _publish(arena, _build(arena))
+        assert answer.status_code == 200, answer.text
+        walker = str(arena["members"][1][0].id)
+        target = next(g for g in answer.json()["items"] if walker in str(g["members"]))
+        inside = {m["id"] for m in target["members"]}
+        outsiders = [str(m.id) for m, _ in arena["members"] if str(m.id) not in inside]
+        client = TestClient(arena["app"], raise_server_exceptions=False)
+
+        def move(member_id: str) -> Any:
+            return TestClient(arena["app"], raise_server_exceptions=False).post(
+                f"/v1/groups/{target['id']}/members",
+                json={"member_id": member_id},
+                headers=auth(arena["token"]),
+            )
+
+        while len(inside) < 9:
+            member_id = outsiders.pop()
+            assert move(member_id).status_code == 200
+            inside.add(member_id)
+        answers = race(partial(move, outsiders[0]), partial(move, outsiders[1]))
+        assert sorted(r.status_code for r in answers) == [200, 409], [r.text for r in answers]
+        group = client.get(f"/v1/groups/{target['id']}", headers=auth(arena["token"])).json()
+        assert len(group["members"]) == 10
