@@ -246,3 +246,28 @@ class TestNoPlaces:
         assert leaks(client.get("/v1/members/me", headers=auth(token)).text, places)
         for text in texts:
             assert not leaks(text, places), text
+
+    def test_csv_cells_cannot_run_as_spreadsheet_formulas(
+        self, client: TestClient, coordinator: Any, commuter: Any
+    ) -> None:
+        tricky, _ = commuter(
+            WEEKDAYS,
+            "08:00",
+            "08:30",
+            contact={"webhook_url": "http://127.0.0.1:9/hook", "email": "=cmd|1@example.org"},
+            share_with_group=["email"],
+        )
+        for _ in range(3):
+            commuter(WEEKDAYS, "08:00", "08:30")
+        answer = publish(client, coordinator[1], build(client, coordinator[1])["proposal_id"])
+        group = next(g for g in answer["items"] if str(tricky.id) in str(g["members"]))
+        r = client.get(
+            f"/v1/groups/{group['id']}/roster",
+            headers={**auth(coordinator[1]), "Accept": "text/csv"},
+        )
+        row = next(x for x in csv.reader(io.StringIO(r.text)) if x[0] == tricky.handle)
+        assert row[1] == "'=cmd|1@example.org"
+        # JSON keeps the address as given.
+        roster = client.get(f"/v1/groups/{group['id']}/roster", headers=auth(coordinator[1]))
+        entry = next(e for e in roster.json()["items"] if e["handle"] == tricky.handle)
+        assert entry["email"] == "=cmd|1@example.org"
