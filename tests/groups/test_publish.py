@@ -174,3 +174,16 @@ class TestPublish:
             db.scalars(select(BuddyGroupMember).where(BuddyGroupMember.member_id == gone.id)).all()
             == []
         )
+
+    def test_members_of_another_mode_since_the_build_are_left_out(
+        self, client: TestClient, coordinator: Any, world: Any
+    ) -> None:
+        token = coordinator[1]
+        proposal = build(client, token)
+        cyclist, cyclist_token = world["weekend"][2]
+        r = client.patch("/v1/members/me", json={"mode": "bike"}, headers=auth(cyclist_token))
+        assert r.status_code == 200, r.text
+        published = publish(client, token, proposal["proposal_id"])
+        ids = {m["id"] for g in published["items"] for m in g["members"]}
+        assert str(cyclist.id) not in ids
+        assert ids == {m for g in proposal["groups"] for m in g["members"]} - {str(cyclist.id)}
