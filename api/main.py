@@ -198,8 +198,11 @@ def create_app(
     app.include_router(snooze_router)
     app.include_router(sms_router)
     app.include_router(rallies_router)
+    # Issue 13: buddy groups (build, publish, reads, rosters, moves) and group texts.
+    from api.groups.router import router as groups_router
     from api.groups.texts_router import router as group_texts_router
 
+    app.include_router(groups_router)
     app.include_router(group_texts_router)
     app.include_router(metrics.router)
     return app

@@ -229,6 +229,16 @@ class ObservabilitySettings(_Base):
     )
 
 
+class GroupSettings(_Base):
+    # Issue 13: buddy groups' defence point contacts.
+    contact_max_eta_s: float = Field(
+        default=900.0, gt=0, description="a group has no point contact farther than this"
+    )
+    max_groups_per_contact: int = Field(
+        default=3, ge=1, description="groups one defence member is the point contact of, at most"
+    )
+
+
 class Settings(
     DatabaseSettings,
     SecuritySettings,
@@ -236,6 +246,7 @@ class Settings(
     AlertSettings,
     NotifySettings,
     ObservabilitySettings,
+    GroupSettings,
 ):
     """Everything ern reads from the environment."""
 

@@ -9,9 +9,8 @@ from datetime import datetime, timedelta
 from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
-from api.alerts.errors import RateLimited
-from api.errors import NotFound, Unprocessable
 from api.groups import texts_repository as repo
+from api.groups.errors import GroupNotFound, GroupTextKeyReused, GroupTextRateLimited
 from api.idempotency import request_hash
 from api.members.auth import is_coordinator
 from api.members.crypto import contact_cipher
@@ -37,18 +36,6 @@ class GroupTextRead(BaseModel):
     id: uuid.UUID
     sent_count: int
     created_at: datetime
-
-
-class GroupNotFound(NotFound):
-    """No such current group, or the caller may not send to it (indistinguishable on purpose)."""
-
-
-class GroupTextKeyReused(Unprocessable):
-    """The Idempotency-Key was already used by this sender for another text to the group."""
-
-
-class GroupTextRateLimited(RateLimited):
-    """The group was sent ERN_GROUP_MESSAGE_RATE texts in the last hour already."""
 
 
 def send_text(

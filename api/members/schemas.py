@@ -57,6 +57,25 @@ def _unique_roles(roles: list[Role]) -> list[Role]:
 
 Roles = Annotated[list[Role], Field(max_length=3), AfterValidator(_unique_roles)]
 
+SharedChannel = Literal["email", "phone"]
+
+
+def _unique_channels(channels: list[SharedChannel]) -> list[SharedChannel]:
+    if len(set(channels)) != len(channels):
+        msg = "channels must not repeat"
+        raise ValueError(msg)
+    return sorted(channels)
+
+
+ShareWithGroup = Annotated[
+    list[SharedChannel],
+    Field(
+        max_length=2,
+        description="contact channels shown to the member's buddy group on its roster",
+    ),
+    AfterValidator(_unique_channels),
+]
+
 
 class Contact(_Body):
     """How to reach a member; any subset. Stored encrypted."""
@@ -111,6 +130,7 @@ class MemberCreate(_Body):
     available: bool = True
     quiet_hours: QuietHours | None = None
     contact: Contact | None = None
+    share_with_group: ShareWithGroup = Field(default_factory=list)
 
 
 # Fields of MemberUpdate that may be null (null clears them); the rest may only be omitted.
@@ -145,6 +165,7 @@ class MemberUpdate(_Body):
     available: bool | None = None
     quiet_hours: QuietHours | None = None
     contact: Contact | None = None
+    share_with_group: ShareWithGroup | None = None
 
     @model_validator(mode="after")
     def _nulls(self) -> Self:
@@ -169,6 +190,7 @@ class MemberRead(BaseModel):
     available: bool
     quiet_hours: QuietHours | None
     contact: Contact
+    share_with_group: list[SharedChannel] = Field(default_factory=list)
     # No alerts until then (null: not snoozed); never why.
     snoozed_until: datetime | None = None
     created_at: datetime

@@ -204,6 +204,7 @@ def to_read(member: Member, settings: Settings, *, now: datetime | None = None) 
         available=member.available,
         quiet_hours=quiet,
         contact=Contact.model_validate(contact),
+        share_with_group=list(member.share_with_group or ()),  # type: ignore[arg-type]
         snoozed_until=snoozed,
         created_at=member.created_at,
         updated_at=member.updated_at,
@@ -294,6 +295,7 @@ def create_member(
         quiet_end=data.quiet_hours.end if data.quiet_hours else None,
         contact_ciphertext=_encrypt_contact(settings, data.contact),
         phone_index=phone_index(settings, data.contact.phone if data.contact else None),
+        share_with_group=list(data.share_with_group),
         zones=[_zone_row(z) for z in data.zones],
         routes=[_route_row(r) for r in data.routes],
     )
@@ -374,6 +376,8 @@ def update_member(
             member.phone_index = phone_index(
                 settings, patch.contact.phone if patch.contact else None
             )
+        if "share_with_group" in sent and patch.share_with_group is not None:
+            member.share_with_group = list(patch.share_with_group)
         if "zones" in sent and patch.zones is not None:
             member.zones = [_zone_row(z) for z in patch.zones]
         if "routes" in sent and patch.routes is not None:

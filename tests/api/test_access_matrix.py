@@ -42,6 +42,8 @@ class Ctx:
     coordinator: Member
     coordinator_token: str
     _alert_id: str | None = None
+    _proposal_id: str | None = None
+    _group_id: str | None = None
 
     def token(self, caller: str) -> str | None:
         return {
@@ -62,6 +64,28 @@ class Ctx:
             assert r.status_code == 201, r.text
             self._alert_id = r.json()["id"]
         return self._alert_id
+
+    def proposal_id(self) -> str:
+        """A buddy-group proposal built by the coordinator (not published)."""
+        if self._proposal_id is None:
+            r = self.client.post("/v1/groups/build", json={}, headers=auth(self.coordinator_token))
+            assert r.status_code == 201, r.text
+            self._proposal_id = r.json()["proposal_id"]
+        return self._proposal_id
+
+    def group_id(self) -> str:
+        """A published buddy group holding the subject (homes in one square), not "other"."""
+        if self._group_id is None:
+            proposal = self.proposal_id()
+            r = self.client.post(
+                f"/v1/groups/proposals/{proposal}/publish", headers=auth(self.coordinator_token)
+            )
+            assert r.status_code == 200, r.text
+            self._proposal_id = None  # published: a publish row needs a fresh one
+            mine = [g for g in r.json()["items"] if str(self.subject.id) in str(g["members"])]
+            assert len(mine) == 1 and str(self.other.id) not in str(mine[0]["members"]), r.text
+            self._group_id = mine[0]["id"]
+        return self._group_id
 
 
 def alert_body(_: Ctx) -> dict[str, Any]:
@@ -94,6 +118,14 @@ def _subjects_group(ctx: Ctx) -> dict[str, str]:
         session.add(BuddyGroupMember(group_id=group.id, member_id=ctx.subject.id))
         session.commit()
         return {"group_id": str(group.id)}
+
+
+def _proposal_id(ctx: Ctx) -> dict[str, str]:
+    return {"proposal_id": ctx.proposal_id()}
+
+
+def _group_id(ctx: Ctx) -> dict[str, str]:
+    return {"group_id": ctx.group_id()}
 
 
 def _idempotency(_: Ctx) -> dict[str, str]:
@@ -214,6 +246,23 @@ MATRIX: dict[tuple[str, str], Row] = {
     ("GET", "/v1/coverage/profile"): Row(401, 403, 403, 200),
     ("GET", "/v1/coverage/recruit"): Row(401, 403, 403, 200),
     ("GET", "/v1/coverage/public"): Row(401, 200, 200, 200),
+    # --- buddy groups (issue 13): "self" is in the group, "other" is not ---
+    ("POST", "/v1/groups/build"): Row(401, 403, 403, 201, body=lambda _: {}),
+    ("POST", "/v1/groups/proposals/{proposal_id}/publish"): Row(
+        401, 403, 403, 200, path_params=_proposal_id
+    ),
+    ("GET", "/v1/groups"): Row(401, 200, 200, 200, note="members: their own group or none"),
+    ("GET", "/v1/groups/{group_id}"): Row(401, 200, 404, 200, path_params=_group_id),
+    ("GET", "/v1/groups/{group_id}/roster"): Row(401, 200, 404, 200, path_params=_group_id),
+    ("POST", "/v1/groups/{group_id}/members"): Row(
+        401,
+        403,
+        403,
+        200,
+        path_params=_group_id,
+        body=lambda ctx: {"member_id": str(ctx.subject.id)},
+        note="moving the subject into the group it is in: no change",
+    ),
 }
 
 

@@ -1,0 +1,154 @@
+"""Publishes and moves at once, on committed data: one set of current groups, never two."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from functools import partial
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import delete, select
+
+from api import database
+from api.clock import ManualClock
+from api.groups.models import BuddyGroup, BuddyGroupMember, GroupProposal
+from api.members import service as members_service
+from api.members.models import Member
+from api.members.schemas import MemberCreate
+from api.notify.models import Delivery
+from tests.alerts.conftest import START
+from tests.alerts.helpers import race
+from tests.api.factories import auth, member_body, unique_handle
+from tests.groups.conftest import HOOK, WEEKDAYS, WEEKEND, Corridor
+
+
+@pytest.fixture
+def arena(database_url: str, settings: Any, graphs: Any, corridor: Corridor) -> Iterator[Any]:
+    """A coordinator and ten corridor walkers committed for real; all of it deleted after."""
+    from api.main import create_app
+
+    engine = database.make_engine(database_url, pool_size=8)
+    factory = database.make_session_factory(engine)
+    made: list[tuple[Member, str]] = []
+    with database.transaction(factory) as session:
+        coordinator = member_body(unique_handle("rc"), roles=["coordinator"])
+        made.append(
+            members_service.create_member(
+                session,
+                settings,
+                MemberCreate.model_validate(coordinator),
+                actor=None,
+                graphs=graphs,
+            )
+        )
+        for days in (WEEKDAYS, WEEKEND):
+            for i in range(5):
+                body = member_body(
+                    unique_handle("rw"),
+                    lon=float(corridor.lon[i]),
+                    lat=float(corridor.lat[i]),
+                    side_m=220.0,
+                    contact={"webhook_url": HOOK},
+                    routes=[
+                        {"path": corridor.path(), "days": days, "start": "08:00", "end": "08:30"}
+                    ],
+                )
+                made.append(
+                    members_service.create_member(
+                        session,
+                        settings,
+                        MemberCreate.model_validate(body),
+                        actor=None,
+                        graphs=graphs,
+                    )
+                )
+    app = create_app(
+        settings, engine=engine, session_factory=factory, graphs=graphs, clock=ManualClock(START)
+    )
+    yield {"app": app, "factory": factory, "token": made[0][1], "members": made}
+    ids = [m.id for m, _ in made]
+    with database.transaction(factory) as session:
+        groups = session.scalars(
+            select(BuddyGroupMember.group_id).where(BuddyGroupMember.member_id.in_(ids))
+        ).all()
+        session.execute(delete(Delivery).where(Delivery.member_id.in_(ids)))
+        session.execute(delete(BuddyGroup).where(BuddyGroup.id.in_(groups)))
+        session.execute(delete(GroupProposal).where(GroupProposal.created_by == made[0][0].id))
+        session.execute(delete(Member).where(Member.id.in_(ids)))
+    engine.dispose()
+
+
+def _build(arena: Any) -> str:
+    client = TestClient(arena["app"], raise_server_exceptions=False)
+    r = client.post("/v1/groups/build", json={}, headers=auth(arena["token"]))
+    assert r.status_code == 201, r.text
+    proposal_id: str = r.json()["proposal_id"]
+    return proposal_id
+
+
+def _publish(arena: Any, proposal_id: str) -> Any:
+    client = TestClient(arena["app"], raise_server_exceptions=False)
+    return client.post(f"/v1/groups/proposals/{proposal_id}/publish", headers=auth(arena["token"]))
+
+
+def _current(arena: Any) -> set[uuid.UUID]:
+    with database.transaction(arena["factory"]) as session:
+        return set(session.scalars(select(BuddyGroup.id).where(BuddyGroup.retired_at.is_(None))))
+
+
+@pytest.mark.slow
+class TestPublishRaces:
+    def test_two_proposals_published_at_once_leave_one_current_set(self, arena: Any) -> None:
+        for _ in range(3):
+            a, b = _build(arena), _build(arena)
+            ra, rb = race(partial(_publish, arena, a), partial(_publish, arena, b))
+            assert ra.status_code == rb.status_code == 200, (ra.text, rb.text)
+            sets = [{uuid.UUID(g["id"]) for g in r.json()["items"]} for r in (ra, rb)]
+            assert all(sets)
+            # The later publish retired the earlier one: exactly one answer's groups are current.
+            assert _current(arena) in sets
+
+    def test_one_proposal_published_twice_at_once_is_one_200_and_one_409(self, arena: Any) -> None:
+        proposal_id = _build(arena)
+        answers = race(lambda: _publish(arena, proposal_id), lambda: _publish(arena, proposal_id))
+        assert sorted(r.status_code for r in answers) == [200, 409], [r.text for r in answers]
+        won = next(r for r in answers if r.status_code == 200)
+        assert _current(arena) == {uuid.UUID(g["id"]) for g in won.json()["items"]}
+        with database.transaction(arena["factory"]) as session:
+            told = session.scalars(
+                select(Delivery.member_id).where(
+                    Delivery.message_kind == "group",
+                    Delivery.alert_id.in_([uuid.UUID(g["id"]) for g in won.json()["items"]]),
+                )
+            ).all()
+        # Each member told once: the loser queued nothing.
+        assert len(told) == len(set(told)) == 10
+
+    def test_two_moves_into_the_last_place_at_once_are_one_200_and_one_409(
+        self, arena: Any
+    ) -> None:
+        answer = _publish(arena, _build(arena))
+        assert answer.status_code == 200, answer.text
+        walker = str(arena["members"][1][0].id)
+        target = next(g for g in answer.json()["items"] if walker in str(g["members"]))
+        inside = {m["id"] for m in target["members"]}
+        outsiders = [str(m.id) for m, _ in arena["members"] if str(m.id) not in inside]
+        client = TestClient(arena["app"], raise_server_exceptions=False)
+
+        def move(member_id: str) -> Any:
+            return TestClient(arena["app"], raise_server_exceptions=False).post(
+                f"/v1/groups/{target['id']}/members",
+                json={"member_id": member_id},
+                headers=auth(arena["token"]),
+            )
+
+        while len(inside) < 9:
+            member_id = outsiders.pop()
+            assert move(member_id).status_code == 200
+            inside.add(member_id)
+        answers = race(partial(move, outsiders[0]), partial(move, outsiders[1]))
+        assert sorted(r.status_code for r in answers) == [200, 409], [r.text for r in answers]
+        group = client.get(f"/v1/groups/{target['id']}", headers=auth(arena["token"])).json()
+        assert len(group["members"]) == 10
