@@ -430,6 +430,28 @@ def erased_count(session: Session, alert_id: uuid.UUID, states: Iterable[str]) -
 _OUTCOME_STATES = ("notified", "accepted", "declined")
 
 
+def _acceptance_sql(*, include_exercises: bool) -> DriverStatement:
+    states = ", ".join(f"'{state}'" for state in _OUTCOME_STATES)  # constants, no quotes in them
+    where = (
+        f"r.state IN ({states}) AND a.created_at >= :since"
+        " AND a.status <> 'open'" + ("" if include_exercises else " AND a.exercise IS false")
+    )
+    counts = "count(*) FILTER (WHERE r.state = 'accepted'), count(*)"
+    source = "FROM alert_responder AS r JOIN alert AS a ON a.id = r.alert_id"
+    return DriverStatement.of(
+        text(
+            f"SELECT CAST(NULL AS uuid), {counts} {source} WHERE {where}"  # noqa: S608 (constants)
+            f" UNION ALL SELECT r.member_id, {counts} {source}"
+            f" WHERE {where} AND r.member_id = ANY(CAST(:members AS uuid[])) GROUP BY r.member_id"
+        )
+    )
+
+
+# Every alert runs one of them: the network's totals (the row without a member) and the
+# candidates' own counts in one prepared round trip on the driver connection.
+_ACCEPTANCE_SQL = {flag: _acceptance_sql(include_exercises=flag) for flag in (False, True)}
+
+
 def acceptance_history(
     session: Session,
     member_ids: Sequence[uuid.UUID],
@@ -442,26 +464,19 @@ def acceptance_history(
     Only alerts no longer open count (an open one may still be answered); exercises only when
     ``include_exercises``.
     """
-    accepted = func.count().filter(AlertResponder.state == "accepted")
-    where = [
-        AlertResponder.state.in_(_OUTCOME_STATES),
-        Alert.created_at >= since,
-        Alert.status != "open",
-    ]
-    if not include_exercises:
-        where.append(Alert.exercise.is_(False))
-    base = select(accepted, func.count()).join(Alert, Alert.id == AlertResponder.alert_id)
-    total = session.execute(base.where(*where)).one()
+    if session.autoflush:
+        session.flush()  # what the ORM's queries did first: pending answers count
+    rows = _ACCEPTANCE_SQL[include_exercises].rows(
+        session, {"since": since, "members": array_literal(list(member_ids))}
+    )
     per: dict[uuid.UUID, tuple[int, int]] = {}
-    if member_ids:
-        stmt = (
-            select(AlertResponder.member_id, accepted, func.count())
-            .join(Alert, Alert.id == AlertResponder.alert_id)
-            .where(*where, AlertResponder.member_id.in_(list(member_ids)))
-            .group_by(AlertResponder.member_id)
-        )
-        per = {m: (int(a), int(n)) for m, a, n in session.execute(stmt)}
-    return per, (int(total[0]), int(total[1]))
+    total = (0, 0)
+    for member_id, accepted, notified in rows:
+        if member_id is None:
+            total = (int(accepted), int(notified))
+        else:
+            per[member_id] = (int(accepted), int(notified))
+    return per, total
 
 
 def delete_erased(session: Session, alert_ids: Sequence[uuid.UUID]) -> None:

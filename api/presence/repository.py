@@ -83,9 +83,15 @@ _BUSY = (
 )
 
 
+# Every ranking runs it: on the driver connection (see DriverStatement), not through the ORM.
+_BUSY_SQL = DriverStatement.of(_BUSY)
+
+
 def busy_member_ids(session: Session) -> set[uuid.UUID]:
     """Members who have accepted an alert that is not closed: they are on their way already."""
-    return set(session.scalars(_BUSY))
+    if session.autoflush:
+        session.flush()  # what the ORM's query did first: pending answers count
+    return {row[0] for row in _BUSY_SQL.rows(session, {})}
 
 
 def snoozed_member_ids(session: Session, *, at: datetime) -> set[uuid.UUID]:
