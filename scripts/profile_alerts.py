@@ -16,9 +16,13 @@ first and not counted; then ``--alerts`` personal alerts (needed 3) through a Te
 each from one of the requesters in turn and with its own Idempotency-Key.
 
 Reported: this process's CPU time per alert (``time.process_time``: the steady figure on a
-shared machine, unlike wall time), wall time per alert, SQL statements per alert (SQLAlchemy
-``before_cursor_execute`` on the app's engine) with the most frequent statements, and a
-cProfile top-``--top`` by cumulative CPU time (a thread_time timer) of create_alert_as over ``--profile`` further alerts.
+shared machine, unlike wall time) and the part of it inside create_alert_as (the function
+the route runs in its executor); the CPU time of the database's PostgreSQL backends per
+alert (from /proc: the server must run on this machine); wall time per alert; SQL
+statements per alert, counted at psycopg's cursor (SQLAlchemy's ``before_cursor_execute``
+misses the statements run on the driver connection), with the most frequent; and a cProfile
+top-``--top`` by cumulative CPU time (a ``thread_time`` timer) of create_alert_as over
+``--profile`` further alerts.
 
 The script only uses what old trees have too: copy it into another worktree to compare.
 """
@@ -48,6 +52,32 @@ sys.path.insert(0, str(REPO / "scripts"))
 
 import bench  # noqa: E402
 import loadtest  # noqa: E402
+
+
+def _backend_cpu_s(db_name: str) -> dict[int, float]:
+    """CPU seconds (user + system) so far of each PostgreSQL backend connected to ``db_name``.
+
+    Read from /proc: PostgreSQL must run on this machine (the test server on 127.0.0.1 does).
+    """
+    import psycopg
+
+    admin = loadtest._admin_url().render_as_string(hide_password=False)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        pids = [
+            int(r[0])
+            for r in conn.execute(
+                "SELECT pid FROM pg_stat_activity WHERE datname = %s", (db_name,)
+            ).fetchall()
+        ]
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[int, float] = {}
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        out[pid] = (int(fields[11]) + int(fields[12])) / tick
+    return out
 
 
 def _statement_counter() -> Counter[str]:
@@ -121,7 +151,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     rng = np.random.default_rng(loadtest.SEED)
     points = loadtest.alert_points(walk, total, rng)
     result: dict[str, Any] = {"tree": str(REPO), "graph": name, "members": len(bodies)}
-    with loadtest.fresh_database(say) as (url, _db), tempfile.TemporaryDirectory() as tmp:
+    with loadtest.fresh_database(say) as (url, db_name), tempfile.TemporaryDirectory() as tmp:
         env = loadtest.server_env(url, graph_dir, Path(tmp) / "var", "walk")
         import subprocess
 
@@ -160,16 +190,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 fire(i)
             seen.clear()
             inside.cpu_s = 0.0
+            pg0 = _backend_cpu_s(db_name)
             c0, w0 = time.process_time(), time.perf_counter()
             for i in range(args.warm, args.warm + args.alerts):
                 fire(i)
             cpu, wall = time.process_time() - c0, time.perf_counter() - w0
+            pg1 = _backend_cpu_s(db_name)
+            pg = sum(t - pg0.get(pid, 0.0) for pid, t in pg1.items())
             n_stmt = sum(seen.values())
             result.update(
                 alerts=args.alerts,
                 cpu_ms_per_alert=1000 * cpu / args.alerts,
                 wall_ms_per_alert=1000 * wall / args.alerts,
                 create_alert_as_cpu_ms_per_alert=1000 * inside.cpu_s / args.alerts,
+                postgres_cpu_ms_per_alert=1000 * pg / args.alerts,
                 statements_per_alert=n_stmt / args.alerts,
                 statements=[
                     [round(c / args.alerts, 2), s] for s, c in seen.most_common(args.top)
@@ -202,7 +236,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"tree {r['tree']}: {r['members']} members, {r['alerts']} alerts on {r['graph']}")
     print(
         f"CPU {r['cpu_ms_per_alert']:.2f} ms/alert (of which create_alert_as "
-        f"{r['create_alert_as_cpu_ms_per_alert']:.2f}), wall {r['wall_ms_per_alert']:.2f} ms/alert"
+        f"{r['create_alert_as_cpu_ms_per_alert']:.2f}), wall {r['wall_ms_per_alert']:.2f} ms/alert, "
+        f"PostgreSQL backends' CPU {r['postgres_cpu_ms_per_alert']:.2f} ms/alert"
     )
     print(f"SQL statements {r['statements_per_alert']:.2f}/alert; most frequent (per alert):")
     for n, s in r["statements"]:
