@@ -40,10 +40,12 @@ def rank_members(
     """
     if limit is not None and limit < 1:
         return Ranking(candidates=[], method=_method(graphs))
-    token, live = repo.token_and_live_locations(session, at=at)
+    if include_busy:
+        token, live = repo.token_and_live_locations(session, at=at)
+    else:
+        token, live, busy = repo.token_live_and_busy(session, at=at)
+        exclude = exclude | busy
     index = presence_index(session, graphs, settings, token=token)
-    if not include_busy:
-        exclude = exclude | repo.busy_member_ids(session)
     return index.rank(
         lon=lon,
         lat=lat,
