@@ -188,16 +188,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
             for i in range(args.warm):
                 fire(i)
+            pg0 = _backend_cpu_s(db_name)
             seen.clear()
             inside.cpu_s = 0.0
-            pg0 = _backend_cpu_s(db_name)
             c0, w0 = time.process_time(), time.perf_counter()
             for i in range(args.warm, args.warm + args.alerts):
                 fire(i)
             cpu, wall = time.process_time() - c0, time.perf_counter() - w0
+            n_stmt = sum(seen.values())
             pg1 = _backend_cpu_s(db_name)
             pg = sum(t - pg0.get(pid, 0.0) for pid, t in pg1.items())
-            n_stmt = sum(seen.values())
             result.update(
                 alerts=args.alerts,
                 cpu_ms_per_alert=1000 * cpu / args.alerts,
