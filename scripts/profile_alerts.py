@@ -139,6 +139,7 @@ def _hot_path() -> tuple[Any, str]:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from fastapi.testclient import TestClient
+
     from geo.graph import load_graph
 
     say = bench._say(args.json)
@@ -205,9 +206,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 create_alert_as_cpu_ms_per_alert=1000 * inside.cpu_s / args.alerts,
                 postgres_cpu_ms_per_alert=1000 * pg / args.alerts,
                 statements_per_alert=n_stmt / args.alerts,
-                statements=[
-                    [round(c / args.alerts, 2), s] for s, c in seen.most_common(args.top)
-                ],
+                statements=[[round(c / args.alerts, 2), s] for s, c in seen.most_common(args.top)],
             )
             # create_alert_as only (it runs in the executor thread); CPU time, not wall time.
             prof = inside.profile = cProfile.Profile(time.thread_time)
@@ -236,7 +235,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"tree {r['tree']}: {r['members']} members, {r['alerts']} alerts on {r['graph']}")
     print(
         f"CPU {r['cpu_ms_per_alert']:.2f} ms/alert (of which create_alert_as "
-        f"{r['create_alert_as_cpu_ms_per_alert']:.2f}), wall {r['wall_ms_per_alert']:.2f} ms/alert, "
+        f"{r['create_alert_as_cpu_ms_per_alert']:.2f}), "
+        f"wall {r['wall_ms_per_alert']:.2f} ms/alert, "
         f"PostgreSQL backends' CPU {r['postgres_cpu_ms_per_alert']:.2f} ms/alert"
     )
     print(f"SQL statements {r['statements_per_alert']:.2f}/alert; most frequent (per alert):")

@@ -432,15 +432,14 @@ _OUTCOME_STATES = ("notified", "accepted", "declined")
 
 def _acceptance_sql(*, include_exercises: bool) -> DriverStatement:
     states = ", ".join(f"'{state}'" for state in _OUTCOME_STATES)  # constants, no quotes in them
-    where = (
-        f"r.state IN ({states}) AND a.created_at >= :since"
-        " AND a.status <> 'open'" + ("" if include_exercises else " AND a.exercise IS false")
+    where = f"r.state IN ({states}) AND a.created_at >= :since AND a.status <> 'open'" + (
+        "" if include_exercises else " AND a.exercise IS false"
     )
     counts = "count(*) FILTER (WHERE r.state = 'accepted'), count(*)"
     source = "FROM alert_responder AS r JOIN alert AS a ON a.id = r.alert_id"
     return DriverStatement.of(
         text(
-            f"SELECT CAST(NULL AS uuid), {counts} {source} WHERE {where}"  # noqa: S608 (constants)
+            f"SELECT CAST(NULL AS uuid), {counts} {source} WHERE {where}"
             f" UNION ALL SELECT r.member_id, {counts} {source}"
             f" WHERE {where} AND r.member_id = ANY(CAST(:members AS uuid[])) GROUP BY r.member_id"
         )
