@@ -15,13 +15,24 @@ from api.idempotency import claim as claim_key
 from api.members.models import Member
 from api.notify.models import Delivery
 
+# The first key of the two-key advisory locks that serialise one group's texts (the one-key
+# space is the alert raise's, per requester).
+_TEXT_LOCK_SPACE = 0x67727478  # "grtx"
+
 
 def lock_current_group(session: Session, group_id: uuid.UUID) -> BuddyGroup | None:
-    """The current (unretired) group, locked until commit: its texts are counted one at a time."""
+    """The current (unretired) group; its texts are counted one at a time until commit.
+
+    The serialising lock is an advisory one, the row is held only FOR KEY SHARE: an erasure
+    locks the member row first, then sets this row's point_contact_id to NULL, so a row
+    lock taken here before the members' would deadlock with the erasure of the point contact.
+    """
+    key = int.from_bytes(group_id.bytes[:4], "big", signed=True)
+    session.execute(select(func.pg_advisory_xact_lock(_TEXT_LOCK_SPACE, key)))
     stmt = (
         select(BuddyGroup)
         .where(BuddyGroup.id == group_id, BuddyGroup.retired_at.is_(None))
-        .with_for_update()
+        .with_for_update(read=True, key_share=True)
     )
     return session.scalars(stmt).one_or_none()
 

@@ -3,6 +3,8 @@
 # ruff: noqa: F811  (pytest fixtures imported from other test modules, used as arguments)
 from __future__ import annotations
 
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from functools import partial
@@ -11,6 +13,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import delete, func, select
+from sqlalchemy import text as text_sql
 
 from api import database
 from api.groups.models import BuddyGroup, GroupMessage
@@ -298,3 +301,59 @@ class TestRaces:
                 .where(GroupMessage.group_id == arena["group"].id)
             )
         assert sent == settings.group_message_rate
+
+    def test_a_text_and_the_erasure_of_the_point_contact_at_once_both_succeed(
+        self, arena, settings, graphs
+    ):
+        # Erasure locks the member row, then its deletion sets the group's point_contact_id
+        # to NULL; a text must not hold the group row against that while it waits for the
+        # member row (a deadlock: one of the two failed after deadlock_timeout).
+        factory = arena["factory"]
+        with database.transaction(factory) as session:
+            data = member_body(
+                unique_handle("pc"),
+                roles=["defense"],
+                contact={"webhook_url": "http://127.0.0.1:9/p"},
+            )
+            contact, _ = members_service.create_member(
+                session, settings, MemberCreate.model_validate(data), actor=None, graphs=graphs
+            )
+            session.get(BuddyGroup, arena["group"].id).point_contact_id = contact.id  # type: ignore[union-attr]
+        answers: list[Any] = []
+
+        client = TestClient(arena["app"], raise_server_exceptions=False).__enter__()
+
+        def text() -> None:
+            answers.append(send_text(client, arena["token"], arena["group"].id, key="pc"))
+
+        erasure = factory()
+        try:
+            members_service.repository.lock_member(erasure, contact.id)  # erasure's first step
+            sender = threading.Thread(target=text)
+            sender.start()
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:  # until the text waits for the member row
+                erasure.execute(text_sql("SELECT pg_stat_clear_snapshot()"))  # else cached
+                waiting = erasure.scalar(
+                    text_sql(
+                        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                        " AND wait_event_type = 'Lock'"
+                    )
+                )
+                if waiting:
+                    break
+                time.sleep(0.05)
+            assert waiting, "the text never waited for the member being erased"
+            member = erasure.get(Member, contact.id)
+            assert member is not None
+            members_service.delete_member(erasure, member, actor=member)
+            erasure.commit()
+        finally:
+            erasure.close()
+            sender.join(timeout=30)
+            client.__exit__(None, None, None)
+        assert answers and answers[0].status_code == 201, answers[0].text
+        assert answers[0].json()["sent_count"] == 3  # the three members; the erased contact not
+        with factory() as session:
+            assert session.get(Member, contact.id) is None
+            assert session.get(BuddyGroup, arena["group"].id).point_contact_id is None  # type: ignore[union-attr]
