@@ -14,6 +14,7 @@ from api.groups.errors import GroupNotFound, GroupTextKeyReused, GroupTextRateLi
 from api.idempotency import request_hash
 from api.members.auth import is_coordinator
 from api.members.crypto import contact_cipher
+from api.members.errors import InvalidToken
 from api.members.models import Member
 from api.notify.service import enqueue_many, member_channels, purge
 from api.settings import Settings
@@ -53,6 +54,9 @@ def send_text(
     Coordinators send to any current group, a point contact to its own; anyone else gets
     the same 404 as for a group that does not exist or was retired.
     """
+    if not repo.lock_sender(session, sender.id):
+        msg = "this token's member was erased"
+        raise InvalidToken(msg)
     # Locked: texts to one group are counted against the rate one at a time.
     group = repo.lock_current_group(session, group_id)
     if group is None or not (is_coordinator(sender) or group.point_contact_id == sender.id):

@@ -20,6 +20,18 @@ from api.notify.models import Delivery
 _TEXT_LOCK_SPACE = 0x67727478  # "grtx"
 
 
+def lock_sender(session: Session, member_id: uuid.UUID) -> bool:
+    """Hold the sender FOR KEY SHARE until commit; False if it was erased since it signed in.
+
+    Taken first, as erasure takes the member row first: an erasure in progress is waited
+    for, and the text then refused, not failed on the group_message row's foreign key.
+    """
+    stmt = (
+        select(Member.id).where(Member.id == member_id).with_for_update(read=True, key_share=True)
+    )
+    return session.scalar(stmt) is not None
+
+
 def lock_current_group(session: Session, group_id: uuid.UUID) -> BuddyGroup | None:
     """The current (unretired) group; its texts are counted one at a time until commit.
 

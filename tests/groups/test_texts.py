@@ -262,7 +262,7 @@ def arena(engine, settings, graphs, clock) -> Iterator[dict[str, Any]]:  # type:
     with database.transaction(factory) as session:
         group = publish_group(session, made[1:])
     app = create_app(settings, engine=engine, session_factory=factory, graphs=graphs, clock=clock)
-    yield {"app": app, "token": tokens[0], "group": group, "factory": factory}
+    yield {"app": app, "token": tokens[0], "group": group, "factory": factory, "members": made}
     with database.transaction(factory) as session:
         ids = session.scalars(select(GroupMessage.id).where(GroupMessage.group_id == group.id))
         session.execute(delete(Delivery).where(Delivery.alert_id.in_(list(ids))))
@@ -357,3 +357,54 @@ class TestRaces:
         with factory() as session:
             assert session.get(Member, contact.id) is None
             assert session.get(BuddyGroup, arena["group"].id).point_contact_id is None  # type: ignore[union-attr]
+
+    def test_a_sender_erased_while_its_text_waits_gets_401_not_500(self, arena, settings):
+        factory = arena["factory"]
+        coordinator = arena["members"][0]
+        client = TestClient(arena["app"], raise_server_exceptions=False).__enter__()
+        answers: list[Any] = []
+        sender = threading.Thread(
+            target=lambda: answers.append(
+                send_text(client, arena["token"], arena["group"].id, key="gone")
+            )
+        )
+        erasure = factory()
+        try:
+            members_service.repository.lock_member(erasure, coordinator.id)
+            sender.start()
+            assert _waits_for_a_lock(erasure), "the text never waited for the member being erased"
+            member = erasure.get(Member, coordinator.id)
+            assert member is not None
+            members_service.delete_member(erasure, member, actor=member)
+            erasure.commit()
+        finally:
+            erasure.close()
+            sender.join(timeout=30)
+            client.__exit__(None, None, None)
+        assert answers and answers[0].status_code == 401, answers[0].text
+        with factory() as session:
+            assert (
+                session.scalar(
+                    select(func.count())
+                    .select_from(GroupMessage)
+                    .where(GroupMessage.group_id == arena["group"].id)
+                )
+                == 0
+            )
+
+
+def _waits_for_a_lock(session: Any) -> bool:
+    """Whether another backend of the test database waits for a lock within 10 s."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        session.execute(text_sql("SELECT pg_stat_clear_snapshot()"))  # else cached in the txn
+        waiting = session.scalar(
+            text_sql(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                " AND wait_event_type = 'Lock'"
+            )
+        )
+        if waiting:
+            return True
+        time.sleep(0.05)
+    return False
