@@ -227,6 +227,17 @@ def publish(
     Each member of each new group is told, through the outbox, who is in it (handles only).
     """
     repo.lock_groups(session)
+    # Members first, then the proposal: an erasure locks its member, then the proposals
+    # naming it (to scrub them), so the other order would deadlock with it.
+    proposal = repo.get_proposal(session, proposal_id, lock=False)
+    if proposal is None:
+        msg = f"no proposal {proposal_id}"
+        raise ProposalNotFound(msg)
+    named = Proposal.model_validate(proposal.answer)
+    wanted = {m for g in named.groups for m in g.members}
+    wanted |= {g.point_contact for g in named.groups if g.point_contact is not None}
+    present = repo.lock_members(session, wanted)
+    # Locked and read again: an erasure that went first has scrubbed it meanwhile.
     proposal = repo.get_proposal(session, proposal_id)
     if proposal is None:
         msg = f"no proposal {proposal_id}"
@@ -235,9 +246,6 @@ def publish(
         msg = f"proposal {proposal_id} was published at {proposal.published_at.isoformat()}"
         raise ProposalPublished(msg)
     planned = Proposal.model_validate(proposal.answer)
-    wanted = {m for g in planned.groups for m in g.members}
-    wanted |= {g.point_contact for g in planned.groups if g.point_contact is not None}
-    present = repo.lock_members(session, wanted)
     repo.retire_current(session, mode=proposal.mode, now=now)
     made: list[tuple[BuddyGroup, list[uuid.UUID]]] = []
     for position, planned_group in enumerate(planned.groups):

@@ -410,12 +410,6 @@ def _waits_for_a_lock(session: Any) -> bool:
     return False
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="publish locks the proposal before the members; erasure locks the member, then (its "
-    "hook) the proposals naming it: a deadlock. Fix in api/groups/service.py publish (lock "
-    "the members first, as everything else does); then drop this marker.",
-)
 def test_publishing_a_proposal_while_one_of_its_members_is_erased_both_succeed(arena, settings):  # type: ignore[no-untyped-def]
     from datetime import UTC, datetime
 
