@@ -149,13 +149,19 @@ def add_memberships(session: Session, group_id: uuid.UUID, member_ids: Sequence[
     session.flush()
 
 
-def leave_current(session: Session, member_id: uuid.UUID) -> None:
-    """Take the member out of every current group (history stays as it was)."""
+def leave_current(session: Session, member_ids: Sequence[uuid.UUID]) -> None:
+    """Take the members out of every current group, of any mode (retired ones stay as they were).
+
+    A member is in one current group at most: a move or a publish puts it there after this.
+    """
+    if not member_ids:
+        return
     current = select(BuddyGroup.id).where(BuddyGroup.retired_at.is_(None))
     session.execute(
-        delete(BuddyGroupMember).where(
-            BuddyGroupMember.member_id == member_id, BuddyGroupMember.group_id.in_(current)
-        )
+        delete(BuddyGroupMember)
+        .where(_among(BuddyGroupMember.member_id, sorted(set(member_ids))))
+        .where(BuddyGroupMember.group_id.in_(current))
+        .execution_options(synchronize_session=False)
     )
 
 

@@ -222,6 +222,9 @@ def publish(
 ) -> GroupList:
     """Make the proposal's groups current and retire the previous ones, in one transaction.
 
+    The previous ones are the current groups of the proposal's mode; a member published here
+    also leaves a current group of another mode, so that each is in one current group.
+
     Members erased since the build, or now of another mode, are left out (a group left with
     fewer than two is dropped); a point contact that lost the defence role becomes none.
     Each member of each new group is told, through the outbox, who is in it (handles only).
@@ -262,6 +265,9 @@ def publish(
             retired_at=None,
         )
         made.append((group, members))
+    # One current group per member: those published here leave any current group of another
+    # mode (a member who changed mode since its last group); this mode's were retired above.
+    repo.leave_current(session, [m for _, ms in made for m in ms])
     repo.add_groups(session, made)
     proposal.published_at = now
     session.flush()
@@ -474,7 +480,7 @@ def move_member(
         if len(members) >= buddies.HARD_MAX_SIZE:
             msg = f"group {group_id} already has {len(members)} members, the most a group may have"
             raise GroupFull(msg)
-        repo.leave_current(session, member_id)
+        repo.leave_current(session, [member_id])
         repo.add_memberships(session, group.id, [member_id])
         audit(session, coordinator, member_id, "group.move")
     return read_group(session, group)

@@ -104,7 +104,8 @@ def lock_recipients(session: Session, group: BuddyGroup, *, exclude: uuid.UUID) 
 
 _MINE = aliased(BuddyGroupMember)
 _OTHER = aliased(BuddyGroupMember)
-# Every member of the member's current group(s), newest group first: one prepared round trip
+# Every member of the member's current group (one at most: publish and moves take a member out
+# of any other; newest first all the same), one prepared round trip
 # on the driver connection, as it runs for every personal alert.
 _CURRENT_GROUP = (
     select(BuddyGroup.id, BuddyGroup.point_contact_id, _OTHER.member_id)
