@@ -119,12 +119,14 @@ def send_text(
     return GroupTextRead(id=message_id, sent_count=len(reached), created_at=now), True
 
 
-def purge_expired(session: Session, *, before: datetime) -> tuple[int, int]:
-    """Forget group texts (and their outbox rows, which hold the text) and unpublished
-    proposals made before ``before``, counted per month first; (texts, proposals) gone."""
+def purge_expired(session: Session, *, before: datetime) -> tuple[int, int, int]:
+    """Forget group texts (and their outbox rows, which hold the text), publish notices (the
+    outbox rows telling members who is in their group) and unpublished proposals made before
+    ``before``, counted per month first; (texts, notices, proposals) gone."""
     from api.alerts.repository import add_purge_counts
 
     add_purge_counts(session, repo.purge_counts(session, before=before))
     ids = repo.delete_messages_before(session, before=before)
     purge(session, alert_ids=ids)
-    return len(ids), repo.delete_unpublished_proposals_before(session, before=before)
+    notices = repo.delete_notices_before(session, before=before)
+    return len(ids), notices, repo.delete_unpublished_proposals_before(session, before=before)

@@ -140,11 +140,20 @@ def _unpublished_before(before: datetime) -> Any:
     return (GroupProposal.published_at.is_(None)) & (GroupProposal.created_at < before)
 
 
+# Outbox kinds written by a publish (alert_id: the group's id): who is in a group with whom.
+NOTICE_KINDS = ("group", "group_contact")
+
+
+def _notices_before(before: datetime) -> Any:
+    return Delivery.message_kind.in_(NOTICE_KINDS) & (Delivery.created_at < before)
+
+
 def purge_counts(session: Session, *, before: datetime) -> list[tuple[date, str, str, int]]:
     """What purging before ``before`` removes: (month made, category, key, count).
 
-    Categories: ``group_message`` (key ``text``), ``group_notification`` (key: channel) and
-    ``group_proposal`` (key ``unpublished``).
+    Categories: ``group_message`` (key ``text``), ``group_notification`` (key: channel),
+    ``group_notice`` (publish notices, key: channel) and ``group_proposal`` (key
+    ``unpublished``).
     """
     month = _month(GroupMessage.created_at)
     texts = (
@@ -158,13 +167,19 @@ def purge_counts(session: Session, *, before: datetime) -> list[tuple[date, str,
         .where(GroupMessage.created_at < before, Delivery.message_kind == "group_message")
         .group_by(month, Delivery.channel)
     )
+    n_month = _month(Delivery.created_at)
+    notices = (
+        select(n_month, literal("group_notice"), Delivery.channel, func.count())
+        .where(_notices_before(before))
+        .group_by(n_month, Delivery.channel)
+    )
     p_month = _month(GroupProposal.created_at)
     proposals = (
         select(p_month, literal("group_proposal"), literal("unpublished"), func.count())
         .where(_unpublished_before(before))
         .group_by(p_month)
     )
-    rows = session.execute(texts.union_all(notifications, proposals)).all()
+    rows = session.execute(texts.union_all(notifications, notices, proposals)).all()
     return sorted((m, c, k, int(n)) for m, c, k, n in rows)
 
 
@@ -177,6 +192,17 @@ def delete_messages_before(session: Session, *, before: datetime) -> list[uuid.U
         .execution_options(synchronize_session=False)
     )
     return list(session.scalars(stmt))
+
+
+def delete_notices_before(session: Session, *, before: datetime) -> int:
+    """Delete the publish notices (kinds ``group``, ``group_contact``) queued before ``before``."""
+    stmt = (
+        delete(Delivery)
+        .where(_notices_before(before))
+        .returning(Delivery.id)
+        .execution_options(synchronize_session=False)
+    )
+    return len(session.scalars(stmt).all())
 
 
 def delete_unpublished_proposals_before(session: Session, *, before: datetime) -> int:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections import Counter
+from datetime import UTC, timedelta
 from typing import Any
 
 import pytest
@@ -11,6 +13,8 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from api.alerts.escalation import purge_expired
+from api.cli.purge import run_purge
 from api.groups.models import BuddyGroup, BuddyGroupMember
 from api.groups.texts_repository import current_group_of
 from api.members import service as members_service
@@ -247,3 +251,43 @@ class TestPublish:
         mine = client.get("/v1/groups", headers=auth(tokens[stayer])).json()["items"]
         seen = {x["id"] for g in mine for x in g["members"]}
         assert not seen & set(movers)
+
+
+class TestPublishNoticesRetention:
+    def test_publish_notices_go_after_the_group_retention_counted_per_month(
+        self, client: TestClient, db: Session, coordinator: Any, world: Any, settings: Any
+    ) -> None:
+        token = coordinator[1]
+        published = publish(client, token, build(client, token)["proposal_id"])
+
+        def notices() -> list[Delivery]:
+            stmt = (
+                select(Delivery)
+                .where(Delivery.message_kind.in_(("group", "group_contact")))
+                .execution_options(populate_existing=True)
+            )
+            return list(db.scalars(stmt))
+
+        rows = notices()
+        assert {r.message_kind for r in rows} == {"group", "group_contact"}
+        made = max(r.created_at for r in rows)
+        month = f"{min(r.created_at for r in rows).astimezone(UTC):%Y-%m}"
+        per_channel = Counter(r.channel for r in rows)
+        retention = timedelta(days=settings.group_retention_days)
+        early = purge_expired(db, settings, now=made + retention - timedelta(minutes=1))
+        assert early.group_notices == 0
+        assert len(notices()) == len(rows)
+
+        later = made + retention + timedelta(minutes=1)
+        dry = run_purge(db, settings, now=later, dry_run=True)
+        assert f"would remove: {len(rows)} group notices (who is in a group, on publish)" in dry
+        for channel, n in per_channel.items():
+            assert f"would remove: {month} group_notice {channel}: {n}" in dry, dry
+        assert len(notices()) == len(rows)
+        done = run_purge(db, settings, now=later, dry_run=False)
+        for channel, n in per_channel.items():
+            assert f"purged so far: {month} group_notice {channel}: {n}" in done, done
+        assert notices() == []
+        # The groups themselves stay: only what was sent about them goes.
+        current = client.get("/v1/groups", headers=auth(token)).json()["items"]
+        assert {g["id"] for g in current} == {g["id"] for g in published["items"]}
