@@ -63,11 +63,14 @@ def add_proposal(session: Session, proposal: GroupProposal) -> None:
     session.flush()
 
 
-def get_proposal(session: Session, proposal_id: uuid.UUID) -> GroupProposal | None:
-    """The proposal, locked until commit (a publish holds it)."""
-    return session.scalars(
-        select(GroupProposal).where(GroupProposal.id == proposal_id).with_for_update()
-    ).one_or_none()
+def get_proposal(
+    session: Session, proposal_id: uuid.UUID, *, lock: bool = True
+) -> GroupProposal | None:
+    """The proposal, read afresh; ``lock``: locked until commit (a publish holds it)."""
+    stmt = select(GroupProposal).where(GroupProposal.id == proposal_id)
+    if lock:
+        stmt = stmt.with_for_update()
+    return session.scalars(stmt.execution_options(populate_existing=True)).one_or_none()
 
 
 def lock_members(session: Session, member_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, Any]:

@@ -230,17 +230,22 @@ def publish(
     Each member of each new group is told, through the outbox, who is in it (handles only).
     """
     repo.lock_groups(session)
-    proposal = repo.get_proposal(session, proposal_id)
+    # The members before the proposal, as an erasure takes them (its member row, then the
+    # proposals naming it, to scrub): holding the proposal while waiting for a member being
+    # erased deadlocked. The proposal is read again once locked: an erasure may have scrubbed
+    # it meanwhile, and then names fewer members than those locked.
+    msg = f"no proposal {proposal_id}"
+    proposal = repo.get_proposal(session, proposal_id, lock=False)
     if proposal is None:
-        msg = f"no proposal {proposal_id}"
+        raise ProposalNotFound(msg)
+    present = repo.lock_members(session, _named(Proposal.model_validate(proposal.answer)))
+    proposal = repo.get_proposal(session, proposal_id)
+    if proposal is None:  # purged meanwhile
         raise ProposalNotFound(msg)
     if proposal.published_at is not None:
         msg = f"proposal {proposal_id} was published at {proposal.published_at.isoformat()}"
         raise ProposalPublished(msg)
     planned = Proposal.model_validate(proposal.answer)
-    wanted = {m for g in planned.groups for m in g.members}
-    wanted |= {g.point_contact for g in planned.groups if g.point_contact is not None}
-    present = repo.lock_members(session, wanted)
     repo.retire_current(session, mode=proposal.mode, now=now)
     made: list[tuple[BuddyGroup, list[uuid.UUID]]] = []
     for position, planned_group in enumerate(planned.groups):
@@ -280,6 +285,12 @@ def publish(
             for g, ms in made
         ]
     )
+
+
+def _named(planned: Proposal) -> set[uuid.UUID]:
+    """The members a proposal's groups name, point contacts too."""
+    named = {m for g in planned.groups for m in g.members}
+    return named | {g.point_contact for g in planned.groups if g.point_contact is not None}
 
 
 def group_text(others: Sequence[str], contact: str | None) -> str:
