@@ -472,11 +472,13 @@ def move_member(
 ) -> GroupRead:
     """Move a member into a current group (out of the one it is in), within the size cap."""
     repo.lock_groups(session)
+    # The member before the group, as an erasure takes them (its member row, then the group it
+    # is the point contact of): the other order deadlocked.
+    member = repo.lock_members(session, [member_id]).get(member_id)
     group = repo.get_group(session, group_id, lock=True)
     if group is None:
         msg = f"no group {group_id}"
         raise GroupNotFound(msg)
-    member = repo.lock_members(session, [member_id]).get(member_id)
     if member is None:
         msg = f"member_id: no member {member_id}"
         raise MemberNotFound(msg)

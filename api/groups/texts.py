@@ -53,7 +53,10 @@ def send_text(
     Coordinators send to any current group, a point contact to its own; anyone else gets
     the same 404 as for a group that does not exist or was retired.
     """
-    # Locked: texts to one group are counted against the rate one at a time.
+    # The recipients first (FOR KEY SHARE), as an erasure takes a member row before the group
+    # it is the point contact of: locking the group first deadlocked with one. Then the group:
+    # texts to one group are counted against the rate one at a time.
+    repo.lock_members_of(session, group_id)
     group = repo.lock_current_group(session, group_id)
     if group is None or not (is_coordinator(sender) or group.point_contact_id == sender.id):
         msg = f"no current group {group_id} you may send to"

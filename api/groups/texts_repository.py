@@ -78,6 +78,20 @@ def sent_since(
     return int(count), oldest
 
 
+def lock_members_of(session: Session, group_id: uuid.UUID) -> None:
+    """Hold the group's members and its point contact FOR KEY SHARE, in id order (the group
+    itself unlocked: see lock_recipients for the list once it is)."""
+    contact = select(BuddyGroup.point_contact_id).where(BuddyGroup.id == group_id)
+    members = select(BuddyGroupMember.member_id).where(BuddyGroupMember.group_id == group_id)
+    stmt = (
+        select(Member.id)
+        .where(or_(Member.id.in_(members), Member.id.in_(contact)))
+        .order_by(Member.id)
+        .with_for_update(read=True, key_share=True)
+    )
+    session.execute(stmt).all()
+
+
 def lock_recipients(session: Session, group: BuddyGroup, *, exclude: uuid.UUID) -> list[Member]:
     """The group's members and its point contact (but ``exclude``), held FOR KEY SHARE.
 
