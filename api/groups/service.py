@@ -45,7 +45,7 @@ from api.members.crypto import contact_cipher
 from api.members.errors import ContactUnreadable, MemberNotFound
 from api.members.models import Member
 from api.members.service import audit
-from api.notify.service import enqueue_many
+from api.notify.service import enqueue_each
 from api.settings import Settings
 from geo import buddies
 from geo.errors import GraphUnavailable
@@ -311,9 +311,11 @@ def _tell_members(
 ) -> None:
     contacts = [g.point_contact_id for g, _ in made if g.point_contact_id is not None]
     records = repo.members_by_id(session, [m for _, ms in made for m in ms] + contacts)
+    # One outbox row per member and channel; the group's id makes each delivery id unique.
+    # Every group's in one INSERT (one per group was thousands of round trips under the lock).
+    messages: list[tuple[uuid.UUID, Member, str, dict[str, Any]]] = []
     for group, members in made:
         contact = None if group.point_contact_id is None else handle[group.point_contact_id]
-        messages = []
         for m in members:
             others = sorted(handle[o] for o in members if o != m)
             payload = {
@@ -325,11 +327,7 @@ def _tell_members(
                     "point_contact": contact,
                 },
             }
-            messages.append((records[m], payload))
-        # One outbox row per member and channel; the group's id makes each delivery id unique.
-        enqueue_many(
-            session, settings, messages=messages, alert_id=group.id, message_kind="group", now=now
-        )
+            messages.append((group.id, records[m], "group", payload))
         if group.point_contact_id is not None:
             # The point contact learns whom it serves (it may be in the group itself, too).
             handles = sorted(handle[m] for m in members)
@@ -338,14 +336,8 @@ def _tell_members(
                 "text": f"ern: you are now the point contact of a group with {', '.join(handles)}",
                 "group": {"group_id": str(group.id), "members": handles, "point_contact": contact},
             }
-            enqueue_many(
-                session,
-                settings,
-                messages=[(records[group.point_contact_id], payload)],
-                alert_id=group.id,
-                message_kind="group_contact",
-                now=now,
-            )
+            messages.append((group.id, records[group.point_contact_id], "group_contact", payload))
+    enqueue_each(session, settings, messages=messages, now=now)
 
 
 # --- reads -----------------------------------------------------------------------------------

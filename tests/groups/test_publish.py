@@ -22,6 +22,7 @@ from api.members.models import Member
 from api.notify.models import Delivery
 from tests.api.factories import auth
 from tests.groups.conftest import WEEKDAYS, WEEKEND
+from tests.notify.test_notify_batching import Statements
 
 DECIMAL = re.compile(r"\d+\.\d+")
 
@@ -291,3 +292,21 @@ class TestPublishNoticesRetention:
         # The groups themselves stay: only what was sent about them goes.
         current = client.get("/v1/groups", headers=auth(token)).json()["items"]
         assert {g["id"] for g in current} == {g["id"] for g in published["items"]}
+
+
+class TestPublishStatements:
+    def test_members_of_every_group_are_told_in_one_outbox_insert(
+        self, client: TestClient, db: Session, coordinator: Any, world: Any, engine: Any
+    ) -> None:
+        token = coordinator[1]
+        proposal = build(client, token, max_size=3, min_size=2)
+        assert len(proposal["groups"]) >= 3
+        with Statements(engine) as seen:
+            published = publish(client, token, proposal["proposal_id"])
+        assert len(published["items"]) >= 3
+        inserts = [s for s in seen.seen if s.lstrip().upper().startswith("INSERT INTO OUTBOX")]
+        assert len(inserts) == 1, inserts
+        rows = db.scalars(
+            select(Delivery).where(Delivery.message_kind.in_(("group", "group_contact")))
+        ).all()
+        assert {r.alert_id for r in rows} == {uuid.UUID(g["id"]) for g in published["items"]}
