@@ -114,7 +114,7 @@ def roster_rows(session: Session, member_ids: Iterable[uuid.UUID]) -> Sequence[A
         return []
     return session.execute(
         select(Member.id, Member.handle, Member.share_with_group, Member.contact_ciphertext)
-        .where(Member.id.in_(ids))
+        .where(_among(Member.id, ids))
         .order_by(Member.handle)
     ).all()
 
@@ -210,7 +210,7 @@ def member_ids_of(session: Session, group_ids: Iterable[uuid.UUID]) -> dict[uuid
     rows = session.execute(
         select(BuddyGroupMember.group_id, Member.id, Member.handle)
         .join(Member, Member.id == BuddyGroupMember.member_id)
-        .where(BuddyGroupMember.group_id.in_(ids))
+        .where(_among(BuddyGroupMember.group_id, ids))
     ).all()
     for group_id, member_id, handle in sorted(rows, key=lambda row: row[2]):
         out[group_id].append((member_id, handle))
@@ -222,4 +222,6 @@ def handles(session: Session, member_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID
     ids = list(set(member_ids))
     if not ids:
         return {}
-    return dict(session.execute(select(Member.id, Member.handle).where(Member.id.in_(ids))).all())
+    return dict(
+        session.execute(select(Member.id, Member.handle).where(_among(Member.id, ids))).all()
+    )
