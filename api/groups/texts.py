@@ -57,7 +57,10 @@ def send_text(
     if not repo.lock_sender(session, sender.id):
         msg = "this token's member was erased"
         raise InvalidToken(msg)
-    # Locked: texts to one group are counted against the rate one at a time.
+    # The recipients next (FOR KEY SHARE), as an erasure takes a member row before the group
+    # it is the point contact of: locking the group first deadlocked with one. Then the group:
+    # texts to one group are counted against the rate one at a time.
+    repo.lock_members_of(session, group_id)
     group = repo.lock_current_group(session, group_id)
     if group is None or not (is_coordinator(sender) or group.point_contact_id == sender.id):
         msg = f"no current group {group_id} you may send to"
@@ -123,12 +126,14 @@ def send_text(
     return GroupTextRead(id=message_id, sent_count=len(reached), created_at=now), True
 
 
-def purge_expired(session: Session, *, before: datetime) -> tuple[int, int]:
-    """Forget group texts (and their outbox rows, which hold the text) and unpublished
-    proposals made before ``before``, counted per month first; (texts, proposals) gone."""
+def purge_expired(session: Session, *, before: datetime) -> tuple[int, int, int]:
+    """Forget group texts (and their outbox rows, which hold the text), publish notices (the
+    outbox rows telling members who is in their group) and unpublished proposals made before
+    ``before``, counted per month first; (texts, notices, proposals) gone."""
     from api.alerts.repository import add_purge_counts
 
     add_purge_counts(session, repo.purge_counts(session, before=before))
     ids = repo.delete_messages_before(session, before=before)
     purge(session, alert_ids=ids)
-    return len(ids), repo.delete_unpublished_proposals_before(session, before=before)
+    notices = repo.delete_notices_before(session, before=before)
+    return len(ids), notices, repo.delete_unpublished_proposals_before(session, before=before)
