@@ -25,6 +25,8 @@ HOME_MAX_S = 600.0
 SIMILARITY_MAX_LINKS = 10 * DEFAULT_MAX_LINKS
 # Route pairs (one per shared edge) one chunk's sparse product may walk: ~100 MB at most.
 PAIR_BUDGET = 500_000
+# Time bands of the inverted index (edge, band): routes meet only if their windows overlap.
+BAND_S = 900.0
 
 
 @dataclass(frozen=True)
@@ -254,15 +256,49 @@ def similarity(
     return Similarity(weight=weight, shared_minutes=shared.tocsr(), index=index)
 
 
-def _chunks(index: _RouteIndex, budget: int) -> list[tuple[int, int]]:
+def _banded(index: _RouteIndex) -> tuple[csr_matrix, csr_matrix]:
+    """Route x (edge, time band) incidences: ``S`` at the band a route starts in, ``C`` over
+    every band its window touches (linear time over two days, as :func:`_overlap` counts).
+
+    Two windows overlap only if the later one starts inside the earlier one, so the earlier
+    covers the band the later starts in: ``S Cᵀ`` holds every route pair overlapping in time
+    (with its shared metres and seconds, once per shared edge), and few others.
+    """
+    a = index.a.tocoo()
+    end = np.where(index.end <= index.start, index.end + 86_400, index.end)
+    b0 = np.floor(index.start / BAND_S).astype(np.int64)
+    b1 = np.maximum(np.ceil(end / BAND_S).astype(np.int64) - 1, b0)
+    n_bands = int(b1.max()) + 1 if b1.size else 1
+    row = a.row.astype(np.int64)
+    col = a.col.astype(np.int64)
+    rep = (b1 - b0 + 1)[row]
+    first = np.cumsum(rep) - rep
+    crow = np.repeat(row, rep)
+    step = np.arange(crow.size, dtype=np.int64) - np.repeat(first, rep)
+    ckey = np.repeat(col, rep) * n_bands + b0[crow] + step
+    keys, cidx = np.unique(ckey, return_inverse=True)
+    sidx = np.searchsorted(keys, col * n_bands + b0[row])
+    shape = (index.a.shape[0], keys.size)
+    start_m = csr_matrix((a.data, (row, sidx)), shape=shape)
+    cover = csr_matrix((np.ones(crow.size), (crow, cidx)), shape=shape)
+    return start_m, cover
+
+
+def _chunks(
+    index: _RouteIndex, start_m: csr_matrix, cover: csr_matrix, budget: int
+) -> list[tuple[int, int]]:
     """Member ranges whose routes' products walk at most ``budget`` route pairs each.
 
-    A route walks, per edge, every route on that edge; a member too busy for the budget
-    alone is a chunk of its own.
+    A route walks, per (edge, band) it starts in, every route covering it, and per (edge,
+    band) it covers, every route starting there; a member too busy for the budget alone is
+    a chunk of its own.
     """
-    on_edge = np.bincount(index.a.indices, minlength=index.a.shape[1]).astype(np.float64)
-    ones = csr_matrix((np.ones(index.a.nnz), index.a.indices, index.a.indptr), shape=index.a.shape)
-    work = np.bincount(index.member, weights=ones @ on_edge, minlength=index.n_members)
+    n_cover = np.bincount(cover.indices, minlength=cover.shape[1]).astype(np.float64)
+    n_start = np.bincount(start_m.indices, minlength=start_m.shape[1]).astype(np.float64)
+    ones = csr_matrix((np.ones(start_m.nnz), start_m.indices, start_m.indptr), shape=start_m.shape)
+    work = np.bincount(
+        index.member, weights=ones @ n_cover + cover @ n_start, minlength=index.n_members
+    )
     cum = np.cumsum(work)
     out: list[tuple[int, int]] = []
     lo = 0
@@ -275,26 +311,44 @@ def _chunks(index: _RouteIndex, budget: int) -> list[tuple[int, int]]:
     return out
 
 
+def _later(index: _RouteIndex, x: NDArray[np.int64], y: NDArray[np.int64]) -> NDArray[np.bool_]:
+    """Route ``x`` starts after ``y`` (ties: the higher index): each pair counted once."""
+    sx, sy = index.start[x], index.start[y]
+    return np.asarray((sx > sy) | ((sx == sy) & (x > y)), dtype=np.bool_)
+
+
 def _top_links(index: _RouteIndex, k: int, budget: int) -> tuple[csr_matrix, csr_matrix]:
     """Normalised overlap and shared minutes, each member's ``k`` strongest links kept.
 
-    Chunk by chunk of members: route pairs of the chunk's routes with all routes, member
-    pairs summed, normalised, cut to the ``k`` strongest per member; then symmetrised (the
-    values are symmetric, so a link kept by either side keeps its exact weight).
+    Chunk by chunk of members: the route pairs of the chunk's routes overlapping in time
+    (the chunk's route starting later, from ``S Cᵀ``; starting earlier, from ``C Sᵀ``),
+    member pairs summed, normalised, cut to the ``k`` strongest per member; then
+    symmetrised (the values are symmetric, so a link kept by either side keeps its exact
+    weight).
     """
     n = index.n_members
-    at = (index.a != 0).T.astype(np.float64).tocsr()
+    start_m, cover = _banded(index)
+    cover_t = cover.T.tocsr()
+    start_t = start_m.T.tocsr()
     rows: list[NDArray[np.int64]] = []
     cols: list[NDArray[np.int64]] = []
     wts: list[NDArray[np.float64]] = []
     mins: list[NDArray[np.float64]] = []
-    for lo, hi in _chunks(index, budget):
+    for lo, hi in _chunks(index, start_m, cover, budget):
         r0, r1 = int(index.route_ptr[lo]), int(index.route_ptr[hi])
         if r0 == r1:
             continue
-        p = (index.a[r0:r1] @ at).tocoo()
-        mi, mj, val = index.pair_terms(p.row.astype(np.int64) + r0, p.col.astype(np.int64), p.data)
-        del p
+        late = (start_m[r0:r1] @ cover_t).tocoo()
+        x, y = late.row.astype(np.int64) + r0, late.col.astype(np.int64)
+        ok = _later(index, x, y)
+        early = (cover[r0:r1] @ start_t).tocoo()
+        ey, ex = early.row.astype(np.int64) + r0, early.col.astype(np.int64)
+        eok = _later(index, ex, ey)
+        i = np.concatenate([x[ok], ey[eok]])
+        j = np.concatenate([y[ok], ex[eok]])
+        shared = np.concatenate([late.data[ok], early.data[eok]])
+        del late, early, x, y, ex, ey
+        mi, mj, val = index.pair_terms(i, j, shared)
         m = coo_matrix((val, (mi - lo, mj)), shape=(hi - lo, n)).tocsr()
         m.sum_duplicates()
         c = m.tocoo()
@@ -314,8 +368,8 @@ def _top_links(index: _RouteIndex, k: int, budget: int) -> tuple[csr_matrix, csr
         return csr_matrix((n, n)), csr_matrix((n, n))
     r, c2 = np.concatenate(rows), np.concatenate(cols)
     weight = csr_matrix((np.concatenate(wts), (r, c2)), shape=(n, n))
-    shared = csr_matrix((np.concatenate(mins), (r, c2)), shape=(n, n))
-    return weight.maximum(weight.T).tocsr(), shared.maximum(shared.T).tocsr()
+    shared_m = csr_matrix((np.concatenate(mins), (r, c2)), shape=(n, n))
+    return weight.maximum(weight.T).tocsr(), shared_m.maximum(shared_m.T).tocsr()
 
 
 def _home_proximity(
