@@ -126,11 +126,14 @@ class _RouteIndex:
         a = self.a.tocoo()
         lab = label[self.member[a.row]]
         keep = lab >= 0
+        if not keep.any():
+            return csr_matrix((n, n))
         n_edges = self.a.shape[1]
-        key = lab[keep] * n_edges + a.col[keep]
+        # (group, edge) keys, numbered densely: columns only for the pairs that occur
+        _, key = np.unique(lab[keep] * n_edges + a.col[keep], return_inverse=True)
         ag = csr_matrix(
-            (a.data[keep], (a.row[keep], key)),
-            shape=(self.a.shape[0], (int(label.max()) + 1) * n_edges),
+            (a.data[keep], (a.row[keep], key.ravel())),
+            shape=(self.a.shape[0], int(key.max()) + 1),
         )
         p = (ag @ (ag != 0).T.astype(np.float64)).tocoo()
         mi, mj, val = self.pair_terms(p.row.astype(np.int64), p.col.astype(np.int64), p.data)
