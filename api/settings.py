@@ -123,8 +123,9 @@ class AlertSettings(_Base):
     group_message_retention_days: float | None = Field(
         default=None,
         gt=0,
-        description="group texts (and their outbox rows) and unpublished group proposals are "
-        "deleted this long after they were made; unset: ERN_ALERT_RETENTION_DAYS",
+        description="group texts (and their outbox rows), publish notices (outbox kinds group, "
+        "group_contact) and unpublished group proposals are deleted this long after they were "
+        "made; unset: ERN_ALERT_RETENTION_DAYS",
     )
 
     @field_validator("timezone")

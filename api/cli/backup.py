@@ -71,11 +71,26 @@ def _run(command: list[str], password: str | None) -> None:
 
 
 def backup(url: str, file: Path) -> list[str]:
-    """Dump database ``url`` to ``file`` (written next to it first, renamed when complete)."""
+    """Dump database ``url`` to ``file`` (written next to it first, renamed when complete).
+
+    The dump holds home zones, routes and the audit trail in the clear, so it is made
+    readable by its owner only whatever the umask, and a failed dump leaves no part behind.
+    """
     plain, password = libpq_url(url)
     partial = file.with_name(file.name + ".partial")
     command = pg_dump_command(plain, partial)
-    _run(command, password)
+    # pg_dump truncates an existing file and keeps its mode: create it 0600 first.
+    try:
+        partial.unlink(missing_ok=True)
+        os.close(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except OSError as exc:
+        msg = f"cannot write {partial}: {exc.strerror or exc}"
+        raise BackupError(msg) from None
+    try:
+        _run(command, password)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
     partial.replace(file)
     return pg_dump_command(plain, file)
 

@@ -33,6 +33,7 @@ def run_purge(session: Session, settings: Settings, *, now: datetime, dry_run: b
         f"{verb}: {purged.group_messages} group texts, "
         f"{purged.group_proposals} unpublished group proposals"
     )
+    lines.append(f"{verb}: {purged.group_notices} group notices (who is in a group, on publish)")
     lines += [f"{verb}: {m:%Y-%m} {c} {k}: {n}" for m, c, k, n in counts]
     totals = alerts_repo.purge_totals(session)
     lines += [f"purged so far: {m:%Y-%m} {c} {k}: {n}" for m, c, k, n in totals]

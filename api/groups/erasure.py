@@ -29,12 +29,16 @@ def forget_member(session: Session, member_id: uuid.UUID) -> None:
 
 
 def scrub(value: Any, member_id: str) -> Any:
-    """``value`` without ``member_id``: list items naming it dropped, object fields set null."""
+    """``value`` without ``member_id``: list items naming it dropped, object fields set null.
+
+    An object naming it (``{id, handle}``) goes whole, not just its id: its other fields
+    (a handle, a reason) are about the member too.
+    """
     if isinstance(value, list):
         return [scrub(item, member_id) for item in value if not _names(item, member_id)]
     if isinstance(value, dict):
         return {
-            key: None if item == member_id else scrub(item, member_id)
+            key: None if _names(item, member_id) else scrub(item, member_id)
             for key, item in value.items()
             if key != member_id
         }

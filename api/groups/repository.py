@@ -63,11 +63,14 @@ def add_proposal(session: Session, proposal: GroupProposal) -> None:
     session.flush()
 
 
-def get_proposal(session: Session, proposal_id: uuid.UUID) -> GroupProposal | None:
-    """The proposal, locked until commit (a publish holds it)."""
-    return session.scalars(
-        select(GroupProposal).where(GroupProposal.id == proposal_id).with_for_update()
-    ).one_or_none()
+def get_proposal(
+    session: Session, proposal_id: uuid.UUID, *, lock: bool = True
+) -> GroupProposal | None:
+    """The proposal, read afresh; ``lock``: locked until commit (a publish holds it)."""
+    stmt = select(GroupProposal).where(GroupProposal.id == proposal_id)
+    if lock:
+        stmt = stmt.with_for_update()
+    return session.scalars(stmt.execution_options(populate_existing=True)).one_or_none()
 
 
 def lock_members(session: Session, member_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, Any]:
@@ -111,7 +114,7 @@ def roster_rows(session: Session, member_ids: Iterable[uuid.UUID]) -> Sequence[A
         return []
     return session.execute(
         select(Member.id, Member.handle, Member.share_with_group, Member.contact_ciphertext)
-        .where(Member.id.in_(ids))
+        .where(_among(Member.id, ids))
         .order_by(Member.handle)
     ).all()
 
@@ -149,13 +152,19 @@ def add_memberships(session: Session, group_id: uuid.UUID, member_ids: Sequence[
     session.flush()
 
 
-def leave_current(session: Session, member_id: uuid.UUID) -> None:
-    """Take the member out of every current group (history stays as it was)."""
+def leave_current(session: Session, member_ids: Sequence[uuid.UUID]) -> None:
+    """Take the members out of every current group, of any mode (retired ones stay as they were).
+
+    A member is in one current group at most: a move or a publish puts it there after this.
+    """
+    if not member_ids:
+        return
     current = select(BuddyGroup.id).where(BuddyGroup.retired_at.is_(None))
     session.execute(
-        delete(BuddyGroupMember).where(
-            BuddyGroupMember.member_id == member_id, BuddyGroupMember.group_id.in_(current)
-        )
+        delete(BuddyGroupMember)
+        .where(_among(BuddyGroupMember.member_id, sorted(set(member_ids))))
+        .where(BuddyGroupMember.group_id.in_(current))
+        .execution_options(synchronize_session=False)
     )
 
 
@@ -201,7 +210,7 @@ def member_ids_of(session: Session, group_ids: Iterable[uuid.UUID]) -> dict[uuid
     rows = session.execute(
         select(BuddyGroupMember.group_id, Member.id, Member.handle)
         .join(Member, Member.id == BuddyGroupMember.member_id)
-        .where(BuddyGroupMember.group_id.in_(ids))
+        .where(_among(BuddyGroupMember.group_id, ids))
     ).all()
     for group_id, member_id, handle in sorted(rows, key=lambda row: row[2]):
         out[group_id].append((member_id, handle))
@@ -213,4 +222,6 @@ def handles(session: Session, member_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID
     ids = list(set(member_ids))
     if not ids:
         return {}
-    return dict(session.execute(select(Member.id, Member.handle).where(Member.id.in_(ids))).all())
+    return dict(
+        session.execute(select(Member.id, Member.handle).where(_among(Member.id, ids))).all()
+    )

@@ -45,7 +45,7 @@ from api.members.crypto import contact_cipher
 from api.members.errors import ContactUnreadable, MemberNotFound
 from api.members.models import Member
 from api.members.service import audit
-from api.notify.service import enqueue_many
+from api.notify.service import enqueue_each
 from api.settings import Settings
 from geo import buddies
 from geo.errors import GraphUnavailable
@@ -222,22 +222,30 @@ def publish(
 ) -> GroupList:
     """Make the proposal's groups current and retire the previous ones, in one transaction.
 
+    The previous ones are the current groups of the proposal's mode; a member published here
+    also leaves a current group of another mode, so that each is in one current group.
+
     Members erased since the build, or now of another mode, are left out (a group left with
     fewer than two is dropped); a point contact that lost the defence role becomes none.
     Each member of each new group is told, through the outbox, who is in it (handles only).
     """
     repo.lock_groups(session)
-    proposal = repo.get_proposal(session, proposal_id)
+    # The members before the proposal, as an erasure takes them (its member row, then the
+    # proposals naming it, to scrub): holding the proposal while waiting for a member being
+    # erased deadlocked. The proposal is read again once locked: an erasure may have scrubbed
+    # it meanwhile, and then names fewer members than those locked.
+    msg = f"no proposal {proposal_id}"
+    proposal = repo.get_proposal(session, proposal_id, lock=False)
     if proposal is None:
-        msg = f"no proposal {proposal_id}"
+        raise ProposalNotFound(msg)
+    present = repo.lock_members(session, _named(Proposal.model_validate(proposal.answer)))
+    proposal = repo.get_proposal(session, proposal_id)
+    if proposal is None:  # purged meanwhile
         raise ProposalNotFound(msg)
     if proposal.published_at is not None:
         msg = f"proposal {proposal_id} was published at {proposal.published_at.isoformat()}"
         raise ProposalPublished(msg)
     planned = Proposal.model_validate(proposal.answer)
-    wanted = {m for g in planned.groups for m in g.members}
-    wanted |= {g.point_contact for g in planned.groups if g.point_contact is not None}
-    present = repo.lock_members(session, wanted)
     repo.retire_current(session, mode=proposal.mode, now=now)
     made: list[tuple[BuddyGroup, list[uuid.UUID]]] = []
     for position, planned_group in enumerate(planned.groups):
@@ -262,6 +270,9 @@ def publish(
             retired_at=None,
         )
         made.append((group, members))
+    # One current group per member: those published here leave any current group of another
+    # mode (a member who changed mode since its last group); this mode's were retired above.
+    repo.leave_current(session, [m for _, ms in made for m in ms])
     repo.add_groups(session, made)
     proposal.published_at = now
     session.flush()
@@ -274,6 +285,12 @@ def publish(
             for g, ms in made
         ]
     )
+
+
+def _named(planned: Proposal) -> set[uuid.UUID]:
+    """The members a proposal's groups name, point contacts too."""
+    named = {m for g in planned.groups for m in g.members}
+    return named | {g.point_contact for g in planned.groups if g.point_contact is not None}
 
 
 def group_text(others: Sequence[str], contact: str | None) -> str:
@@ -294,9 +311,11 @@ def _tell_members(
 ) -> None:
     contacts = [g.point_contact_id for g, _ in made if g.point_contact_id is not None]
     records = repo.members_by_id(session, [m for _, ms in made for m in ms] + contacts)
+    # One outbox row per member and channel; the group's id makes each delivery id unique.
+    # Every group's in one INSERT (one per group was thousands of round trips under the lock).
+    messages: list[tuple[uuid.UUID, Member, str, dict[str, Any]]] = []
     for group, members in made:
         contact = None if group.point_contact_id is None else handle[group.point_contact_id]
-        messages = []
         for m in members:
             others = sorted(handle[o] for o in members if o != m)
             payload = {
@@ -308,11 +327,7 @@ def _tell_members(
                     "point_contact": contact,
                 },
             }
-            messages.append((records[m], payload))
-        # One outbox row per member and channel; the group's id makes each delivery id unique.
-        enqueue_many(
-            session, settings, messages=messages, alert_id=group.id, message_kind="group", now=now
-        )
+            messages.append((group.id, records[m], "group", payload))
         if group.point_contact_id is not None:
             # The point contact learns whom it serves (it may be in the group itself, too).
             handles = sorted(handle[m] for m in members)
@@ -321,14 +336,8 @@ def _tell_members(
                 "text": f"ern: you are now the point contact of a group with {', '.join(handles)}",
                 "group": {"group_id": str(group.id), "members": handles, "point_contact": contact},
             }
-            enqueue_many(
-                session,
-                settings,
-                messages=[(records[group.point_contact_id], payload)],
-                alert_id=group.id,
-                message_kind="group_contact",
-                now=now,
-            )
+            messages.append((group.id, records[group.point_contact_id], "group_contact", payload))
+    enqueue_each(session, settings, messages=messages, now=now)
 
 
 # --- reads -----------------------------------------------------------------------------------
@@ -455,11 +464,13 @@ def move_member(
 ) -> GroupRead:
     """Move a member into a current group (out of the one it is in), within the size cap."""
     repo.lock_groups(session)
+    # The member before the group, as an erasure takes them (its member row, then the group it
+    # is the point contact of): the other order deadlocked.
+    member = repo.lock_members(session, [member_id]).get(member_id)
     group = repo.get_group(session, group_id, lock=True)
     if group is None:
         msg = f"no group {group_id}"
         raise GroupNotFound(msg)
-    member = repo.lock_members(session, [member_id]).get(member_id)
     if member is None:
         msg = f"member_id: no member {member_id}"
         raise MemberNotFound(msg)
@@ -474,7 +485,7 @@ def move_member(
         if len(members) >= buddies.HARD_MAX_SIZE:
             msg = f"group {group_id} already has {len(members)} members, the most a group may have"
             raise GroupFull(msg)
-        repo.leave_current(session, member_id)
+        repo.leave_current(session, [member_id])
         repo.add_memberships(session, group.id, [member_id])
         audit(session, coordinator, member_id, "group.move")
     return read_group(session, group)

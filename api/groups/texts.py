@@ -14,6 +14,7 @@ from api.groups.errors import GroupNotFound, GroupTextKeyReused, GroupTextRateLi
 from api.idempotency import request_hash
 from api.members.auth import is_coordinator
 from api.members.crypto import contact_cipher
+from api.members.errors import InvalidToken
 from api.members.models import Member
 from api.notify.service import enqueue_many, member_channels, purge
 from api.settings import Settings
@@ -53,7 +54,13 @@ def send_text(
     Coordinators send to any current group, a point contact to its own; anyone else gets
     the same 404 as for a group that does not exist or was retired.
     """
-    # Locked: texts to one group are counted against the rate one at a time.
+    if not repo.lock_sender(session, sender.id):
+        msg = "this token's member was erased"
+        raise InvalidToken(msg)
+    # The recipients next (FOR KEY SHARE), as an erasure takes a member row before the group
+    # it is the point contact of: locking the group first deadlocked with one. Then the group:
+    # texts to one group are counted against the rate one at a time.
+    repo.lock_members_of(session, group_id)
     group = repo.lock_current_group(session, group_id)
     if group is None or not (is_coordinator(sender) or group.point_contact_id == sender.id):
         msg = f"no current group {group_id} you may send to"
@@ -119,12 +126,14 @@ def send_text(
     return GroupTextRead(id=message_id, sent_count=len(reached), created_at=now), True
 
 
-def purge_expired(session: Session, *, before: datetime) -> tuple[int, int]:
-    """Forget group texts (and their outbox rows, which hold the text) and unpublished
-    proposals made before ``before``, counted per month first; (texts, proposals) gone."""
+def purge_expired(session: Session, *, before: datetime) -> tuple[int, int, int]:
+    """Forget group texts (and their outbox rows, which hold the text), publish notices (the
+    outbox rows telling members who is in their group) and unpublished proposals made before
+    ``before``, counted per month first; (texts, notices, proposals) gone."""
     from api.alerts.repository import add_purge_counts
 
     add_purge_counts(session, repo.purge_counts(session, before=before))
     ids = repo.delete_messages_before(session, before=before)
     purge(session, alert_ids=ids)
-    return len(ids), repo.delete_unpublished_proposals_before(session, before=before)
+    notices = repo.delete_notices_before(session, before=before)
+    return len(ids), notices, repo.delete_unpublished_proposals_before(session, before=before)

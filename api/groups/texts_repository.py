@@ -15,13 +15,36 @@ from api.idempotency import claim as claim_key
 from api.members.models import Member
 from api.notify.models import Delivery
 
+# The first key of the two-key advisory locks that serialise one group's texts (the one-key
+# space is the alert raise's, per requester).
+_TEXT_LOCK_SPACE = 0x67727478  # "grtx"
+
+
+def lock_sender(session: Session, member_id: uuid.UUID) -> bool:
+    """Hold the sender FOR KEY SHARE until commit; False if it was erased since it signed in.
+
+    Taken first, as erasure takes the member row first: an erasure in progress is waited
+    for, and the text then refused, not failed on the group_message row's foreign key.
+    """
+    stmt = (
+        select(Member.id).where(Member.id == member_id).with_for_update(read=True, key_share=True)
+    )
+    return session.scalar(stmt) is not None
+
 
 def lock_current_group(session: Session, group_id: uuid.UUID) -> BuddyGroup | None:
-    """The current (unretired) group, locked until commit: its texts are counted one at a time."""
+    """The current (unretired) group; its texts are counted one at a time until commit.
+
+    The serialising lock is an advisory one, the row is held only FOR KEY SHARE: an erasure
+    locks the member row first, then sets this row's point_contact_id to NULL, so a row
+    lock taken here before the members' would deadlock with the erasure of the point contact.
+    """
+    key = int.from_bytes(group_id.bytes[:4], "big", signed=True)
+    session.execute(select(func.pg_advisory_xact_lock(_TEXT_LOCK_SPACE, key)))
     stmt = (
         select(BuddyGroup)
         .where(BuddyGroup.id == group_id, BuddyGroup.retired_at.is_(None))
-        .with_for_update()
+        .with_for_update(read=True, key_share=True)
     )
     return session.scalars(stmt).one_or_none()
 
@@ -78,6 +101,20 @@ def sent_since(
     return int(count), oldest
 
 
+def lock_members_of(session: Session, group_id: uuid.UUID) -> None:
+    """Hold the group's members and its point contact FOR KEY SHARE, in id order (the group
+    itself unlocked: see lock_recipients for the list once it is)."""
+    contact = select(BuddyGroup.point_contact_id).where(BuddyGroup.id == group_id)
+    members = select(BuddyGroupMember.member_id).where(BuddyGroupMember.group_id == group_id)
+    stmt = (
+        select(Member.id)
+        .where(or_(Member.id.in_(members), Member.id.in_(contact)))
+        .order_by(Member.id)
+        .with_for_update(read=True, key_share=True)
+    )
+    session.execute(stmt).all()
+
+
 def lock_recipients(session: Session, group: BuddyGroup, *, exclude: uuid.UUID) -> list[Member]:
     """The group's members and its point contact (but ``exclude``), held FOR KEY SHARE.
 
@@ -104,7 +141,8 @@ def lock_recipients(session: Session, group: BuddyGroup, *, exclude: uuid.UUID) 
 
 _MINE = aliased(BuddyGroupMember)
 _OTHER = aliased(BuddyGroupMember)
-# Every member of the member's current group(s), newest group first: one prepared round trip
+# Every member of the member's current group (one at most: publish and moves take a member out
+# of any other; newest first all the same), one prepared round trip
 # on the driver connection, as it runs for every personal alert.
 _CURRENT_GROUP = (
     select(BuddyGroup.id, BuddyGroup.point_contact_id, _OTHER.member_id)
@@ -139,11 +177,20 @@ def _unpublished_before(before: datetime) -> Any:
     return (GroupProposal.published_at.is_(None)) & (GroupProposal.created_at < before)
 
 
+# Outbox kinds written by a publish (alert_id: the group's id): who is in a group with whom.
+NOTICE_KINDS = ("group", "group_contact")
+
+
+def _notices_before(before: datetime) -> Any:
+    return Delivery.message_kind.in_(NOTICE_KINDS) & (Delivery.created_at < before)
+
+
 def purge_counts(session: Session, *, before: datetime) -> list[tuple[date, str, str, int]]:
     """What purging before ``before`` removes: (month made, category, key, count).
 
-    Categories: ``group_message`` (key ``text``), ``group_notification`` (key: channel) and
-    ``group_proposal`` (key ``unpublished``).
+    Categories: ``group_message`` (key ``text``), ``group_notification`` (key: channel),
+    ``group_notice`` (publish notices, key: channel) and ``group_proposal`` (key
+    ``unpublished``).
     """
     month = _month(GroupMessage.created_at)
     texts = (
@@ -157,13 +204,19 @@ def purge_counts(session: Session, *, before: datetime) -> list[tuple[date, str,
         .where(GroupMessage.created_at < before, Delivery.message_kind == "group_message")
         .group_by(month, Delivery.channel)
     )
+    n_month = _month(Delivery.created_at)
+    notices = (
+        select(n_month, literal("group_notice"), Delivery.channel, func.count())
+        .where(_notices_before(before))
+        .group_by(n_month, Delivery.channel)
+    )
     p_month = _month(GroupProposal.created_at)
     proposals = (
         select(p_month, literal("group_proposal"), literal("unpublished"), func.count())
         .where(_unpublished_before(before))
         .group_by(p_month)
     )
-    rows = session.execute(texts.union_all(notifications, proposals)).all()
+    rows = session.execute(texts.union_all(notifications, notices, proposals)).all()
     return sorted((m, c, k, int(n)) for m, c, k, n in rows)
 
 
@@ -176,6 +229,17 @@ def delete_messages_before(session: Session, *, before: datetime) -> list[uuid.U
         .execution_options(synchronize_session=False)
     )
     return list(session.scalars(stmt))
+
+
+def delete_notices_before(session: Session, *, before: datetime) -> int:
+    """Delete the publish notices (kinds ``group``, ``group_contact``) queued before ``before``."""
+    stmt = (
+        delete(Delivery)
+        .where(_notices_before(before))
+        .returning(Delivery.id)
+        .execution_options(synchronize_session=False)
+    )
+    return len(session.scalars(stmt).all())
 
 
 def delete_unpublished_proposals_before(session: Session, *, before: datetime) -> int:

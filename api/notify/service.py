@@ -83,9 +83,26 @@ def enqueue_many(
     now: datetime,
 ) -> int:
     """enqueue() for many (member, payload) pairs in one INSERT; rows made."""
+    return enqueue_each(
+        session,
+        settings,
+        messages=[(alert_id, member, message_kind, payload) for member, payload in messages],
+        now=now,
+    )
+
+
+def enqueue_each(
+    session: Session,
+    settings: Settings,
+    *,
+    messages: Sequence[tuple[uuid.UUID, Member, str, dict[str, Any]]],
+    now: datetime,
+) -> int:
+    """enqueue_many() with each message's own alert id and kind (e.g. a publish's notices to
+    every group: one id per group) in one INSERT; rows made."""
     cipher = contact_cipher(settings)
     rows: list[dict[str, Any]] = []
-    for member, payload in messages:
+    for alert_id, member, message_kind, payload in messages:
         rows.extend(
             {
                 "delivery_id": delivery_id(alert_id, member.id, channel, message_kind),

@@ -132,35 +132,26 @@ def propose(
     contacts = [None if c is None else int(defence_a[c]) for c in contact_idx]
     t4 = tick()
     timings["contacts_s"] = t4 - t3
-    per_group = shared_minutes_per_group(sim.shared_minutes, groups)
+    # exact shared minutes within each grouping: the similarity keeps strong links only
+    within = sim.shared_within(groups)
+    per_group = shared_minutes_per_group(within, groups)
     sizes = [len(g) for g in groups]
-    mean = mean_shared_minutes(sim.shared_minutes, groups)
+    mean = mean_shared_minutes(within, groups)
     population = list(range(n_members))
-    rand = (
-        float(
-            np.mean(
-                [
-                    mean_shared_minutes(
-                        sim.shared_minutes, random_groups(sizes, population, seed=seed + s)
-                    )
-                    for s in range(5)
-                ]
-            )
-        )
-        if groups
-        else 0.0
-    )
+    rand = 0.0
+    if groups:
+        draws = [random_groups(sizes, population, seed=seed + s) for s in range(5)]
+        rand = float(np.mean([mean_shared_minutes(sim.shared_within(r), r) for r in draws]))
     local_members = [m for m in population if has_home[m]]
-    local = mean_shared_minutes(
-        sim.shared_minutes, locality_groups(hlon, hlat, local_members, max_size=max_size)
-    )
+    local = locality_groups(hlon, hlat, local_members, max_size=max_size)
+    local_mean = mean_shared_minutes(sim.shared_within(local), local)
     hist: dict[int, int] = {}
     for s in sizes:
         hist[s] = hist.get(s, 0) + 1
     quality = Quality(
         mean_shared_minutes=mean,
         random_baseline=rand,
-        locality_baseline=local,
+        locality_baseline=local_mean,
         placed_share=(n_members - len(unplaced)) / n_members if n_members else 0.0,
         size_histogram=dict(sorted(hist.items())),
         contact_eta_s=eta,

@@ -173,6 +173,23 @@ class TestRotateSecretKey:
         assert "was this rotation done already?" in again.stderr
         assert _rows(factory) == after
 
+    def test_the_output_names_no_key_and_no_contact_detail(
+        self, rotation_url: str, factory: sessionmaker[Session], tmp_path: Path, graphs: Any
+    ) -> None:
+        made = _seed(
+            factory, _settings(rotation_url, OLD, tmp_path), "http://127.0.0.1:9/hook", graphs
+        )
+        secrets = {OLD, NEW} | {
+            value for m in made.values() for value in (m["contact"] or {}).values()
+        }
+        refused = _rotate(factory, tmp_path, old="wrong-secret-key-0123456789abcdefghijklmnopq")
+        done = _rotate(factory, tmp_path)
+        again = _rotate(factory, tmp_path)
+        assert (refused.exit_code, done.exit_code, again.exit_code) == (1, 0, 1)
+        for result in (refused, done, again):
+            shown = result.stdout + result.stderr
+            assert shown and not [s for s in secrets if s in shown]
+
     def test_sms_replies_still_find_the_member(
         self, rotation_url: str, factory: sessionmaker[Session], tmp_path: Path, graphs: Any
     ) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import shlex
+import stat
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -17,7 +19,7 @@ from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
 
 from api import database
-from api.cli.backup import PG_DUMP_FLAGS, PG_RESTORE_FLAGS, libpq_url
+from api.cli.backup import PG_DUMP_FLAGS, PG_RESTORE_FLAGS, BackupError, backup, libpq_url
 from api.settings import Settings
 from tests.api.factories import HELSINKI_LAT, HELSINKI_LON, auth, full_member_body
 from tests.api.test_operations import _statements
@@ -264,3 +266,26 @@ class TestBackupRestore:
         assert refused.returncode == 1
         assert "not empty" in refused.stderr
         assert _counts(cluster.url(target, cluster.owner)) == {**counts, "audit_event": audited}
+
+
+class TestDumpFile:
+    """A dump holds members' home zones, routes and audit trail in the clear: owner-only."""
+
+    def test_the_dump_is_readable_by_its_owner_only_whatever_the_umask(
+        self, database_url: str, tmp_path: Path
+    ) -> None:
+        dump = tmp_path / "ern.dump"
+        previous = os.umask(0o022)
+        try:
+            backup(database_url, dump)
+        finally:
+            os.umask(previous)
+        assert dump.stat().st_size > 0
+        assert stat.S_IMODE(dump.stat().st_mode) == 0o600
+
+    def test_a_failed_dump_leaves_no_partial_file(self, database_url: str, tmp_path: Path) -> None:
+        dump = tmp_path / "ern.dump"
+        missing = make_url(database_url).set(database=f"ern_missing_{uuid.uuid4().hex[:8]}")
+        with pytest.raises(BackupError, match="failed"):
+            backup(missing.render_as_string(hide_password=False), dump)
+        assert list(tmp_path.iterdir()) == []

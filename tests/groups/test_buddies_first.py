@@ -134,6 +134,22 @@ class TestBuddiesFirst:
         alert_id = raise_alert(api, world["token"], site)
         assert world["buddy"].id not in rows(db, alert_id)
 
+    def test_a_busy_buddy_is_not_put_first(self, api, db, site, world):
+        # The buddy accepts the requester's first alert, still open: busy for the next one.
+        first_alert = raise_alert(api, world["token"], site)
+        assert wave_one(db, first_alert)[0] == world["buddy"].id
+        res = api.post(
+            f"/v1/alerts/{first_alert}/responses",
+            json={"answer": "accept"},
+            headers=auth(world["buddy_token"]),
+        )
+        assert res.status_code == 200, res.text
+        alert_id = raise_alert(api, world["token"], site)
+        assert world["buddy"].id not in rows(db, alert_id)
+        # (the wave's size comes from the strangers' answers so far, as without groups)
+        first = wave_one(db, alert_id)
+        assert first and set(first) <= {m.id for m, _ in world["strangers"]}
+
     def test_other_kinds_and_requesters_without_a_group_are_unchanged(
         self, api, db, site, world, place, make_member, make_group
     ):

@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 
 from api.alerts.escalation import purge_expired
 from api.cli.purge import run_purge
+from api.groups.erasure import scrub
 from api.groups.models import BuddyGroupMember, GroupMessage, GroupProposal
 from tests.api.conftest import coordinator, make_member  # noqa: F401  (fixtures)
 from tests.api.factories import auth
@@ -179,3 +180,34 @@ class TestPurge:
         purged = purge_expired(db, short, now=now + timedelta(hours=2))
         assert (purged.group_messages, purged.alerts) == (1, 0)
         assert text_deliveries(db, sent["id"]) == []
+
+
+def test_an_object_naming_the_member_goes_whole_wherever_it_sits() -> None:
+    # G1's published groups name members as {id, handle} objects, the point contact as a
+    # field's value: the handle must go with the id, not stay behind a null id.
+    g, x = str(uuid.uuid4()), str(uuid.uuid4())
+    doc = {
+        "groups": [
+            {
+                "members": [{"id": g, "handle": "gone"}, {"id": x, "handle": "stays"}],
+                "point_contact": {"id": g, "handle": "gone"},
+            },
+            {
+                "members": [{"id": x, "handle": "stays"}],
+                "point_contact": {"id": x, "handle": "stays"},
+            },
+        ],
+        "unmatched": {"route": {"member_id": g, "reason": "no graph near", "handle": "gone"}},
+    }
+    scrubbed = scrub(doc, g)
+    assert g not in str(scrubbed) and "gone" not in str(scrubbed)
+    assert scrubbed == {
+        "groups": [
+            {"members": [{"id": x, "handle": "stays"}], "point_contact": None},
+            {
+                "members": [{"id": x, "handle": "stays"}],
+                "point_contact": {"id": x, "handle": "stays"},
+            },
+        ],
+        "unmatched": {"route": None},
+    }

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections import Counter
+from datetime import UTC, timedelta
 from typing import Any
 
 import pytest
@@ -11,12 +13,16 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from api.alerts.escalation import purge_expired
+from api.cli.purge import run_purge
 from api.groups.models import BuddyGroup, BuddyGroupMember
+from api.groups.texts_repository import current_group_of
 from api.members import service as members_service
 from api.members.models import Member
 from api.notify.models import Delivery
 from tests.api.factories import auth
 from tests.groups.conftest import WEEKDAYS, WEEKEND
+from tests.notify.test_notify_batching import Statements
 
 DECIMAL = re.compile(r"\d+\.\d+")
 
@@ -187,3 +193,120 @@ class TestPublish:
         ids = {m["id"] for g in published["items"] for m in g["members"]}
         assert str(cyclist.id) not in ids
         assert ids == {m for g in proposal["groups"] for m in g["members"]} - {str(cyclist.id)}
+
+    def test_a_member_who_changed_mode_ends_up_in_one_current_group(
+        self, client: TestClient, db: Session, coordinator: Any, world: Any
+    ) -> None:
+        # Walk groups published, then two walkers of one group switch to bike and a bike
+        # proposal with them is published: they leave the walk group (of another mode).
+        token = coordinator[1]
+        walk = publish(client, token, build(client, token)["proposal_id"])
+        tokens = {str(m.id): t for ms in world.values() for m, t in ms}
+        defence = {str(ms[0][0].id) for ms in world.values()}
+        group = next(
+            g
+            for g in walk["items"]
+            if sum(m["id"] in tokens and m["id"] not in defence for m in g["members"]) >= 2
+        )
+        stay = [m["id"] for m in group["members"]]
+        movers = [m for m in stay if m in tokens and m not in defence][:2]
+        for m in movers:
+            r = client.patch("/v1/members/me", json={"mode": "bike"}, headers=auth(tokens[m]))
+            assert r.status_code == 200, r.text
+        proposal = build(client, token, mode="bike", min_size=2)
+        bike = publish(client, token, proposal["proposal_id"])
+        together = [g for g in bike["items"] if set(movers) <= {m["id"] for m in g["members"]}]
+        assert len(together) == 1, bike
+        bike_group = together[0]
+
+        current = {
+            g.id: g
+            for g in db.scalars(
+                select(BuddyGroup)
+                .where(BuddyGroup.retired_at.is_(None))
+                .execution_options(populate_existing=True)
+            )
+        }
+        counts: dict[uuid.UUID, int] = {}
+        for row in db.scalars(
+            select(BuddyGroupMember).where(BuddyGroupMember.group_id.in_(list(current)))
+        ):
+            counts[row.member_id] = counts.get(row.member_id, 0) + 1
+        assert counts and set(counts.values()) == {1}, counts
+        # The walk group stays current, without the two who left it.
+        listed = {g["id"]: g for g in client.get("/v1/groups", headers=auth(token)).json()["items"]}
+        assert group["id"] in listed and bike_group["id"] in listed
+        assert {m["id"] for m in listed[group["id"]]["members"]} == set(stay) - set(movers)
+        for m in movers:
+            mine = client.get("/v1/groups", headers=auth(tokens[m])).json()["items"]
+            assert [g["id"] for g in mine] == [bike_group["id"]]
+            old = client.get(f"/v1/groups/{group['id']}", headers=auth(tokens[m]))
+            assert old.status_code == 404
+            # Buddies first takes its buddies from the bike group only.
+            found = current_group_of(db, uuid.UUID(m))
+            assert found is not None
+            others = {str(o) for o in found[0]}
+            assert others == {x["id"] for x in bike_group["members"]} - {m}
+        # Those who stayed in the walk group no longer see the movers there.
+        stayer = next(m for m in stay if m in tokens and m not in movers)
+        mine = client.get("/v1/groups", headers=auth(tokens[stayer])).json()["items"]
+        seen = {x["id"] for g in mine for x in g["members"]}
+        assert not seen & set(movers)
+
+
+class TestPublishNoticesRetention:
+    def test_publish_notices_go_after_the_group_retention_counted_per_month(
+        self, client: TestClient, db: Session, coordinator: Any, world: Any, settings: Any
+    ) -> None:
+        token = coordinator[1]
+        published = publish(client, token, build(client, token)["proposal_id"])
+
+        def notices() -> list[Delivery]:
+            stmt = (
+                select(Delivery)
+                .where(Delivery.message_kind.in_(("group", "group_contact")))
+                .execution_options(populate_existing=True)
+            )
+            return list(db.scalars(stmt))
+
+        rows = notices()
+        assert {r.message_kind for r in rows} == {"group", "group_contact"}
+        made = max(r.created_at for r in rows)
+        month = f"{min(r.created_at for r in rows).astimezone(UTC):%Y-%m}"
+        per_channel = Counter(r.channel for r in rows)
+        retention = timedelta(days=settings.group_retention_days)
+        early = purge_expired(db, settings, now=made + retention - timedelta(minutes=1))
+        assert early.group_notices == 0
+        assert len(notices()) == len(rows)
+
+        later = made + retention + timedelta(minutes=1)
+        dry = run_purge(db, settings, now=later, dry_run=True)
+        assert f"would remove: {len(rows)} group notices (who is in a group, on publish)" in dry
+        for channel, n in per_channel.items():
+            assert f"would remove: {month} group_notice {channel}: {n}" in dry, dry
+        assert len(notices()) == len(rows)
+        done = run_purge(db, settings, now=later, dry_run=False)
+        for channel, n in per_channel.items():
+            assert f"purged so far: {month} group_notice {channel}: {n}" in done, done
+        assert notices() == []
+        # The groups themselves stay: only what was sent about them goes.
+        current = client.get("/v1/groups", headers=auth(token)).json()["items"]
+        assert {g["id"] for g in current} == {g["id"] for g in published["items"]}
+
+
+class TestPublishStatements:
+    def test_members_of_every_group_are_told_in_one_outbox_insert(
+        self, client: TestClient, db: Session, coordinator: Any, world: Any, engine: Any
+    ) -> None:
+        token = coordinator[1]
+        proposal = build(client, token, max_size=3, min_size=2)
+        assert len(proposal["groups"]) >= 3
+        with Statements(engine) as seen:
+            published = publish(client, token, proposal["proposal_id"])
+        assert len(published["items"]) >= 3
+        inserts = [s for s in seen.seen if s.lstrip().upper().startswith("INSERT INTO OUTBOX")]
+        assert len(inserts) == 1, inserts
+        rows = db.scalars(
+            select(Delivery).where(Delivery.message_kind.in_(("group", "group_contact")))
+        ).all()
+        assert {r.alert_id for r in rows} == {uuid.UUID(g["id"]) for g in published["items"]}

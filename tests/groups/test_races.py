@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from functools import partial
@@ -9,11 +11,12 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, text, update
 
 from api import database
 from api.clock import ManualClock
 from api.groups.models import BuddyGroup, BuddyGroupMember, GroupProposal
+from api.members import repository as members_repo
 from api.members import service as members_service
 from api.members.models import Member
 from api.members.schemas import MemberCreate
@@ -152,3 +155,128 @@ class TestPublishRaces:
         assert sorted(r.status_code for r in answers) == [200, 409], [r.text for r in answers]
         group = client.get(f"/v1/groups/{target['id']}", headers=auth(arena["token"])).json()
         assert len(group["members"]) == 10
+
+
+def _blocked_by(factory: Any, pid: int, *, timeout_s: float = 20.0) -> None:
+    """Wait until some backend waits for a lock that backend ``pid`` holds."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with database.transaction(factory) as session:
+            waiting = session.scalar(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE :pid = ANY(pg_blocking_pids(pid))"
+                ),
+                {"pid": pid},
+            )
+        if waiting:
+            return
+        time.sleep(0.05)
+    raise AssertionError("nothing came to wait for the lock")
+
+
+@pytest.mark.slow
+class TestPublishAndErasure:
+    def test_a_member_erased_while_a_proposal_naming_it_is_published_is_waited_for(
+        self, arena: Any
+    ) -> None:
+        # An erasure holds the member row first, then scrubs the proposals naming it; a
+        # publish that held the proposal while waiting for the member deadlocked with it.
+        proposal_id = _build(arena)
+        gone = arena["members"][3][0]
+        eraser = arena["factory"]()
+        answers: list[Any] = []
+        try:
+            members_repo.lock_member(eraser, gone.id)
+            pid = int(eraser.scalar(text("SELECT pg_backend_pid()")) or 0)
+            publisher = threading.Thread(
+                target=lambda: answers.append(_publish(arena, proposal_id))
+            )
+            publisher.start()
+            _blocked_by(arena["factory"], pid)
+            actor = eraser.get(Member, arena["members"][0][0].id)
+            member = eraser.get(Member, gone.id)
+            assert actor is not None and member is not None
+            members_service.delete_member(eraser, member, actor=actor)
+            eraser.commit()
+        finally:
+            eraser.close()
+        publisher.join(30)
+        assert len(answers) == 1
+        assert answers[0].status_code == 200, answers[0].text
+        published = {m["id"] for g in answers[0].json()["items"] for m in g["members"]}
+        assert published and str(gone.id) not in published
+
+    def _serving(self, arena: Any) -> tuple[dict[str, Any], Member]:
+        """A published group whose point contact is made a walker of another group."""
+        answer = _publish(arena, _build(arena))
+        assert answer.status_code == 200, answer.text
+        groups = answer.json()["items"]
+        assert len(groups) >= 2
+        target = groups[0]
+        inside = {m["id"] for m in target["members"]}
+        contact = next(m for m, _ in arena["members"][1:] if str(m.id) not in inside)
+        with database.transaction(arena["factory"]) as session:
+            session.execute(
+                update(BuddyGroup)
+                .where(BuddyGroup.id == uuid.UUID(target["id"]))
+                .values(point_contact_id=contact.id)
+            )
+        return target, contact
+
+    def _erase_while(self, arena: Any, gone: Member, call: Any) -> Any:
+        """Run ``call`` in a thread while ``gone`` is being erased: its answer."""
+        eraser = arena["factory"]()
+        answers: list[Any] = []
+        try:
+            members_repo.lock_member(eraser, gone.id)
+            pid = int(eraser.scalar(text("SELECT pg_backend_pid()")) or 0)
+            thread = threading.Thread(target=lambda: answers.append(call()))
+            thread.start()
+            _blocked_by(arena["factory"], pid)
+            actor = eraser.get(Member, arena["members"][0][0].id)
+            member = eraser.get(Member, gone.id)
+            assert actor is not None and member is not None
+            members_service.delete_member(eraser, member, actor=actor)
+            eraser.commit()
+        finally:
+            eraser.close()
+        thread.join(30)
+        assert len(answers) == 1
+        return answers[0]
+
+    def test_a_point_contact_erased_while_moved_into_its_group_is_waited_for(
+        self, arena: Any
+    ) -> None:
+        target, contact = self._serving(arena)
+        client = TestClient(arena["app"], raise_server_exceptions=False)
+        answer = self._erase_while(
+            arena,
+            contact,
+            lambda: client.post(
+                f"/v1/groups/{target['id']}/members",
+                json={"member_id": str(contact.id)},
+                headers=auth(arena["token"]),
+            ),
+        )
+        assert answer.status_code == 404, answer.text
+        assert answer.json()["error"] == "MemberNotFound"
+
+    def test_a_point_contact_erased_while_its_group_is_texted_is_waited_for(
+        self, arena: Any
+    ) -> None:
+        target, contact = self._serving(arena)
+        client = TestClient(arena["app"], raise_server_exceptions=False)
+        headers = {**auth(arena["token"]), "Idempotency-Key": uuid.uuid4().hex}
+        answer = self._erase_while(
+            arena,
+            contact,
+            lambda: client.post(
+                f"/v1/groups/{target['id']}/messages", json={"text": "meet at 6"}, headers=headers
+            ),
+        )
+        assert answer.status_code == 201, answer.text
+        # Every walker has a webhook; the contact went, and the sender is not sent its text.
+        sender = str(arena["members"][0][0].id)
+        assert answer.json()["sent_count"] == len(
+            [m for m in target["members"] if m["id"] != sender]
+        )

@@ -3,6 +3,8 @@
 # ruff: noqa: F811  (pytest fixtures imported from other test modules, used as arguments)
 from __future__ import annotations
 
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from functools import partial
@@ -11,6 +13,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import delete, func, select
+from sqlalchemy import text as text_sql
 
 from api import database
 from api.groups.models import BuddyGroup, GroupMessage
@@ -259,7 +262,7 @@ def arena(engine, settings, graphs, clock) -> Iterator[dict[str, Any]]:  # type:
     with database.transaction(factory) as session:
         group = publish_group(session, made[1:])
     app = create_app(settings, engine=engine, session_factory=factory, graphs=graphs, clock=clock)
-    yield {"app": app, "token": tokens[0], "group": group, "factory": factory}
+    yield {"app": app, "token": tokens[0], "group": group, "factory": factory, "members": made}
     with database.transaction(factory) as session:
         ids = session.scalars(select(GroupMessage.id).where(GroupMessage.group_id == group.id))
         session.execute(delete(Delivery).where(Delivery.alert_id.in_(list(ids))))
@@ -298,3 +301,182 @@ class TestRaces:
                 .where(GroupMessage.group_id == arena["group"].id)
             )
         assert sent == settings.group_message_rate
+
+    def test_a_text_and_the_erasure_of_the_point_contact_at_once_both_succeed(
+        self, arena, settings, graphs
+    ):
+        # Erasure locks the member row, then its deletion sets the group's point_contact_id
+        # to NULL; a text must not hold the group row against that while it waits for the
+        # member row (a deadlock: one of the two failed after deadlock_timeout).
+        factory = arena["factory"]
+        with database.transaction(factory) as session:
+            data = member_body(
+                unique_handle("pc"),
+                roles=["defense"],
+                contact={"webhook_url": "http://127.0.0.1:9/p"},
+            )
+            contact, _ = members_service.create_member(
+                session, settings, MemberCreate.model_validate(data), actor=None, graphs=graphs
+            )
+            session.get(BuddyGroup, arena["group"].id).point_contact_id = contact.id  # type: ignore[union-attr]
+        answers: list[Any] = []
+
+        client = TestClient(arena["app"], raise_server_exceptions=False).__enter__()
+
+        def text() -> None:
+            answers.append(send_text(client, arena["token"], arena["group"].id, key="pc"))
+
+        erasure = factory()
+        try:
+            members_service.repository.lock_member(erasure, contact.id)  # erasure's first step
+            sender = threading.Thread(target=text)
+            sender.start()
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:  # until the text waits for the member row
+                erasure.execute(text_sql("SELECT pg_stat_clear_snapshot()"))  # else cached
+                waiting = erasure.scalar(
+                    text_sql(
+                        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                        " AND wait_event_type = 'Lock'"
+                    )
+                )
+                if waiting:
+                    break
+                time.sleep(0.05)
+            assert waiting, "the text never waited for the member being erased"
+            member = erasure.get(Member, contact.id)
+            assert member is not None
+            members_service.delete_member(erasure, member, actor=member)
+            erasure.commit()
+        finally:
+            erasure.close()
+            sender.join(timeout=30)
+            client.__exit__(None, None, None)
+        assert answers and answers[0].status_code == 201, answers[0].text
+        assert answers[0].json()["sent_count"] == 3  # the three members; the erased contact not
+        with factory() as session:
+            assert session.get(Member, contact.id) is None
+            assert session.get(BuddyGroup, arena["group"].id).point_contact_id is None  # type: ignore[union-attr]
+
+    def test_a_sender_erased_while_its_text_waits_gets_401_not_500(self, arena, settings):
+        factory = arena["factory"]
+        coordinator = arena["members"][0]
+        client = TestClient(arena["app"], raise_server_exceptions=False).__enter__()
+        answers: list[Any] = []
+        sender = threading.Thread(
+            target=lambda: answers.append(
+                send_text(client, arena["token"], arena["group"].id, key="gone")
+            )
+        )
+        erasure = factory()
+        try:
+            members_service.repository.lock_member(erasure, coordinator.id)
+            sender.start()
+            assert _waits_for_a_lock(erasure), "the text never waited for the member being erased"
+            member = erasure.get(Member, coordinator.id)
+            assert member is not None
+            members_service.delete_member(erasure, member, actor=member)
+            erasure.commit()
+        finally:
+            erasure.close()
+            sender.join(timeout=30)
+            client.__exit__(None, None, None)
+        assert answers and answers[0].status_code == 401, answers[0].text
+        with factory() as session:
+            assert (
+                session.scalar(
+                    select(func.count())
+                    .select_from(GroupMessage)
+                    .where(GroupMessage.group_id == arena["group"].id)
+                )
+                == 0
+            )
+
+
+def _waits_for_a_lock(session: Any) -> bool:
+    """Whether another backend of the test database waits for a lock within 10 s."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        session.execute(text_sql("SELECT pg_stat_clear_snapshot()"))  # else cached in the txn
+        waiting = session.scalar(
+            text_sql(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                " AND wait_event_type = 'Lock'"
+            )
+        )
+        if waiting:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_publishing_a_proposal_while_one_of_its_members_is_erased_both_succeed(arena, settings):  # type: ignore[no-untyped-def]
+    from datetime import UTC, datetime
+
+    from api.groups.models import GroupProposal
+
+    factory = arena["factory"]
+    _, a, b, c = arena["members"]
+    now = datetime.now(UTC)
+    answer = {
+        "proposal_id": str(uuid.uuid4()),
+        "groups": [
+            {
+                "members": [str(a.id), str(b.id), str(c.id)],
+                "point_contact": None,
+                "shared_minutes": 10.0,
+            }
+        ],
+        "unplaced": [],
+        "quality": {
+            "mean_shared_minutes": 10.0,
+            "random_baseline": 1.0,
+            "locality_baseline": 2.0,
+            "placed_share": 1.0,
+            "size_histogram": {"3": 1},
+        },
+        "mode": "walk",
+        "max_size": 10,
+        "min_size": 3,
+        "keep": False,
+        "contact_eta_s": [None],
+        "no_contact": [0],
+        "unmatched": [],
+        "timings_s": {},
+        "created_at": now.isoformat(),
+    }
+    with database.transaction(factory) as session:
+        proposal = GroupProposal(mode="walk", params={}, answer=answer, created_at=now)
+        session.add(proposal)
+        session.flush()
+        proposal_id = proposal.id
+    client = TestClient(arena["app"], raise_server_exceptions=False).__enter__()
+    answers: list[Any] = []
+    url = f"/v1/groups/proposals/{proposal_id}/publish"
+    publisher = threading.Thread(
+        target=lambda: answers.append(
+            client.post(url, headers={"Authorization": f"Bearer {arena['token']}"})
+        )
+    )
+    erasure = factory()
+    erased_ok = False
+    try:
+        members_service.repository.lock_member(erasure, c.id)
+        publisher.start()
+        assert _waits_for_a_lock(erasure), "the publish never waited for the member being erased"
+        member = erasure.get(Member, c.id)
+        assert member is not None
+        members_service.delete_member(erasure, member, actor=member)
+        erasure.commit()
+        erased_ok = True
+    except Exception:  # the deadlock victim: reported below
+        erasure.rollback()
+    finally:
+        erasure.close()
+        publisher.join(timeout=30)
+        client.__exit__(None, None, None)
+        with database.transaction(factory) as session:
+            session.execute(delete(BuddyGroup).where(BuddyGroup.proposal_id == proposal_id))
+            session.execute(delete(GroupProposal).where(GroupProposal.id == proposal_id))
+    assert erased_ok
+    assert answers and answers[0].status_code == 200, answers[0].text

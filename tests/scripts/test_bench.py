@@ -164,3 +164,4 @@ class TestBuddiesSection:
         assert q["mean_shared_minutes"] > q["random_baseline"]
         assert q["mean_shared_minutes"] > q["locality_baseline"]
         assert r["members"] == 200 and r["groups"] > 0
+        assert r["peak_rss_mb"] > 50

@@ -108,6 +108,28 @@ def test_two_server_processes_and_a_separate_outbox_worker(database_url: str) ->
     _assert_cpu_accounted(result)
 
 
+@pytest.mark.slow
+def test_two_servers_and_two_workers_deliver_every_message_exactly_once(database_url: str) -> None:
+    # two `ern serve` on their own ports, requests round robin, two `ern worker` draining the
+    # one outbox (SKIP LOCKED), open loop: every alert's messages arrive, none twice
+    result = _run_quick(
+        database_url, "--alerts", "80", "--rate", "20", "--servers", "2", "--outbox-workers", "2",
+    )  # fmt: skip
+    assert result["requests"] == 80 and result["errors"] == 0, result["status"]
+    setup = result["setup"]
+    assert (setup["servers"], setup["server_workers"], setup["outbox_workers"]) == (2, 1, 2)
+    assert result["warm_up"]["status"] == {"201": 16}  # 8 per server process
+    assert result["created_by_server"] == [40, 40]
+    _assert_delivered_alert_by_alert(result)
+    assert result["deliveries"]["sink_received"] > 0
+    assert result["deliveries"]["duplicate_deliveries"] == 0
+    # both workers and both servers were running (and counted) while the alerts were fired
+    assert result["cpu"]["processes"]["worker"] == 2, result["cpu"]
+    assert result["cpu"]["processes"]["server"] == 2, result["cpu"]
+    assert result["server_log_tracebacks"] == 0
+    _assert_cpu_accounted(result)
+
+
 def _load_loadtest() -> ModuleType:
     # Named "loadtest" with scripts/ on sys.path (the script puts it there): the sink's
     # spawned process imports the module by that name.
