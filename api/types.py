@@ -96,10 +96,21 @@ def _iso_text(value: Any) -> Any:
 
 
 _TIME_TYPES = frozenset({"datetime", "date", "time", "timedelta"})
+# JSON may escape a lone UTF-16 surrogate ("\\ud800"): Python keeps it in the str, and UTF-8
+# (psycopg, the logs, the outbox) cannot encode it. Refused in every request text.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _valid_unicode(value: Any) -> Any:
+    if isinstance(value, str) and _SURROGATE.search(value):
+        msg = "must be valid Unicode text: a lone surrogate (e.g. \\ud800) cannot be stored"
+        raise ValueError(msg)
+    return value
 
 
 def _no_coercion(node: Any) -> Any:
-    """The core schema with strict bools and numbers, and times that refuse JSON numbers."""
+    """The core schema with strict bools and numbers, times that refuse JSON numbers, and text
+    that refuses lone surrogates."""
     if isinstance(node, list):
         return [_no_coercion(item) for item in node]
     if not isinstance(node, dict):
@@ -115,6 +126,8 @@ def _no_coercion(node: Any) -> Any:
         node["strict"] = True
     elif kind in _TIME_TYPES:
         return core_schema.no_info_before_validator_function(_iso_text, node)
+    elif kind == "str":
+        return core_schema.no_info_before_validator_function(_valid_unicode, node)
     return node
 
 

@@ -6,6 +6,7 @@ below go over the app's route table, so a request model or route added later is 
 
 from __future__ import annotations
 
+import json
 import re
 import types
 import typing
@@ -218,6 +219,32 @@ class TestBodies:
         r = client.post("/v1/alerts", json=self._alert(**{field: value}), headers=headers)
         assert r.status_code == 422, r.text
         assert r.json()["detail"].startswith(f"{field}:"), r.json()
+
+    @pytest.mark.parametrize("text", ["a\\ud800b", "\\udfff", "\\ud83d"])
+    def test_lone_surrogate_in_text_is_422_naming_the_field(
+        self, client: TestClient, coordinator: Caller, text: str
+    ) -> None:
+        # JSON can escape a lone surrogate; UTF-8 cannot hold it (psycopg raised: a 500).
+        raw = json.dumps(self._alert(note="x")).replace('"x"', f'"{text}"')
+        headers = {
+            **auth(coordinator[1]),
+            "Idempotency-Key": f"strict-surrogate-{text}",
+            "Content-Type": "application/json",
+        }
+        r = client.post("/v1/alerts", content=raw.encode(), headers=headers)
+        assert r.status_code == 422, r.text
+        assert r.json()["detail"].startswith("note:"), r.json()
+        assert "surrogate" in r.json()["detail"]
+
+    def test_a_surrogate_pair_is_taken(self, client: TestClient, coordinator: Caller) -> None:
+        raw = json.dumps(self._alert(note="x", exercise=True)).replace('"x"', '"ok \\ud83d\\ude00"')
+        headers = {
+            **auth(coordinator[1]),
+            "Idempotency-Key": "strict-surrogate-pair",
+            "Content-Type": "application/json",
+        }
+        r = client.post("/v1/alerts", content=raw.encode(), headers=headers)
+        assert r.status_code == 201, r.text
 
     def test_alert_iso_datetime_is_taken(self, client: TestClient, coordinator: Caller) -> None:
         body = self._alert(at="2026-12-02T18:30:00+02:00", exercise=True)
