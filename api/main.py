@@ -88,12 +88,15 @@ def _start_database(app: FastAPI, settings: Settings) -> None:
 
 
 def _warm_presence(app: FastAPI) -> None:
+    from api.heap import freeze_long_lived
     from api.presence.cache import warm_presence
 
     try:
         warm_presence(app.state.session_factory, app.state.graphs, app.state.settings)
     except Exception:
         log.exception("presence index warm-up failed; the first alert will build it")
+    # Graphs and the warm index live as long as the process: keep them out of full GC scans.
+    freeze_long_lived()
 
 
 def create_app(

@@ -61,6 +61,11 @@ GRAPH_LOAD = Gauge(
     "Time this process took to load (or build and load) its street graphs",
     multiprocess_mode="livemax",
 )
+GC_FROZEN = Gauge(
+    "ern_python_gc_frozen_objects",
+    "objects moved out of the garbage collector's scans after start-up (graphs, presence index)",
+    multiprocess_mode="livemax",
+)
 POOL_SIZE = Gauge(
     "ern_db_pool_size", "Database connections kept per pool", multiprocess_mode="livesum"
 )

@@ -62,6 +62,9 @@ def run_worker(
             outbox.request_stop()
 
         watch_parent(parent_pid, _orphaned)
+    from api.heap import freeze_long_lived
+
+    freeze_long_lived()  # graphs and mappers: out of full GC scans (api/heap.py)
     echo("ern worker: delivering notifications and escalating waves (Ctrl-C to stop)")
     escalation.start()
     try:
