@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import threading
 import uuid
 from collections.abc import Sequence
 from datetime import datetime, timedelta
@@ -18,6 +19,46 @@ from geo.acceptance import arrival_order, shrunk_rates, wave_size
 
 # How far back a member's answers count for their acceptance probability.
 HISTORY_WINDOW = timedelta(days=90)
+
+
+class NetworkTotals:
+    """The network's (accepted, notified) totals, reused by one process for a while.
+
+    They are the prior every member's rate is shrunk to, over 90 days of answers: a minute
+    more or less of history hardly moves them, but counting them reads every outcome of the
+    window, a cost that grows with the history, on every alert. Entries are per database and
+    per exercise flag, and age by the alerts' own clock (``now``), so a test's clock ages them
+    too; an entry from the future (a clock set back) is not used.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._entries: dict[tuple[str, bool], tuple[datetime, tuple[int, int]]] = {}
+
+    def get(self, key: tuple[str, bool], *, now: datetime, ttl_s: float) -> tuple[int, int] | None:
+        """The totals counted under ``key`` less than ``ttl_s`` ago, if any."""
+        with self._lock:
+            entry = self._entries.get(key)
+        if entry is None:
+            return None
+        counted_at, totals = entry
+        age_s = (now - counted_at).total_seconds()
+        return totals if 0 <= age_s < ttl_s else None
+
+    def put(self, key: tuple[str, bool], *, now: datetime, totals: tuple[int, int]) -> None:
+        with self._lock:
+            self._entries[key] = (now, totals)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+
+NETWORK_TOTALS = NetworkTotals()
+
+
+def _network_key(session: Session, exercise: bool) -> tuple[str, bool]:
+    return (session.get_bind().engine.url.render_as_string(hide_password=True), exercise)
 
 
 def first_wave_size(needed: int, settings: Settings) -> int:
@@ -37,11 +78,22 @@ def acceptance_probabilities(
 
     Beta prior of weight ERN_ACCEPTANCE_PRIOR_N around the network's rate over the same
     alerts (ERN_ACCEPTANCE_RATE while the network has no history); exercises count only for
-    exercises.
+    exercises. The network's totals are counted at most every ERN_ACCEPTANCE_NETWORK_TTL_S
+    per process (0: on every alert); a member's own record, on every alert.
     """
-    per, (net_accepted, net_notified) = repo.acceptance_history(
-        session, member_ids, since=now - HISTORY_WINDOW, include_exercises=exercise
+    ttl_s = settings.acceptance_network_ttl_s
+    key = _network_key(session, exercise) if ttl_s > 0 else None
+    known = NETWORK_TOTALS.get(key, now=now, ttl_s=ttl_s) if key is not None else None
+    per, counted = repo.acceptance_history(
+        session,
+        member_ids,
+        since=now - HISTORY_WINDOW,
+        include_exercises=exercise,
+        network=known is None,
     )
+    if counted is not None and key is not None:
+        NETWORK_TOTALS.put(key, now=now, totals=counted)
+    net_accepted, net_notified = known or counted or (0, 0)
     network = net_accepted / net_notified if net_notified else settings.acceptance_rate
     accepted = [per.get(m, (0, 0))[0] for m in member_ids]
     notified = [per.get(m, (0, 0))[1] for m in member_ids]

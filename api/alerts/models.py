@@ -97,6 +97,14 @@ class AlertResponder(Base):
             "member_id",
             postgresql_where=text("state = 'accepted'"),
         ),
+        # Members' acceptance records (api.alerts.acceptance) read only answered rows.
+        Index(
+            "ix_alert_responder_outcome",
+            "member_id",
+            "alert_id",
+            postgresql_include=["state"],
+            postgresql_where=text("state IN ('notified', 'accepted', 'declined')"),
+        ),
     )
 
     alert_id: Mapped[uuid.UUID] = mapped_column(

@@ -430,25 +430,38 @@ def erased_count(session: Session, alert_id: uuid.UUID, states: Iterable[str]) -
 _OUTCOME_STATES = ("notified", "accepted", "declined")
 
 
-def _acceptance_sql(*, include_exercises: bool) -> DriverStatement:
+def _acceptance_sql(*, include_exercises: bool, network: bool) -> DriverStatement:
     states = ", ".join(f"'{state}'" for state in _OUTCOME_STATES)  # constants, no quotes in them
-    where = f"r.state IN ({states}) AND a.created_at >= :since AND a.status <> 'open'" + (
+    answered = f"r.state IN ({states})"
+    counted = "a.created_at >= :since AND a.status <> 'open'" + (
         "" if include_exercises else " AND a.exercise IS false"
     )
     counts = "count(*) FILTER (WHERE r.state = 'accepted'), count(*)"
-    source = "FROM alert_responder AS r JOIN alert AS a ON a.id = r.alert_id"
-    return DriverStatement.of(
-        text(
-            f"SELECT CAST(NULL AS uuid), {counts} {source} WHERE {where}"
-            f" UNION ALL SELECT r.member_id, {counts} {source}"
-            f" WHERE {where} AND r.member_id = ANY(CAST(:members AS uuid[])) GROUP BY r.member_id"
-        )
+    # The candidates' answered rows drive (ix_alert_responder_outcome), each looking up its
+    # alert by key: a scalar subquery is not flattened into a join, so the plan cannot turn
+    # to scanning the window's alerts, whose number grows with the history.
+    members = (
+        f"SELECT r.member_id, {counts} FROM alert_responder AS r"
+        f" WHERE {answered} AND r.member_id = ANY(CAST(:members AS uuid[]))"
+        f" AND (SELECT {counted} FROM alert AS a WHERE a.id = r.alert_id) GROUP BY r.member_id"
     )
+    totals = (
+        f"SELECT CAST(NULL AS uuid), {counts}"
+        " FROM alert_responder AS r JOIN alert AS a ON a.id = r.alert_id"
+        f" WHERE {answered} AND {counted} UNION ALL "
+    )
+    return DriverStatement.of(text((totals if network else "") + members))
 
 
-# Every alert runs one of them: the network's totals (the row without a member) and the
-# candidates' own counts in one prepared round trip on the driver connection.
-_ACCEPTANCE_SQL = {flag: _acceptance_sql(include_exercises=flag) for flag in (False, True)}
+# Every alert runs one of them: the candidates' own counts and, unless the caller knows them
+# already, the network's totals (the row without a member), in one prepared round trip on the
+# driver connection. The totals read every outcome of the window; the candidates' counts only
+# their own answered rows.
+_ACCEPTANCE_SQL = {
+    (flag, network): _acceptance_sql(include_exercises=flag, network=network)
+    for flag in (False, True)
+    for network in (False, True)
+}
 
 
 def acceptance_history(
@@ -457,19 +470,20 @@ def acceptance_history(
     *,
     since: datetime,
     include_exercises: bool,
-) -> tuple[dict[uuid.UUID, tuple[int, int]], tuple[int, int]]:
+    network: bool = True,
+) -> tuple[dict[uuid.UUID, tuple[int, int]], tuple[int, int] | None]:
     """(accepted, notified) per member and for the whole network, alerts raised since ``since``.
 
     Only alerts no longer open count (an open one may still be answered); exercises only when
-    ``include_exercises``.
+    ``include_exercises``. Without ``network`` the network's totals are not counted (None).
     """
     if session.autoflush:
         session.flush()  # what the ORM's queries did first: pending answers count
-    rows = _ACCEPTANCE_SQL[include_exercises].rows(
+    rows = _ACCEPTANCE_SQL[include_exercises, network].rows(
         session, {"since": since, "members": array_literal(list(member_ids))}
     )
     per: dict[uuid.UUID, tuple[int, int]] = {}
-    total = (0, 0)
+    total = (0, 0) if network else None
     for member_id, accepted, notified in rows:
         if member_id is None:
             total = (int(accepted), int(notified))

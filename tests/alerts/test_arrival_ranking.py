@@ -7,9 +7,11 @@ import uuid
 from datetime import timedelta
 from typing import Any
 
+import pytest
 from geoalchemy2.shape import from_shape
 from shapely.geometry import Point as ShapelyPoint
 
+from api.alerts.acceptance import NETWORK_TOTALS, acceptance_probabilities
 from api.alerts.models import Alert, AlertResponder
 from api.alerts.schemas import AlertCoordinatorView
 from tests.alerts.helpers import post_alert
@@ -110,3 +112,46 @@ class TestArrivalRanking:
         clock.advance(91 * 86400)
         view = raise_alert(api, coordinator[1], site)
         assert first_wave(view) == [m.id for m, _ in crowd[:3]]
+
+
+class TestNetworkTotalsReuse:
+    """ERN_ACCEPTANCE_NETWORK_TTL_S: the network's rate is counted once a while, not per alert."""
+
+    @pytest.fixture
+    def reuse(self, settings):  # type: ignore[no-untyped-def]
+        NETWORK_TOTALS.clear()
+        yield settings.model_copy(update={"acceptance_network_ttl_s": 60.0})
+        NETWORK_TOTALS.clear()
+
+    def rate_of_a_newcomer(self, db: Any, settings: Any, when: Any, *, exercise: bool = False):
+        p = acceptance_probabilities(db, settings, [uuid.uuid4()], exercise=exercise, now=when)
+        return float(p[0])
+
+    def test_the_rate_is_reused_until_it_is_older_than_the_ttl(self, db, site, crowd, clock, reuse):
+        start = clock.now()
+        assert self.rate_of_a_newcomer(db, reuse, start) == reuse.acceptance_rate  # no history
+        history(db, site, clock, {m.id: (1, 10) for m, _ in crowd})  # the network: 10 %
+        assert self.rate_of_a_newcomer(db, reuse, start + timedelta(seconds=59)) == 0.35
+        later = start + timedelta(seconds=60)
+        assert self.rate_of_a_newcomer(db, reuse, later) == pytest.approx(0.1)
+        # Counted afresh, the new totals are the ones reused from now on.
+        still = later + timedelta(seconds=30)
+        assert self.rate_of_a_newcomer(db, reuse, still) == pytest.approx(0.1)
+
+    def test_exercises_and_a_clock_set_back_are_counted_afresh(self, db, site, crowd, clock, reuse):
+        start = clock.now()
+        assert self.rate_of_a_newcomer(db, reuse, start) == 0.35
+        history(db, site, clock, {m.id: (1, 10) for m, _ in crowd}, exercise=True)
+        assert self.rate_of_a_newcomer(db, reuse, start, exercise=True) == pytest.approx(0.1)
+        assert self.rate_of_a_newcomer(db, reuse, start) == 0.35  # live alerts: still cached
+        history(db, site, clock, {m.id: (1, 10) for m, _ in crowd})
+        before = start - timedelta(seconds=1)
+        assert self.rate_of_a_newcomer(db, reuse, before) == pytest.approx(0.1)
+
+    def test_without_a_ttl_every_alert_counts(self, db, site, crowd, clock, settings):
+        NETWORK_TOTALS.clear()
+        start = clock.now()
+        assert settings.acceptance_network_ttl_s == 0
+        assert self.rate_of_a_newcomer(db, settings, start) == 0.35
+        history(db, site, clock, {m.id: (1, 10) for m, _ in crowd})
+        assert self.rate_of_a_newcomer(db, settings, start) == pytest.approx(0.1)
