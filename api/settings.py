@@ -89,11 +89,11 @@ class AlertSettings(_Base):
     acceptance_prior_n: float = Field(
         default=10.0, ge=0, description="weight (in notifications) of the network's rate"
     )
-    acceptance_network_ttl_s: float = Field(
+    acceptance_record_ttl_s: float = Field(
         default=60.0,
         ge=0,
-        description="seconds one process reuses the network's acceptance totals (the prior, "
-        "over 90 days) before counting them again; 0: on every alert",
+        description="seconds one process reuses an acceptance record (a member's, or the "
+        "network's rate) before counting it again; 0: on every alert",
     )
     wave_confidence: float = Field(
         default=0.9, gt=0, lt=1, description="P(at least `needed` accept) the first wave aims at"

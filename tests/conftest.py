@@ -108,7 +108,7 @@ def settings(
         webhook_allow_private=True,
         # Each test arranges its own history, in transactions rolled back after it: the
         # network's totals are counted on every alert (test_arrival_ranking tests the reuse).
-        acceptance_network_ttl_s=0,
+        acceptance_record_ttl_s=0,
     )
 
 

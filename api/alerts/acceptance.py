@@ -21,44 +21,98 @@ from geo.acceptance import arrival_order, shrunk_rates, wave_size
 HISTORY_WINDOW = timedelta(days=90)
 
 
-class NetworkTotals:
-    """The network's (accepted, notified) totals, reused by one process for a while.
+# A record is (accepted, notified); the key is (database, exercise flag, member or None for
+# the whole network).
+Record = tuple[int, int]
+RecordKey = tuple[str, bool, uuid.UUID | None]
 
-    They are the prior every member's rate is shrunk to, over 90 days of answers: a minute
-    more or less of history hardly moves them, but counting them reads every outcome of the
-    window, a cost that grows with the history, on every alert. Entries are per database and
-    per exercise flag, and age by the alerts' own clock (``now``), so a test's clock ages them
-    too; an entry from the future (a clock set back) is not used.
+
+class AcceptanceRecords:
+    """Acceptance records (each member's and the network's), reused by one process a while.
+
+    A record covers 90 days of answers: a minute more or less hardly moves it, but reading it
+    costs a query per alert whose work grows with the history (the network's totals read
+    every outcome of the window). Entries age by the alerts' own clock (``now``), so a test's
+    clock ages them too; an entry from the future (a clock set back) is not used. Expired
+    entries are dropped once the table has doubled since the last sweep.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._entries: dict[tuple[str, bool], tuple[datetime, tuple[int, int]]] = {}
+        self._entries: dict[RecordKey, tuple[datetime, Record]] = {}
+        self._sweep_at = 1024
 
-    def get(self, key: tuple[str, bool], *, now: datetime, ttl_s: float) -> tuple[int, int] | None:
-        """The totals counted under ``key`` less than ``ttl_s`` ago, if any."""
+    def fresh(
+        self, keys: Sequence[RecordKey], *, now: datetime, ttl_s: float
+    ) -> dict[RecordKey, Record]:
+        """The records under ``keys`` counted less than ``ttl_s`` before ``now``."""
         with self._lock:
-            entry = self._entries.get(key)
-        if entry is None:
-            return None
-        counted_at, totals = entry
-        age_s = (now - counted_at).total_seconds()
-        return totals if 0 <= age_s < ttl_s else None
+            entries = [(key, self._entries.get(key)) for key in keys]
+        return {
+            key: entry[1]
+            for key, entry in entries
+            if entry is not None and 0 <= (now - entry[0]).total_seconds() < ttl_s
+        }
 
-    def put(self, key: tuple[str, bool], *, now: datetime, totals: tuple[int, int]) -> None:
+    def put(self, records: dict[RecordKey, Record], *, now: datetime, ttl_s: float) -> None:
         with self._lock:
-            self._entries[key] = (now, totals)
+            self._entries.update((key, (now, record)) for key, record in records.items())
+            if len(self._entries) >= self._sweep_at:
+                self._entries = {
+                    key: entry
+                    for key, entry in self._entries.items()
+                    if 0 <= (now - entry[0]).total_seconds() < ttl_s
+                }
+                self._sweep_at = max(1024, 2 * len(self._entries))
 
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()
+            self._sweep_at = 1024
+
+    def __len__(self) -> int:
+        return len(self._entries)
 
 
-NETWORK_TOTALS = NetworkTotals()
+RECORDS = AcceptanceRecords()
 
 
-def _network_key(session: Session, exercise: bool) -> tuple[str, bool]:
-    return (session.get_bind().engine.url.render_as_string(hide_password=True), exercise)
+def _database(session: Session) -> str:
+    return session.get_bind().engine.url.render_as_string(hide_password=True)
+
+
+def _read_records(
+    session: Session,
+    settings: Settings,
+    member_ids: Sequence[uuid.UUID],
+    *,
+    exercise: bool,
+    now: datetime,
+) -> tuple[list[Record], Record]:
+    """Each member's record and the network's, from RECORDS where fresh, else counted."""
+    ttl_s = settings.acceptance_record_ttl_s
+    database = _database(session) if ttl_s > 0 else ""
+    network_key: RecordKey = (database, exercise, None)
+    keys: list[RecordKey] = [(database, exercise, m) for m in member_ids]
+    known = RECORDS.fresh([network_key, *keys], now=now, ttl_s=ttl_s) if ttl_s > 0 else {}
+    missing = [m for m, key in zip(member_ids, keys, strict=True) if key not in known]
+    if missing or network_key not in known:
+        per, network = repo.acceptance_history(
+            session,
+            missing,
+            since=now - HISTORY_WINDOW,
+            include_exercises=exercise,
+            network=network_key not in known,
+        )
+        counted: dict[RecordKey, Record] = {
+            (database, exercise, m): per.get(m, (0, 0)) for m in missing
+        }
+        if network is not None:
+            counted[network_key] = network
+        if ttl_s > 0:
+            RECORDS.put(counted, now=now, ttl_s=ttl_s)
+        known = {**known, **counted}
+    return [known[key] for key in keys], known[network_key]
 
 
 def first_wave_size(needed: int, settings: Settings) -> int:
@@ -78,25 +132,15 @@ def acceptance_probabilities(
 
     Beta prior of weight ERN_ACCEPTANCE_PRIOR_N around the network's rate over the same
     alerts (ERN_ACCEPTANCE_RATE while the network has no history); exercises count only for
-    exercises. The network's totals are counted at most every ERN_ACCEPTANCE_NETWORK_TTL_S
-    per process (0: on every alert); a member's own record, on every alert.
+    exercises. Records are counted at most every ERN_ACCEPTANCE_RECORD_TTL_S per process
+    (0: on every alert).
     """
-    ttl_s = settings.acceptance_network_ttl_s
-    key = _network_key(session, exercise) if ttl_s > 0 else None
-    known = NETWORK_TOTALS.get(key, now=now, ttl_s=ttl_s) if key is not None else None
-    per, counted = repo.acceptance_history(
-        session,
-        member_ids,
-        since=now - HISTORY_WINDOW,
-        include_exercises=exercise,
-        network=known is None,
+    records, (net_accepted, net_notified) = _read_records(
+        session, settings, member_ids, exercise=exercise, now=now
     )
-    if counted is not None and key is not None:
-        NETWORK_TOTALS.put(key, now=now, totals=counted)
-    net_accepted, net_notified = known or counted or (0, 0)
     network = net_accepted / net_notified if net_notified else settings.acceptance_rate
-    accepted = [per.get(m, (0, 0))[0] for m in member_ids]
-    notified = [per.get(m, (0, 0))[1] for m in member_ids]
+    accepted = [a for a, _ in records]
+    notified = [n for _, n in records]
     return shrunk_rates(accepted, notified, prior_rate=network, prior_n=settings.acceptance_prior_n)
 
 

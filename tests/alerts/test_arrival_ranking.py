@@ -11,7 +11,7 @@ import pytest
 from geoalchemy2.shape import from_shape
 from shapely.geometry import Point as ShapelyPoint
 
-from api.alerts.acceptance import NETWORK_TOTALS, acceptance_probabilities
+from api.alerts.acceptance import RECORDS, acceptance_probabilities
 from api.alerts.models import Alert, AlertResponder
 from api.alerts.schemas import AlertCoordinatorView
 from tests.alerts.helpers import post_alert
@@ -114,14 +114,14 @@ class TestArrivalRanking:
         assert first_wave(view) == [m.id for m, _ in crowd[:3]]
 
 
-class TestNetworkTotalsReuse:
-    """ERN_ACCEPTANCE_NETWORK_TTL_S: the network's rate is counted once a while, not per alert."""
+class TestRecordReuse:
+    """ERN_ACCEPTANCE_RECORD_TTL_S: records are counted once in a while, not on every alert."""
 
     @pytest.fixture
     def reuse(self, settings):  # type: ignore[no-untyped-def]
-        NETWORK_TOTALS.clear()
-        yield settings.model_copy(update={"acceptance_network_ttl_s": 60.0})
-        NETWORK_TOTALS.clear()
+        RECORDS.clear()
+        yield settings.model_copy(update={"acceptance_record_ttl_s": 60.0})
+        RECORDS.clear()
 
     def rate_of_a_newcomer(self, db: Any, settings: Any, when: Any, *, exercise: bool = False):
         p = acceptance_probabilities(db, settings, [uuid.uuid4()], exercise=exercise, now=when)
@@ -148,10 +148,37 @@ class TestNetworkTotalsReuse:
         before = start - timedelta(seconds=1)
         assert self.rate_of_a_newcomer(db, reuse, before) == pytest.approx(0.1)
 
-    def test_without_a_ttl_every_alert_counts(self, db, site, crowd, clock, settings):
-        NETWORK_TOTALS.clear()
+    def test_a_members_record_is_reused_and_a_new_candidate_counted(
+        self, db, site, crowd, clock, reuse
+    ):
         start = clock.now()
-        assert settings.acceptance_network_ttl_s == 0
+        first, second = crowd[0][0].id, crowd[1][0].id
+        p = acceptance_probabilities(db, reuse, [first], exercise=False, now=start)
+        assert p.tolist() == [0.35]  # no history: the network's default rate
+        history(db, site, clock, {first: (10, 10), second: (10, 10)})
+        soon = start + timedelta(seconds=30)
+        p = acceptance_probabilities(db, reuse, [first, second], exercise=False, now=soon)
+        # The first member's record and the network's are reused; the second's is counted
+        # (10 of 10, shrunk with weight 10 to the network's reused default of 0.35).
+        assert p.tolist() == [0.35, pytest.approx((10 + 10 * 0.35) / 20)]
+        later = start + timedelta(seconds=60)
+        p = acceptance_probabilities(db, reuse, [first, second], exercise=False, now=later)
+        assert p.tolist() == [1.0, 1.0]  # everyone accepted everything: the network too
+
+    def test_expired_records_are_swept_as_the_table_grows(self, clock, reuse):
+        start = clock.now()
+        old = {("db", False, uuid.uuid4()): (0, 1) for _ in range(1000)}
+        RECORDS.put(old, now=start, ttl_s=60)
+        assert len(RECORDS) == 1000
+        later = start + timedelta(seconds=61)
+        RECORDS.put({("db", False, uuid.uuid4()): (0, 1) for _ in range(24)}, now=later, ttl_s=60)
+        assert len(RECORDS) == 24
+        assert RECORDS.fresh(list(old), now=start, ttl_s=60) == {}
+
+    def test_without_a_ttl_every_alert_counts(self, db, site, crowd, clock, settings):
+        RECORDS.clear()
+        start = clock.now()
+        assert settings.acceptance_record_ttl_s == 0
         assert self.rate_of_a_newcomer(db, settings, start) == 0.35
         history(db, site, clock, {m.id: (1, 10) for m, _ in crowd})
         assert self.rate_of_a_newcomer(db, settings, start) == pytest.approx(0.1)
