@@ -23,6 +23,7 @@ IdempotencyKey = Annotated[
     ),
 ]
 T = TypeVar("T")
+R = TypeVar("R", bound=BaseModel)
 
 
 def request_hash(data: Mapping[str, Any]) -> bytes:
@@ -53,6 +54,16 @@ def claim(
     if session.execute(stmt).scalar_one_or_none() is not None:
         return None
     return session.scalars(select(model).where(*match)).one()
+
+
+def replayed(existing: Any, digest: bytes, read: type[R], reused: Exception) -> R:
+    """A retry's answer, built from the row the key made (``read``'s fields by name).
+
+    Raises ``reused`` when the key came with a different body (``request_hash`` differs).
+    """
+    if existing.request_hash != digest:
+        raise reused
+    return read.model_validate(existing, from_attributes=True)
 
 
 def created_or_replayed(read: BaseModel, *, created: bool) -> Response:

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from api.groups import texts_repository as repo
 from api.groups.errors import GroupNotFound, GroupTextKeyReused, GroupTextRateLimited
-from api.idempotency import request_hash
+from api.idempotency import replayed, request_hash
 from api.members.auth import is_coordinator
 from api.members.crypto import contact_cipher
 from api.members.errors import InvalidToken
@@ -77,13 +77,8 @@ def send_text(
         now=now,
     )
     if existing is not None:
-        if existing.request_hash != digest:
-            msg = "this Idempotency-Key was already used for a different text to this group"
-            raise GroupTextKeyReused(msg)
-        read = GroupTextRead(
-            id=existing.id, sent_count=existing.sent_count, created_at=existing.created_at
-        )
-        return read, False
+        msg = "this Idempotency-Key was already used for a different text to this group"
+        return replayed(existing, digest, GroupTextRead, GroupTextKeyReused(msg)), False
     count, oldest = repo.sent_since(
         session, group.id, since=now - RATE_WINDOW, other_than=message_id
     )

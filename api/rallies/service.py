@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 from api.alerts import repository as alerts_repo
 from api.alerts.messages import location_text
 from api.graphs import GraphStore
+from api.idempotency import replayed
 from api.idempotency import request_hash as canonical_hash
 from api.members.models import Member
 from api.notify.service import enqueue_many
@@ -55,13 +56,8 @@ def send_rally(
         now=now,
     )
     if existing is not None:
-        if existing.request_hash != digest:
-            msg = "this Idempotency-Key was already used for a different rally"
-            raise RallyKeyReused(msg)
-        read = RallyRead(
-            id=existing.id, sent_count=existing.sent_count, created_at=existing.created_at
-        )
-        return read, False
+        msg = "this Idempotency-Key was already used for a different rally"
+        return replayed(existing, digest, RallyRead, RallyKeyReused(msg)), False
     # Where people usually are at `at`; the mobilisation delay is not part of "minutes away".
     ranking = rank_members(
         session,
