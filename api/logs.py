@@ -84,6 +84,8 @@ def configure(log_format: str, *, level: int = logging.INFO) -> None:
         logger = logging.getLogger(name)
         logger.handlers[:] = []
         logger.propagate = True
+    # Alembic says which dialect it uses each time /healthz compares the schema's revision.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 class RequestId:

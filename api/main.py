@@ -25,6 +25,19 @@ from api.settings import Settings
 log = logging.getLogger("ern")
 
 
+class _App(FastAPI):
+    """FastAPI with RequestId outside everything, Starlette's ServerErrorMiddleware included.
+
+    Middleware added with ``add_middleware`` runs inside ServerErrorMiddleware, so the 500 it
+    sends for an unhandled error would go out without X-Request-ID; wrapped here, every
+    answer carries it, and log lines made meanwhile (uvicorn's traceback aside) name it.
+    """
+
+    def build_middleware_stack(self) -> ASGIApp:
+        settings: Settings = self.state.settings
+        return RequestId(super().build_middleware_stack(), log_requests=settings.access_log)
+
+
 class BodyLimit:
     """Answers 413 before reading more than ``max_bytes`` of a request body."""
 
@@ -144,7 +157,7 @@ def create_app(
 
     from api.inputs import strict_query
 
-    app = FastAPI(
+    app = _App(
         # Strict query parameters on every route, including those of routers added later.
         dependencies=[Depends(strict_query)],
         title="ern",
@@ -170,8 +183,6 @@ def create_app(
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     # Outermost: counts every answer, the 413s and the unmatched paths too.
     app.add_middleware(metrics.RequestMetrics)
-    # Outermost: every answer carries X-Request-ID, and log lines made meanwhile name it.
-    app.add_middleware(RequestId, log_requests=settings.log_format == "json")
 
     from api import health
     from api.alerts.router import router as alerts_router

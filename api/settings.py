@@ -234,6 +234,11 @@ class ObservabilitySettings(_Base):
     log_format: Literal["text", "json"] = Field(
         default="text", description="json: one JSON object a line, with the request id"
     )
+    access_log: bool = Field(
+        default=True,
+        description="one ern.access line per request: method, route template, status, "
+        "duration (never the raw path or query); `ern serve --no-access-log` turns it off",
+    )
 
 
 class GroupSettings(_Base):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import os
 import shutil
 from typing import TYPE_CHECKING, Any
@@ -14,7 +13,6 @@ from api.settings import Settings
 if TYPE_CHECKING:
     from api.graphs import GraphStore
 
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 WORKER_STARTUP_S = 120
 
 
@@ -27,7 +25,9 @@ def serve(
         help="uvicorn processes; the outbox and escalation workers run beside them in one "
         "child process (see ERN_WORKER_PROCESS and ERN_RUN_WORKERS)",
     ),
-    access_log: bool = typer.Option(True, help="log one line per request"),
+    access_log: bool = typer.Option(
+        True, help="log one line per request (route template, status, duration; ERN_ACCESS_LOG)"
+    ),
 ) -> None:
     """Run the HTTP service (embedded PostGIS unless ERN_DATABASE_URL is set)."""
     import uvicorn
@@ -36,11 +36,13 @@ def serve(
     from api.logs import configure
 
     _refuse_busy_port(host, port)
+    if not access_log:
+        os.environ["ERN_ACCESS_LOG"] = "false"  # also for the processes uvicorn spawns
     settings = Settings()
-    configure(settings.log_format)  # ERN_LOG_FORMAT; redacted either way
-    json_logs = settings.log_format == "json"
-    # JSON: the app logs each request itself (route template, request id), not uvicorn.
-    access_log = access_log and not json_logs
+    # ERN_LOG_FORMAT, redacted either way; uvicorn's own loggers go through the same handler.
+    # The app logs each request itself (route template, request id), never uvicorn: its
+    # access line names the raw path and query.
+    configure(settings.log_format)
     _share_metrics(settings)
     from api.graphs import no_graphs_reason
 
@@ -73,8 +75,8 @@ def serve(
                 host=host,
                 port=port,
                 log_level="info",
-                access_log=access_log,
-                log_config=None if json_logs else uvicorn.config.LOGGING_CONFIG,
+                access_log=False,
+                log_config=None,  # configure() above
             )
             return
         typer.echo(f"{banner}, {workers} worker processes")
@@ -86,7 +88,7 @@ def serve(
             host=host,
             port=port,
             log_level="info",
-            access_log=access_log,
+            access_log=False,
             log_config=_worker_log_config(settings.log_format),
             # A worker loads the graphs at start-up; uvicorn's default 5 s would kill it mid-way.
             timeout_worker_healthcheck=WORKER_STARTUP_S,
@@ -143,22 +145,33 @@ def _prepare_shared_state(settings: Settings) -> GraphStore | None:
 
 
 def _worker_log_config(log_format: str = "text") -> dict[str, Any]:
-    """uvicorn's logging plus ern's root handler, applied in every spawned worker process."""
-    from uvicorn.config import LOGGING_CONFIG
+    """What configure() sets up, as a dictConfig applied in every spawned worker process.
 
-    config = copy.deepcopy(LOGGING_CONFIG)
-    if log_format == "json":
-        config["formatters"]["ern"] = {"()": "api.logs.JsonFormatter"}
-        # uvicorn's own lines (start-up, errors) as JSON too.
-        for name in ("uvicorn", "uvicorn.error"):
-            config["loggers"].setdefault(name, {})["handlers"] = []
-            config["loggers"][name]["propagate"] = True
-    else:
-        config["formatters"]["ern"] = {"()": "api.logs.RedactingFormatter", "fmt": LOG_FORMAT}
-    config["handlers"]["ern"] = {
-        "class": "logging.StreamHandler",
-        "formatter": "ern",
-        "stream": "ext://sys.stderr",
+    One ern handler on the root (redacting, text or JSON); uvicorn's loggers keep no handler
+    of their own and propagate to it, so their start-up lines and tracebacks are redacted too.
+    """
+    from api.logs import TEXT_FORMAT
+
+    ern_formatter: dict[str, Any] = (
+        {"()": "api.logs.JsonFormatter"}
+        if log_format == "json"
+        else {"()": "api.logs.RedactingFormatter", "fmt": TEXT_FORMAT}
+    )
+    uvicorn_loggers = ("uvicorn", "uvicorn.error", "uvicorn.access")
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"ern": ern_formatter},
+        "handlers": {
+            "ern": {
+                "class": "logging.StreamHandler",
+                "formatter": "ern",
+                "stream": "ext://sys.stderr",
+            }
+        },
+        "loggers": {
+            **{name: {"handlers": [], "propagate": True} for name in uvicorn_loggers},
+            "alembic": {"level": "WARNING"},  # as configure(): quiet on every /healthz
+        },
+        "root": {"handlers": ["ern"], "level": "INFO"},
     }
-    config["root"] = {"handlers": ["ern"], "level": "INFO"}
-    return config

@@ -62,6 +62,23 @@ class TestRequestId:
         assert r.status_code == 413
         assert r.headers["X-Request-ID"] == "big"
 
+    def test_an_unexpected_error_answer_carries_it(
+        self, settings: Settings, graphs: Any, engine: Any, session_factory: Any
+    ) -> None:
+        # Starlette answers an unhandled error from its outermost middleware: the id must be
+        # added outside it.
+        app = create_app(settings, engine=engine, session_factory=session_factory, graphs=graphs)
+
+        def fail() -> None:
+            raise RuntimeError("unexpected")
+
+        app.add_api_route("/boom", fail)
+        r = TestClient(app, raise_server_exceptions=False).get(
+            "/boom", headers={"X-Request-ID": "err-500"}
+        )
+        assert r.status_code == 500 and r.json()["error"] == "InternalError"
+        assert r.headers["X-Request-ID"] == "err-500"
+
     def test_a_strange_id_is_replaced(self, client: TestClient) -> None:
         r = client.get("/healthz", headers={"X-Request-ID": "a b\tc" + "x" * 200})
         assert r.headers["X-Request-ID"] != "a b\tc" + "x" * 200
