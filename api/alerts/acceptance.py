@@ -30,11 +30,13 @@ RecordKey = tuple[str, bool, uuid.UUID | None]
 class AcceptanceRecords:
     """Acceptance records (each member's and the network's), reused by one process a while.
 
-    A record covers 90 days of answers: a minute more or less hardly moves it, but reading it
-    costs a query per alert whose work grows with the history (the network's totals read
-    every outcome of the window). Entries age by the alerts' own clock (``now``), so a test's
-    clock ages them too; an entry from the future (a clock set back) is not used. Expired
-    entries are dropped once the table has doubled since the last sweep.
+    A record covers 90 days of closed alerts: a minute more or less hardly moves it, but
+    reading it costs a query per alert whose work grows with the history (the network's
+    totals read every outcome of the window). An alert whose candidates all have fresh
+    records runs no query (and so flushes nothing: the raise path has nothing pending).
+    Entries age by the alerts' own clock (``now``), so a test's clock ages them too; an entry
+    from the future (a clock set back) is not used. Expired entries are dropped once the
+    table has doubled since the last sweep.
     """
 
     def __init__(self) -> None:
@@ -55,8 +57,15 @@ class AcceptanceRecords:
         }
 
     def put(self, records: dict[RecordKey, Record], *, now: datetime, ttl_s: float) -> None:
+        """Keep ``records`` as counted at ``now``; a record counted later is not replaced.
+
+        (Alerts on other threads may count with an earlier ``now`` and finish last.)
+        """
         with self._lock:
-            self._entries.update((key, (now, record)) for key, record in records.items())
+            for key, record in records.items():
+                entry = self._entries.get(key)
+                if entry is None or entry[0] <= now:
+                    self._entries[key] = (now, record)
             if len(self._entries) >= self._sweep_at:
                 self._entries = {
                     key: entry

@@ -165,6 +165,27 @@ class TestRecordReuse:
         p = acceptance_probabilities(db, reuse, [first, second], exercise=False, now=later)
         assert p.tolist() == [1.0, 1.0]  # everyone accepted everything: the network too
 
+    def test_candidates_all_known_are_not_counted_again(self, db, site, crowd, clock, reuse):
+        start = clock.now()
+        ids = [m.id for m, _ in crowd[:3]]
+        before = acceptance_probabilities(db, reuse, ids, exercise=False, now=start)
+        history(db, site, clock, {m: (10, 10) for m in ids})
+        soon = start + timedelta(seconds=59)
+        again = acceptance_probabilities(db, reuse, ids, exercise=False, now=soon)
+        assert again.tolist() == before.tolist() == [0.35] * 3
+        assert (
+            acceptance_probabilities(
+                db, reuse, ids, exercise=False, now=start + timedelta(seconds=60)
+            ).tolist()
+            == [1.0] * 3
+        )
+
+    def test_a_record_counted_later_is_not_replaced_by_an_earlier_one(self, clock, reuse):
+        start, key = clock.now(), ("db", False, uuid.uuid4())
+        RECORDS.put({key: (1, 1)}, now=start + timedelta(seconds=1), ttl_s=60)
+        RECORDS.put({key: (0, 0)}, now=start, ttl_s=60)  # a slower alert, begun earlier
+        assert RECORDS.fresh([key], now=start + timedelta(seconds=1), ttl_s=60) == {key: (1, 1)}
+
     def test_expired_records_are_swept_as_the_table_grows(self, clock, reuse):
         start = clock.now()
         old = {("db", False, uuid.uuid4()): (0, 1) for _ in range(1000)}
