@@ -1545,7 +1545,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument(
         "--server-access-log",
         action="store_true",
-        help="keep uvicorn's per-request access log (default --no-access-log)",
+        help="keep the server's per-request access line (default --no-access-log)",
     )
     p.add_argument("--json", action="store_true", help="one JSON object on stdout")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr (with --json)")
