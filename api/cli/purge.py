@@ -34,6 +34,11 @@ def run_purge(session: Session, settings: Settings, *, now: datetime, dry_run: b
         f"{purged.group_proposals} unpublished group proposals"
     )
     lines.append(f"{verb}: {purged.group_notices} group notices (who is in a group, on publish)")
+    lines.append(
+        f"{verb}: {purged.rallies} rallies (with their notices), "
+        f"{purged.sms_replies} processed SMS replies, "
+        f"{purged.key_notices} webhook-key change notices"
+    )
     lines += [f"{verb}: {m:%Y-%m} {c} {k}: {n}" for m, c, k, n in counts]
     totals = alerts_repo.purge_totals(session)
     lines += [f"purged so far: {m:%Y-%m} {c} {k}: {n}" for m, c, k, n in totals]

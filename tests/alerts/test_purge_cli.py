@@ -63,6 +63,20 @@ class TestPurge:
         assert again[0].startswith("removed: 0 alerts")
         assert f"purged so far: {month} notification webhook: {deliveries}" in again
 
+    def test_the_command_runs_against_the_configured_database(
+        self, settings: Settings, tmp_path: Any
+    ) -> None:
+        env = {
+            "ERN_DATABASE_URL": str(settings.database_url),
+            "ERN_SECRET_KEY": settings.secret_key.get_secret_value(),  # type: ignore[union-attr]
+            "ERN_VAR_DIR": str(tmp_path),
+        }
+        result = CliRunner().invoke(cli_app, ["purge", "--dry-run"], env=env)
+        assert result.exit_code == 0, result.output
+        lines = result.output.splitlines()
+        for what in ("alerts", "group texts", "group notices", "rallies", "SMS replies"):
+            assert any(line.startswith("would remove: ") and what in line for line in lines)
+
     def test_the_command_is_listed(self) -> None:
         result = CliRunner().invoke(cli_app, ["purge", "--help"])
         assert result.exit_code == 0

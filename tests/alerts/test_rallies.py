@@ -8,8 +8,8 @@ from typing import Any
 
 from sqlalchemy import select
 
-from api.alerts.escalation import purge_expired
 from api.alerts.schemas import AlertCoordinatorView
+from api.cli.purge import run_purge
 from api.notify.models import Delivery
 from api.rallies.models import Rally
 from tests.alerts.helpers import post_alert
@@ -143,6 +143,12 @@ class TestRallies:
         doc = rally(api, coord, body_for(site, clock, 30), key="old").json()
         assert recipients(db, doc["id"])
         later = clock.now() + timedelta(days=settings.alert_retention_days, seconds=1)
-        assert purge_expired(db, settings, now=later).rallies == 1
+        assert run_purge(db, settings, now=later, dry_run=True)[3].startswith(
+            "would remove: 1 rallies (with their notices)"
+        )
+        assert recipients(db, doc["id"])  # a dry run removes nothing
+        assert run_purge(db, settings, now=later, dry_run=False)[3].startswith(
+            "removed: 1 rallies (with their notices)"
+        )
         assert recipients(db, doc["id"]) == set()
         assert db.get(Rally, uuid.UUID(doc["id"])) is None
