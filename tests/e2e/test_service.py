@@ -8,11 +8,14 @@ responder's app receives one signed message.
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from api.notify.channels import verify_signature
 from tests.api.factories import HELSINKI_LAT, HELSINKI_LON, member_body
@@ -27,6 +30,38 @@ ALERT = {
     "needed": 1,
     "note": "followed near the station",
 }
+
+
+def value(families: dict[str, Any], name: str, **labels: str) -> float:
+    """The sample of ``name`` with exactly ``labels`` (counters: their _total)."""
+    found = [
+        s.value
+        for s in families[name].samples
+        if s.labels == labels and s.name in (name, f"{name}_total")
+    ]
+    assert len(found) == 1, (name, labels, families[name].samples)
+    return float(found[0])
+
+
+def sent(families: dict[str, Any]) -> float:
+    if "ern_deliveries" not in families:
+        return 0.0
+    return value(families, "ern_deliveries", channel="webhook", result="sent")
+
+
+def scrape_until(
+    base: str, ready: Callable[[dict[str, Any]], bool], timeout_s: float = 10.0
+) -> dict[str, Any]:
+    """GET /metrics, parsed by prometheus_client, until ``ready`` (a delivery is counted
+    just after the receiver answered)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        answer = httpx.get(f"{base}/metrics")
+        assert answer.status_code == 200, answer.text
+        families = {f.name: f for f in text_string_to_metric_families(answer.text)}
+        if ready(families) or time.monotonic() > deadline:
+            return families
+        time.sleep(0.2)
 
 
 def test_alert_reaches_the_nearest_responders_webhook_through_a_running_service(
@@ -77,6 +112,14 @@ def test_alert_reaches_the_nearest_responders_webhook_through_a_running_service(
         assert not verify_signature(bytes.fromhex(theirs), raw, headers["x-ern-signature"])
         message = json.loads(raw)
         assert message["alert_id"] == body["id"] and message["kind"] == "alert"
+        # /metrics of the running service: the worker child's delivery is counted there too.
+        families = scrape_until(base, lambda f: sent(f) >= 1)
+        assert sent(families) == 1
+        assert value(families, "ern_alerts_raised", kind="personal", ranking="street_network") == 1
+        assert value(families, "ern_graph_load_seconds") > 0
+        for mode, loaded in graphs.by_mode.items():
+            assert value(families, "ern_graph_nodes", mode=mode) == loaded.graph.n_nodes
+            assert value(families, "ern_graph_edges", mode=mode) == loaded.graph.n_edges
     finally:
         code = server.stop()
         receiver.close()
