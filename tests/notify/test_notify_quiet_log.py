@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from api.cli.serve import LOG_FORMAT
 from api.clock import ManualClock
+from api.logs import TEXT_FORMAT
 from api.notify.quiet import FailureLog
 from api.settings import Settings
 from tests.notify.conftest import deliveries, free_port
@@ -21,7 +21,7 @@ def ern_log() -> Iterator[io.StringIO]:
     """What `ern serve` / `ern worker` print: the ern loggers through a handler in their format."""
     out = io.StringIO()
     handler = logging.StreamHandler(out)
-    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    handler.setFormatter(logging.Formatter(TEXT_FORMAT))
     logger = logging.getLogger("ern")
     level = logger.level
     logger.addHandler(handler)
