@@ -2,10 +2,13 @@
 
 The canary has a home zone, a scheduled zone, a route and a live location, each at its own
 distinctive spot 600-1,500 m from where a mass alert is raised (so it is notified and accepts).
-Every operation of the OpenAPI document (discovered, so a route added later is covered), plus
-/metrics and /openapi.json, is called as anonymous, another member, the notified canary's
-fellow responder, the requester, a coordinator and the canary itself, with the canary's and
-the alert's ids in the path; mutations run in a savepoint rolled back after them. The outbox
+A coordinator then publishes a buddy group of the canary and a member walking its route (the
+fellow responder, a defence volunteer, its point contact), texts the group and sends a rally
+that reaches the canary. Every operation of the OpenAPI document (discovered, so a route added
+later is covered), plus /metrics and /openapi.json, is called as anonymous, another member, the
+fellow, the requester, a coordinator and the canary itself, with the real ids of the canary,
+the alert, the group and an unpublished proposal in the path, and a valid body for the group,
+text and rally routes; mutations run in a savepoint rolled back after them. The outbox
 worker then tries to deliver (its receiver is closed, so it logs failures). Every answer body
 and header and every log line of the server and worker is searched for a coordinate pair within
 50 m of one of the canary's places, at whatever precision it is printed.
@@ -19,6 +22,7 @@ import logging
 import math
 import re
 import uuid
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -128,8 +132,82 @@ def log_lines() -> Any:
     root.setLevel(old)
 
 
+# Groups of two at least: the canary and the buddy who walks its route.
+BUILD = {"min_size": 2}
+
+
+def rally_body(site: Site, clock: Any) -> dict[str, Any]:
+    """A rally at the alert's site, meant an hour ago, reaching those usually within 30 min."""
+    at = (clock.now() - timedelta(hours=1)).isoformat()
+    return {"location": site.point(), "at": at, "minutes": 30, "text": "Thank you all"}
+
+
 def _fill(path: str, ids: dict[str, str]) -> str:
     return re.sub(r"\{([^}]+)\}", lambda m: ids.get(m.group(1), str(uuid.uuid4())), path)
+
+
+def gather_around(
+    api: TestClient,
+    make_member: Any,
+    coord_token: str,
+    canary_id: str,
+    *,
+    contact_id: str,
+    route: dict[str, Any],
+    site: Site,
+    clock: Any,
+) -> dict[str, str]:
+    """Put the canary where others meet it before the sweep: a published buddy group with a
+    member walking its very route and ``contact_id`` (the only defence volunteer) as its point
+    contact, a group text and a rally near it, and a second proposal left unpublished (for the
+    sweep's publish). Returns those path ids and the buddy's.
+    """
+    week = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+    buddy, _ = make_member(
+        contact={"webhook_url": "http://127.0.0.1:9/hook", "email": "buddy@example.org"},
+        share_with_group=["email"],
+        routes=[{"path": route, "days": week, "start": "00:00", "end": "23:59"}],
+    )
+    coord = auth(coord_token)
+    built = api.post("/v1/groups/build", json=BUILD, headers=coord)
+    assert built.status_code == 201, built.text
+    published = api.post(
+        f"/v1/groups/proposals/{built.json()['proposal_id']}/publish", headers=coord
+    )
+    assert published.status_code == 200, published.text
+    [group] = [g for g in published.json()["items"] if canary_id in {m["id"] for m in g["members"]}]
+    assert str(buddy.id) in {m["id"] for m in group["members"]}, group
+    assert (group["point_contact"] or {}).get("id") == contact_id, group
+    unpublished = api.post("/v1/groups/build", json=BUILD, headers=coord)
+    assert unpublished.status_code == 201, unpublished.text
+    text = api.post(
+        f"/v1/groups/{group['id']}/messages",
+        json={"text": "meet at 6"},
+        headers={**coord, "Idempotency-Key": str(uuid.uuid4())},
+    )
+    assert text.status_code == 201, text.text
+    rally = api.post(
+        "/v1/rallies",
+        json=rally_body(site, clock),
+        headers={**coord, "Idempotency-Key": str(uuid.uuid4())},
+    )
+    assert rally.status_code == 201 and rally.json()["sent_count"] >= 1, rally.text
+    return {
+        "group_id": group["id"],
+        "proposal_id": unpublished.json()["proposal_id"],
+        "buddy_id": str(buddy.id),
+    }
+
+
+def bodies_for(ids: dict[str, str], *, site: Site, clock: Any) -> dict[tuple[str, str], Any]:
+    """Minimal valid bodies, so that the group, text and rally routes run as a coordinator
+    rather than stop at 422; any other mutation gets ``{}``."""
+    return {
+        ("POST", "/v1/groups/build"): BUILD,
+        ("POST", "/v1/groups/{group_id}/members"): {"member_id": ids["buddy_id"]},
+        ("POST", "/v1/groups/{group_id}/messages"): {"text": "meet at 6"},
+        ("POST", "/v1/rallies"): rally_body(site, clock),
+    }
 
 
 @pytest.mark.slow
@@ -157,6 +235,7 @@ def test_a_members_places_leak_to_nobody_else(
         lat=home[1],
         side_m=220.0,
         contact={"webhook_url": "http://127.0.0.1:9/hook", "email": "canary@example.org"},
+        share_with_group=["email"],
         zones=[
             {
                 "name": "work",
@@ -184,7 +263,7 @@ def test_a_members_places_leak_to_nobody_else(
         api.put("/v1/members/me/location", json=here, headers=auth(canary_token)).status_code == 200
     )
 
-    _, fellow_token = place(site, site.nodes_by_time()[5])
+    fellow, fellow_token = place(site, site.nodes_by_time()[5], roles=("responder", "defense"))
     near_site = square(site.lon, site.lat, 300.0)
     _, other_token = make_member(roles=(), home_zone=near_site)
     _, requester_token = make_member(roles=(), home_zone=near_site)
@@ -199,6 +278,18 @@ def test_a_members_places_leak_to_nobody_else(
         )
         assert r.status_code == 200, r.text
 
+    gathered = gather_around(
+        api,
+        make_member,
+        coord_token,
+        canary_id,
+        contact_id=str(fellow.id),
+        route=line(start, work),
+        site=site,
+        clock=clock,
+    )
+    bodies = bodies_for(gathered, site=site, clock=clock)
+
     callers = {
         "anonymous": None,
         "other": other_token,
@@ -207,7 +298,7 @@ def test_a_members_places_leak_to_nobody_else(
         "coordinator": coord_token,
         "canary": canary_token,
     }
-    ids = {"member_id": canary_id, "alert_id": alert_id}
+    ids = {"member_id": canary_id, "alert_id": alert_id, **gathered}
     doc = api.get("/openapi.json").json()
     ops = [
         (method.upper(), path)
@@ -219,6 +310,7 @@ def test_a_members_places_leak_to_nobody_else(
     # Reads first; mutations each in a savepoint rolled back after it.
     ops.sort(key=lambda op: op[0] != "GET")
     found: dict[str, list[str]] = {}
+    status: dict[tuple[str, str, str], int] = {}
     calls = 0
     for method, path in ops:
         for who, token in callers.items():
@@ -226,7 +318,7 @@ def test_a_members_places_leak_to_nobody_else(
             headers = {**(auth(token) if token else {}), "Idempotency-Key": str(uuid.uuid4())}
             kwargs: dict[str, Any] = {"headers": headers}
             if method in ("POST", "PUT", "PATCH"):
-                kwargs["json"] = {}
+                kwargs["json"] = bodies.get((method, path), {})
             savepoint = connection.begin_nested()
             try:
                 r = api.request(method, url, **kwargs)
@@ -234,6 +326,7 @@ def test_a_members_places_leak_to_nobody_else(
                 if savepoint.is_active:
                     savepoint.rollback()
             calls += 1
+            status[(who, method, path)] = r.status_code
             allowed = (
                 who == "canary"
                 or (who == "coordinator" and canary_id in url)
@@ -252,6 +345,11 @@ def test_a_members_places_leak_to_nobody_else(
     coord_read = api.get(f"/v1/members/{canary_id}", headers=auth(coord_token))
     assert leaks(coord_read.text, places)
     assert calls >= 6 * 15
+    # The group, text and rally routes ran with real ids and bodies, not stopped at 404 or 422.
+    reads = [("GET", "/v1/groups/{group_id}"), ("GET", "/v1/groups/{group_id}/roster")]
+    ran = [("coordinator", *op) for op in [*bodies, *reads]]
+    ran += [("fellow", *op) for op in [*reads, ("POST", "/v1/groups/{group_id}/messages")]]
+    assert all(status.get(call) in (200, 201) for call in ran), {c: status.get(c) for c in ran}
 
     # The worker tries to deliver (the receiver is closed: failures are logged).
     worker = OutboxWorker(session_factory, settings, clock=clock, listen=False)
