@@ -33,4 +33,7 @@ def test_warm_up_freezes_what_is_alive_then(app: FastAPI, client, unfrozen) -> N
     assert any(o is cycle for o in gc.get_objects(0))
     scraped = client.get("/metrics").text
     values = {s.name: s.value for f in text_string_to_metric_families(scraped) for s in f.samples}
-    assert values.get("ern_python_gc_frozen_objects") == frozen
+    # The gauge is the count at the freeze; frozen objects that died since (temporaries alive
+    # at that moment) have left the count, never joined it.
+    gauge = values.get("ern_python_gc_frozen_objects")
+    assert gauge is not None and frozen <= gauge <= frozen * 1.001
